@@ -1,0 +1,1 @@
+//! Shared helpers for the a2cid criterion benchmarks.
