@@ -1,1 +1,5 @@
-//! a2cid
+//! a2cid: the root package. CLI, launcher, worker runtime, simulator and reports live here; it joins
+//! the GPU engine (`a2cid-engine`) and the TCP mesh (`a2cid-net`), which never import each other.
+pub mod cli;
+pub mod data;
+pub mod train;

@@ -1,1 +1,33 @@
-fn main() {}
+//! The `a2cid` command line: devices, run, topology, simulate (and later worker, report).
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "a2cid", version, about = "Asynchronous decentralized training with A²CiD² on any GPU (wgpu)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the GPU adapters wgpu sees and which one would be used.
+    Devices(a2cid::cli::DevicesArgs),
+    /// Train: `--workers 1` trains in-process.
+    Run(Box<a2cid::cli::RunArgs>),
+}
+
+fn main() -> std::process::ExitCode {
+    a2cid::cli::init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Devices(args) => a2cid::cli::devices(&args),
+        Command::Run(args) => a2cid::cli::run(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
