@@ -12,8 +12,9 @@ use crate::train::{self, ModelKind, RunConfig, ScheduleKind};
 
 /// Logs go to stderr; `RUST_LOG` overrides the default (info for a2cid, warnings for the rest).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,a2cid=info,a2cid_engine=info,a2cid_net=info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,a2cid=info,a2cid_engine=info,a2cid_net=info")
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -34,9 +35,16 @@ pub fn devices(args: &DevicesArgs) -> anyhow::Result<()> {
     if list.is_empty() {
         return Err(a2cid_engine::EngineError::NoAdapter.into());
     }
-    println!("{:<4} {:<40} {:<8} {:<14} driver", "idx", "name", "backend", "type");
+    println!(
+        "{:<4} {:<40} {:<8} {:<14} driver",
+        "idx", "name", "backend", "type"
+    );
     for a in &list {
-        let mark = if chosen.as_ref().ok() == Some(&a.index) { "  <- would be used" } else { "" };
+        let mark = if chosen.as_ref().ok() == Some(&a.index) {
+            "  <- would be used"
+        } else {
+            ""
+        };
         println!(
             "{:<4} {:<40} {:<8} {:<14} {}{mark}",
             format!("[{}]", a.index),
@@ -123,15 +131,33 @@ impl RunArgs {
     pub fn resolve(&self) -> anyhow::Result<RunConfig> {
         let mut cfg = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("config {} is not valid", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("config {} is not valid", path.display()))?
             }
             None => RunConfig::default(),
         };
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = &self.$f { cfg.$f = v.clone(); } )* };
         }
-        set!(workers, dataset, model, hidden, epochs, batch_size, lr, momentum, weight_decay, schedule, warmup_steps, seed, data_dir, adapter, log_every);
+        set!(
+            workers,
+            dataset,
+            model,
+            hidden,
+            epochs,
+            batch_size,
+            lr,
+            momentum,
+            weight_decay,
+            schedule,
+            warmup_steps,
+            seed,
+            data_dir,
+            adapter,
+            log_every
+        );
         if self.nesterov {
             cfg.nesterov = true;
         }
@@ -165,12 +191,25 @@ mod tests {
             ..Default::default()
         };
         let cfg = args.resolve().unwrap();
-        assert_eq!((cfg.epochs, cfg.lr, cfg.dataset, cfg.batch_size), (7, 0.3, DatasetName::Mnist, 64));
+        assert_eq!(
+            (cfg.epochs, cfg.lr, cfg.dataset, cfg.batch_size),
+            (7, 0.3, DatasetName::Mnist, 64)
+        );
 
         std::fs::write(&path, "epochs = 7\nlearning_rate = 0.2\n").unwrap();
         let e = format!("{:#}", args.resolve().unwrap_err());
-        assert!(e.contains("not valid") && e.contains("learning_rate"), "{e}");
-        let bad = RunArgs { batch_size: Some(0), ..Default::default() };
-        assert!(bad.resolve().unwrap_err().to_string().contains("--batch-size"));
+        assert!(
+            e.contains("not valid") && e.contains("learning_rate"),
+            "{e}"
+        );
+        let bad = RunArgs {
+            batch_size: Some(0),
+            ..Default::default()
+        };
+        assert!(bad
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("--batch-size"));
     }
 }

@@ -169,11 +169,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         std::process::id()
     ));
     {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }
 
@@ -184,7 +186,8 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn create(path: &Path) -> anyhow::Result<Self> {
-        let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let f =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
         Ok(Metrics {
             out: std::io::BufWriter::new(f),
         })
@@ -204,10 +207,14 @@ impl Metrics {
 pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
     cfg.validate()?;
     let out = cfg.out_dir();
-    std::fs::create_dir_all(&out).with_context(|| format!("creating run directory {}", out.display()))?;
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("creating run directory {}", out.display()))?;
     let mut resolved = cfg.clone();
     resolved.out = Some(out.clone());
-    write_atomic(&out.join("config.toml"), toml::to_string_pretty(&resolved)?.as_bytes())?;
+    write_atomic(
+        &out.join("config.toml"),
+        toml::to_string_pretty(&resolved)?.as_bytes(),
+    )?;
 
     let dataset = data::load(cfg.dataset, &cfg.data_dir)?;
     let ctx = GpuContext::new(&cfg.adapter.parse::<AdapterChoice>().expect("infallible"))?;
@@ -223,20 +230,35 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
     let eval_batch = 1024.max(cfg.batch_size);
     let mut mlp = Mlp::new(ctx.clone(), spec.clone(), eval_batch)?;
     mlp.set_params(&spec.init(cfg.seed))?;
-    let mut sgd = Sgd::new(ctx.clone(), mlp.params_buffer(), mlp.grads_buffer(), spec.layout().len(), cfg.sgd())?;
+    let mut sgd = Sgd::new(
+        ctx.clone(),
+        mlp.params_buffer(),
+        mlp.grads_buffer(),
+        spec.layout().len(),
+        cfg.sgd(),
+    )?;
 
     let train = Arc::new(dataset.train);
     let shard = data::shard_indices(train.len(), 0, 1, cfg.seed);
-    let loader = BatchLoader::spawn(train.clone(), dataset.features, shard, cfg.batch_size, cfg.seed, Some(cfg.epochs));
+    let loader = BatchLoader::spawn(
+        train.clone(),
+        dataset.features,
+        shard,
+        cfg.batch_size,
+        cfg.seed,
+        Some(cfg.epochs),
+    );
     let total_steps = loader.batches_per_epoch * cfg.epochs;
 
     let mut metrics = Metrics::create(&out.join("metrics.jsonl"))?;
     let bar = if progress {
         let bar = indicatif::ProgressBar::new(total_steps as u64);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar
     } else {
@@ -279,7 +301,10 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
                 "wall": start.elapsed().as_secs_f64(), "train_loss": last_train_loss,
                 "train_accuracy": s.correct / window_samples as f64, "lr": lr, "grads": step,
             }))?;
-            bar.set_message(format!("epoch {} loss {last_train_loss:.4}", batch.epoch + 1));
+            bar.set_message(format!(
+                "epoch {} loss {last_train_loss:.4}",
+                batch.epoch + 1
+            ));
             since_log = 0;
             window_samples = 0;
         }
@@ -333,7 +358,10 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
         adapter: ctx.adapter.name.clone(),
         epochs: cfg.epochs,
     };
-    write_atomic(&out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    write_atomic(
+        &out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
     println!(
         "done in {wall:.1}s: test accuracy {:.2}%, test loss {test_loss:.4}; run directory {}",
         100.0 * test_acc,

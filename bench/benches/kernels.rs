@@ -11,9 +11,15 @@ use a2cid_engine::{AdapterChoice, GpuContext, SgdConfig};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn ctx() -> std::sync::Arc<GpuContext> {
-    let choice: AdapterChoice = std::env::var("A2CID_ADAPTER").unwrap_or_default().parse().unwrap();
+    let choice: AdapterChoice = std::env::var("A2CID_ADAPTER")
+        .unwrap_or_default()
+        .parse()
+        .unwrap();
     let ctx = GpuContext::new(&choice).expect("benchmarks need a GPU adapter");
-    eprintln!("adapter: {} ({}, {})", ctx.adapter.name, ctx.adapter.backend, ctx.adapter.device_type);
+    eprintln!(
+        "adapter: {} ({}, {})",
+        ctx.adapter.name, ctx.adapter.backend, ctx.adapter.device_type
+    );
     ctx
 }
 
@@ -57,15 +63,27 @@ fn matmul(c: &mut Criterion) {
             bch.iter_custom(|iters| time_dispatches(&ctx, &[&d], iters))
         });
         let mut burn = BurnMatmul::new_on(&ctx, m, k, n, 3);
-        group.bench_function(BenchmarkId::new("burn", label), |bch| bch.iter_custom(|iters| burn.run(iters)));
+        group.bench_function(BenchmarkId::new("burn", label), |bch| {
+            bch.iter_custom(|iters| burn.run(iters))
+        });
         let ours = median_secs(5, 10, |i| time_dispatches(&ctx, &[&d], i));
         let theirs = median_secs(5, 10, |i| burn.run(i));
-        ratios.push((label, flops as f64 / ours / 1e9, flops as f64 / theirs / 1e9));
+        ratios.push((
+            label,
+            flops as f64 / ours / 1e9,
+            flops as f64 / theirs / 1e9,
+        ));
     }
     group.finish();
-    eprintln!("\nmatmul on {} (GFLOP/s, medians of the same run):", ctx.adapter.name);
+    eprintln!(
+        "\nmatmul on {} (GFLOP/s, medians of the same run):",
+        ctx.adapter.name
+    );
     for (label, ours, theirs) in ratios {
-        eprintln!("  {label:<22} a2cid {ours:>8.2}  burn {theirs:>8.2}  ratio {:.2}", ours / theirs);
+        eprintln!(
+            "  {label:<22} a2cid {ours:>8.2}  burn {theirs:>8.2}  ratio {:.2}",
+            ours / theirs
+        );
     }
 }
 
@@ -76,7 +94,12 @@ fn sgd_vs_copy(c: &mut Criterion) {
     let g = ctx.storage_buffer_from("g", &random(n, 5)).unwrap();
     let m = ctx.storage_buffer_from("m", &random(n, 6)).unwrap();
     let dst = ctx.storage_buffer("dst", n).unwrap();
-    let cfg = SgdConfig { lr: 1e-6, momentum: 0.9, weight_decay: 1e-4, nesterov: false };
+    let cfg = SgdConfig {
+        lr: 1e-6,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        nesterov: false,
+    };
     let sgd = kernels::sgd_step(&ctx, &x, &m, &g, n, &cfg).unwrap();
     let copy = kernels::copy(&ctx, &g, 0, &dst, 0, n).unwrap();
     let mut group = c.benchmark_group("arena 11.2M f32");
@@ -84,13 +107,20 @@ fn sgd_vs_copy(c: &mut Criterion) {
     let sgd_bytes = 5 * 4 * n as u64; // read x, g, m; write x, m
     let copy_bytes = 2 * 4 * n as u64; // read src, write dst
     group.throughput(Throughput::Bytes(sgd_bytes));
-    group.bench_function("fused sgd_step", |b| b.iter_custom(|i| time_dispatches(&ctx, &[&sgd], i)));
+    group.bench_function("fused sgd_step", |b| {
+        b.iter_custom(|i| time_dispatches(&ctx, &[&sgd], i))
+    });
     group.throughput(Throughput::Bytes(copy_bytes));
-    group.bench_function("copy (bandwidth ceiling)", |b| b.iter_custom(|i| time_dispatches(&ctx, &[&copy], i)));
+    group.bench_function("copy (bandwidth ceiling)", |b| {
+        b.iter_custom(|i| time_dispatches(&ctx, &[&copy], i))
+    });
     group.finish();
     let t_sgd = median_secs(5, 5, |i| time_dispatches(&ctx, &[&sgd], i));
     let t_copy = median_secs(5, 5, |i| time_dispatches(&ctx, &[&copy], i));
-    let (bw_sgd, bw_copy) = (sgd_bytes as f64 / t_sgd / 1e9, copy_bytes as f64 / t_copy / 1e9);
+    let (bw_sgd, bw_copy) = (
+        sgd_bytes as f64 / t_sgd / 1e9,
+        copy_bytes as f64 / t_copy / 1e9,
+    );
     eprintln!(
         "\nfused SGD on {}: {bw_sgd:.2} GB/s effective vs copy {bw_copy:.2} GB/s: {:.0}% of the ceiling",
         ctx.adapter.name,

@@ -1,5 +1,7 @@
 //! Shared helpers for the a2cid criterion benchmarks: timing GPU work honestly (the device is
 //! synchronised before the clock stops) and reporting ratios measured in the same run.
+pub mod burn_ref;
+
 use std::time::{Duration, Instant};
 
 use a2cid_engine::kernels::Dispatch;
@@ -33,7 +35,9 @@ pub fn time_dispatches(ctx: &GpuContext, dispatches: &[&Dispatch], iters: u64) -
 /// criterion's own numbers).
 pub fn median_secs(samples: usize, iters: u64, mut f: impl FnMut(u64) -> Duration) -> f64 {
     f(1); // warm-up: pipelines, first-touch of memory
-    let mut v: Vec<f64> = (0..samples).map(|_| f(iters).as_secs_f64() / iters as f64).collect();
+    let mut v: Vec<f64> = (0..samples)
+        .map(|_| f(iters).as_secs_f64() / iters as f64)
+        .collect();
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }

@@ -24,7 +24,11 @@ pub fn matmul(
                 acc += f64::from(av) * f64::from(bv);
             }
             let out = &mut c[i * n + j];
-            *out = if accumulate { *out + acc as f32 } else { acc as f32 };
+            *out = if accumulate {
+                *out + acc as f32
+            } else {
+                acc as f32
+            };
         }
     }
 }
@@ -82,11 +86,17 @@ pub fn softmax_ce(
     for r in 0..rows {
         let z = &logits[r * classes..(r + 1) * classes];
         let label = labels[r] as usize;
-        let (argmax, zmax) = z
-            .iter()
-            .copied()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, v)| if v > bv { (i, v) } else { (bi, bv) });
+        let (argmax, zmax) =
+            z.iter()
+                .copied()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, v)| {
+                    if v > bv {
+                        (i, v)
+                    } else {
+                        (bi, bv)
+                    }
+                });
         let sum: f64 = z.iter().map(|&v| f64::from(v - zmax).exp()).sum();
         stats.loss_sum += sum.ln() + f64::from(zmax) - f64::from(z[label]);
         if argmax == label {

@@ -66,7 +66,9 @@ fn summarize(index: usize, info: &wgpu::AdapterInfo) -> AdapterSummary {
         name: info.name.clone(),
         backend: format!("{:?}", info.backend),
         device_type: format!("{:?}", info.device_type),
-        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
         is_cpu: info.device_type == wgpu::DeviceType::Cpu,
     }
 }
@@ -123,9 +125,16 @@ fn choose(adapters: &[wgpu::AdapterInfo], choice: &AdapterChoice) -> Result<usiz
 
 /// Every adapter wgpu sees, and the index `choice` would pick (an error if it picks none).
 pub fn list_adapters(choice: &AdapterChoice) -> (Vec<AdapterSummary>, Result<usize>) {
-    let infos: Vec<_> = enumerate(&instance()).iter().map(|a| a.get_info()).collect();
+    let infos: Vec<_> = enumerate(&instance())
+        .iter()
+        .map(|a| a.get_info())
+        .collect();
     let chosen = choose(&infos, choice);
-    let list = infos.iter().enumerate().map(|(i, info)| summarize(i, info)).collect();
+    let list = infos
+        .iter()
+        .enumerate()
+        .map(|(i, info)| summarize(i, info))
+        .collect();
     (list, chosen)
 }
 
@@ -145,11 +154,14 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    placeholder: wgpu::Buffer,
 }
 
 impl fmt::Debug for GpuContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GpuContext").field("adapter", &self.adapter).finish()
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.adapter)
+            .finish()
     }
 }
 
@@ -189,17 +201,25 @@ impl GpuContext {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|source| {
-            EngineError::RequestDevice {
-                adapter: summary.name.clone(),
-                source,
-            }
-        })?;
+        let (device, queue) =
+            pollster::block_on(adapter.request_device(&desc)).map_err(|source| {
+                EngineError::RequestDevice {
+                    adapter: summary.name.clone(),
+                    source,
+                }
+            })?;
         device.on_uncaptured_error(Arc::new(|e| {
             // Validation errors are bugs in the engine; device loss is reported on the next sync.
             tracing::error!("wgpu error: {e}");
         }));
+        let placeholder = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("placeholder"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
         Ok(Arc::new(GpuContext {
+            placeholder,
             device,
             queue,
             adapter: summary,
@@ -209,9 +229,15 @@ impl GpuContext {
         }))
     }
 
+    /// A tiny storage buffer bound where a kernel specialisation declares a binding it never uses.
+    pub fn placeholder_buffer(&self) -> &wgpu::Buffer {
+        &self.placeholder
+    }
+
     /// The largest storage binding, in f32 elements.
     pub fn max_storage_elems(&self) -> usize {
-        let bytes = u64::from(self.limits.max_storage_buffer_binding_size).min(self.limits.max_buffer_size);
+        let bytes =
+            self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
         (bytes / 4) as usize
     }
 
@@ -219,7 +245,8 @@ impl GpuContext {
     /// destination.
     pub fn storage_buffer(&self, label: &str, len: usize) -> Result<wgpu::Buffer> {
         let bytes = (len.max(1) * 4) as u64;
-        let limit = u64::from(self.limits.max_storage_buffer_binding_size).min(self.limits.max_buffer_size);
+        let limit =
+            self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
         if bytes > limit {
             return Err(EngineError::BufferTooLarge {
                 label: label.to_string(),
@@ -238,8 +265,12 @@ impl GpuContext {
     }
 
     /// A storage buffer holding `data`.
-    pub fn storage_buffer_from<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<wgpu::Buffer> {
-        let buf = self.storage_buffer(label, data.len() * std::mem::size_of::<T>() / 4)?;
+    pub fn storage_buffer_from<T: bytemuck::Pod>(
+        &self,
+        label: &str,
+        data: &[T],
+    ) -> Result<wgpu::Buffer> {
+        let buf = self.storage_buffer(label, std::mem::size_of_val(data) / 4)?;
         if !data.is_empty() {
             self.queue.write_buffer(&buf, 0, bytemuck::cast_slice(data));
         }
@@ -248,33 +279,47 @@ impl GpuContext {
 
     /// A uniform buffer holding `value`.
     pub fn uniform_buffer<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::bytes_of(value),
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        })
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::bytes_of(value),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            })
     }
 
     /// Writes `data` into `buf` starting at element `offset` (queued; ordered before later submits).
     pub fn write<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, offset: usize, data: &[T]) {
         if !data.is_empty() {
-            self.queue.write_buffer(buf, (offset * std::mem::size_of::<T>()) as u64, bytemuck::cast_slice(data));
+            self.queue.write_buffer(
+                buf,
+                (offset * std::mem::size_of::<T>()) as u64,
+                bytemuck::cast_slice(data),
+            );
         }
     }
 
     /// Copies `len` elements of `buf` from element `offset` back to the host. Waits for all work
     /// submitted before it.
-    pub fn read<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, offset: usize, len: usize) -> Result<Vec<T>> {
+    pub fn read<T: bytemuck::Pod>(
+        &self,
+        buf: &wgpu::Buffer,
+        offset: usize,
+        len: usize,
+    ) -> Result<Vec<T>> {
         let elem = std::mem::size_of::<T>() as u64;
         let bytes = len as u64 * elem;
         if len == 0 {
             return Ok(Vec::new());
         }
-        let label = buf.label().unwrap_or("buffer").to_string();
+        let label = format!("buffer of {} bytes", buf.size());
         if offset as u64 * elem + bytes > buf.size() {
             return Err(EngineError::Readback {
                 label,
-                detail: format!("range {offset}..{} is past the end ({} bytes)", offset + len, buf.size()),
+                detail: format!(
+                    "range {offset}..{} is past the end ({} bytes)",
+                    offset + len,
+                    buf.size()
+                ),
             });
         }
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -296,7 +341,10 @@ impl GpuContext {
         match rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                return Err(EngineError::Readback { label, detail: e.to_string() });
+                return Err(EngineError::Readback {
+                    label,
+                    detail: e.to_string(),
+                });
             }
             Err(_) => {
                 return Err(EngineError::Readback {
@@ -308,7 +356,10 @@ impl GpuContext {
         let view = staging
             .slice(..)
             .get_mapped_range()
-            .map_err(|e| EngineError::Readback { label, detail: e.to_string() })?;
+            .map_err(|e| EngineError::Readback {
+                label,
+                detail: e.to_string(),
+            })?;
         let out = bytemuck::cast_slice::<u8, T>(&view).to_vec();
         drop(view);
         staging.unmap();
@@ -338,7 +389,12 @@ impl GpuContext {
             entry,
             constants: sorted,
         };
-        if let Some(p) = self.pipelines.lock().expect("pipeline cache poisoned").get(&key) {
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .expect("pipeline cache poisoned")
+            .get(&key)
+        {
             return p.clone();
         }
         let module = {
@@ -346,24 +402,27 @@ impl GpuContext {
             modules
                 .entry(shader)
                 .or_insert_with(|| {
-                    self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(shader.file_name()),
-                        source: wgpu::ShaderSource::Wgsl(shader.source().into()),
-                    })
+                    self.device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(shader.file_name()),
+                            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                        })
                 })
                 .clone()
         };
-        let pipeline = Arc::new(self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: None,
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants,
-                zero_initialize_workgroup_memory: false,
+        let pipeline = Arc::new(self.device.create_compute_pipeline(
+            &wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
             },
-            cache: None,
-        }));
+        ));
         self.pipelines
             .lock()
             .expect("pipeline cache poisoned")
@@ -373,7 +432,10 @@ impl GpuContext {
 
     /// Number of distinct pipelines compiled so far (the cache's size).
     pub fn cached_pipelines(&self) -> usize {
-        self.pipelines.lock().expect("pipeline cache poisoned").len()
+        self.pipelines
+            .lock()
+            .expect("pipeline cache poisoned")
+            .len()
     }
 
     /// Records `dispatches` into one compute pass and submits it.
@@ -413,12 +475,22 @@ mod tests {
 
     #[test]
     fn choice_by_index_and_name_and_errors() {
-        let list = vec![info("llvmpipe (LLVM 15)", wgpu::DeviceType::Cpu), info("NVIDIA A100", wgpu::DeviceType::DiscreteGpu)];
+        let list = vec![
+            info("llvmpipe (LLVM 15)", wgpu::DeviceType::Cpu),
+            info("NVIDIA A100", wgpu::DeviceType::DiscreteGpu),
+        ];
         assert_eq!(choose(&list, &"0".parse().unwrap()).unwrap(), 0);
         assert_eq!(choose(&list, &"a100".parse().unwrap()).unwrap(), 1);
-        let err = choose(&list, &"radeon".parse().unwrap()).unwrap_err().to_string();
-        assert!(err.contains("radeon") && err.contains("[1] NVIDIA A100"), "{err}");
-        let err = choose(&list, &AdapterChoice::Index(7)).unwrap_err().to_string();
+        let err = choose(&list, &"radeon".parse().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("radeon") && err.contains("[1] NVIDIA A100"),
+            "{err}"
+        );
+        let err = choose(&list, &AdapterChoice::Index(7))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--adapter \"7\""), "{err}");
         let err = choose(&[], &AdapterChoice::Auto).unwrap_err().to_string();
         assert!(err.contains("apt-get install mesa-vulkan-drivers"), "{err}");

@@ -11,7 +11,10 @@ pub enum EngineError {
     NoAdapter,
 
     #[error("no adapter matches --adapter {requested:?}; available adapters:\n{available}")]
-    AdapterNotFound { requested: String, available: String },
+    AdapterNotFound {
+        requested: String,
+        available: String,
+    },
 
     #[error("could not open a device on adapter {adapter:?}: {source}")]
     RequestDevice {
@@ -24,7 +27,11 @@ pub enum EngineError {
         "buffer {label:?} needs {bytes} bytes but the device allows at most {limit} bytes per \
          storage binding; use a smaller model or batch, or a GPU with larger limits"
     )]
-    BufferTooLarge { label: String, bytes: u64, limit: u64 },
+    BufferTooLarge {
+        label: String,
+        bytes: u64,
+        limit: u64,
+    },
 
     #[error("{op}: {detail}")]
     Shape { op: &'static str, detail: String },

@@ -18,16 +18,18 @@ pub enum Shader {
     Relu,
     SoftmaxCe,
     Sgd,
+    Acid,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 6] = [
+    pub const ALL: [Shader; 7] = [
         Shader::Util,
         Shader::Matmul,
         Shader::Bias,
         Shader::Relu,
         Shader::SoftmaxCe,
         Shader::Sgd,
+        Shader::Acid,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -38,6 +40,7 @@ impl Shader {
             Shader::Relu => "relu.wgsl",
             Shader::SoftmaxCe => "softmax_ce.wgsl",
             Shader::Sgd => "sgd.wgsl",
+            Shader::Acid => "acid.wgsl",
         }
     }
 
@@ -49,6 +52,7 @@ impl Shader {
             Shader::Relu => include_str!("../../shaders/relu.wgsl"),
             Shader::SoftmaxCe => include_str!("../../shaders/softmax_ce.wgsl"),
             Shader::Sgd => include_str!("../../shaders/sgd.wgsl"),
+            Shader::Acid => include_str!("../../shaders/acid.wgsl"),
         }
     }
 }
@@ -137,7 +141,8 @@ impl Dispatch {
 
     /// Replaces the uniform parameters (e.g. a new learning rate); takes effect at the next submit.
     pub fn set_params<P: Pod>(&self, ctx: &GpuContext, params: &P) {
-        ctx.queue.write_buffer(&self.uniform, 0, bytemuck::bytes_of(params));
+        ctx.queue
+            .write_buffer(&self.uniform, 0, bytemuck::bytes_of(params));
     }
 
     pub fn groups(&self) -> [u32; 3] {
@@ -181,11 +186,25 @@ fn util(
     let mut storage = vec![dst.0];
     storage.extend(src.map(|s| s.0));
     let groups = grid_1d(groups_for(n, WORKGROUP_1D as usize)?);
-    Ok(Dispatch::new(ctx, Shader::Util, entry, &[], &params, &storage, groups))
+    Ok(Dispatch::new(
+        ctx,
+        Shader::Util,
+        entry,
+        &[],
+        &params,
+        &storage,
+        groups,
+    ))
 }
 
 /// `dst[dst_off + i] = value` for `i < n`.
-pub fn fill(ctx: &GpuContext, dst: &wgpu::Buffer, dst_off: usize, n: usize, value: f32) -> Result<Dispatch> {
+pub fn fill(
+    ctx: &GpuContext,
+    dst: &wgpu::Buffer,
+    dst_off: usize,
+    n: usize,
+    value: f32,
+) -> Result<Dispatch> {
     util(ctx, "fill", (dst, dst_off), None, n, value)
 }
 
@@ -202,7 +221,13 @@ pub fn copy(
 }
 
 /// `y[i] += a * x[i]` for `i < n`.
-pub fn axpy(ctx: &GpuContext, a: f32, x: &wgpu::Buffer, y: &wgpu::Buffer, n: usize) -> Result<Dispatch> {
+pub fn axpy(
+    ctx: &GpuContext,
+    a: f32,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    n: usize,
+) -> Result<Dispatch> {
     util(ctx, "axpy", (y, 0), Some((x, 0)), n, a)
 }
 
@@ -325,7 +350,15 @@ pub fn bias_add(
     };
     u32_of(entry, "rows·cols", rows * cols)?;
     let groups = grid_1d(groups_for(rows * cols, WORKGROUP_1D as usize)?);
-    Ok(Dispatch::new(ctx, Shader::Bias, entry, &[], &params, &[y.0, bias.0], groups))
+    Ok(Dispatch::new(
+        ctx,
+        Shader::Bias,
+        entry,
+        &[],
+        &params,
+        &[y.0, bias.0],
+        groups,
+    ))
 }
 
 /// `db[j] = Σ_r dy[r, j]` over a row-major `[rows, cols]` upstream gradient.
@@ -344,7 +377,15 @@ pub fn bias_grad(
         bias_off: u32_of(entry, "dy offset", dy.1)?,
     };
     let groups = grid_1d(u32_of(entry, "cols", cols)?);
-    Ok(Dispatch::new(ctx, Shader::Bias, entry, &[], &params, &[db.0, dy.0], groups))
+    Ok(Dispatch::new(
+        ctx,
+        Shader::Bias,
+        entry,
+        &[],
+        &params,
+        &[db.0, dy.0],
+        groups,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -367,7 +408,15 @@ pub fn relu_forward(ctx: &GpuContext, h: (&wgpu::Buffer, usize), n: usize) -> Re
         ..Default::default()
     };
     let groups = grid_1d(groups_for(n, WORKGROUP_1D as usize)?);
-    Ok(Dispatch::new(ctx, Shader::Relu, "relu_forward", &[], &params, &[h.0], groups))
+    Ok(Dispatch::new(
+        ctx,
+        Shader::Relu,
+        "relu_forward",
+        &[],
+        &params,
+        &[h.0],
+        groups,
+    ))
 }
 
 /// `dh[i] = 0` where the forward output `h[i] <= 0` (in place on `dh`).
@@ -384,7 +433,15 @@ pub fn relu_backward(
         _pad: 0,
     };
     let groups = grid_1d(groups_for(n, WORKGROUP_1D as usize)?);
-    Ok(Dispatch::new(ctx, Shader::Relu, "relu_backward", &[], &params, &[dh.0, h.0], groups))
+    Ok(Dispatch::new(
+        ctx,
+        Shader::Relu,
+        "relu_backward",
+        &[],
+        &params,
+        &[dh.0, h.0],
+        groups,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -411,6 +468,7 @@ pub fn softmax_stats_len(rows: usize) -> usize {
 
 /// Fused softmax + cross-entropy: adds each workgroup's loss sum and correct count to `stats`,
 /// and when `grad_scale` is `Some(s)` writes `dlogits = s·(softmax − onehot)`.
+#[allow(clippy::too_many_arguments)]
 pub fn softmax_ce(
     ctx: &GpuContext,
     logits: &wgpu::Buffer,
@@ -423,7 +481,10 @@ pub fn softmax_ce(
 ) -> Result<Dispatch> {
     let op = "softmax_ce";
     if classes == 0 {
-        return Err(EngineError::Shape { op, detail: "zero classes".into() });
+        return Err(EngineError::Shape {
+            op,
+            detail: "zero classes".into(),
+        });
     }
     if stats.size() < (softmax_stats_len(rows) * 4) as u64 {
         return Err(EngineError::Shape {
@@ -489,5 +550,124 @@ pub fn sgd_step(
 ) -> Result<Dispatch> {
     let params = SgdParams::new(n, cfg)?;
     let groups = grid_1d(groups_for(n, WORKGROUP_1D as usize)?);
-    Ok(Dispatch::new(ctx, Shader::Sgd, "sgd_step", &[], &params, &[x, m, g], groups))
+    Ok(Dispatch::new(
+        ctx,
+        Shader::Sgd,
+        "sgd_step",
+        &[],
+        &params,
+        &[x, m, g],
+        groups,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// acid.wgsl: the fused A²CiD² updates (SPEC §3). The CPU twins are in `crate::acid`.
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct AcidUniform {
+    pub n: u32,
+    pub nesterov: u32,
+    pub _pad: [u32; 2],
+    /// `(1 − e^(−2·eta·d))/2`, see `crate::acid::mix_factor`.
+    pub mix: f32,
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub alpha: f32,
+    pub alpha_tilde: f32,
+    pub _pad1: [f32; 2],
+}
+
+impl AcidUniform {
+    pub fn new(n: usize) -> Result<Self> {
+        Ok(AcidUniform {
+            n: u32_of("acid", "n", n)?,
+            ..Default::default()
+        })
+    }
+    pub fn with_sgd(mut self, cfg: &crate::optim::SgdConfig) -> Self {
+        self.nesterov = cfg.nesterov as u32;
+        self.lr = cfg.lr;
+        self.momentum = cfg.momentum;
+        self.weight_decay = cfg.weight_decay;
+        self
+    }
+}
+
+/// Number of partial sums `mix_and_average` writes for `n` elements (one per workgroup).
+pub fn acid_partials_len(n: usize) -> usize {
+    let g = grid_1d(n.div_ceil(WORKGROUP_1D as usize) as u32);
+    (g[0] * g[1]) as usize
+}
+
+fn acid(
+    ctx: &GpuContext,
+    entry: &'static str,
+    x_tilde: Option<&wgpu::Buffer>,
+    params: &AcidUniform,
+    rest: &[&wgpu::Buffer],
+) -> Result<Dispatch> {
+    let has_tilde = x_tilde.is_some();
+    // Without x̃ (gossip) the specialisation never touches binding 2; it still has to be bound.
+    let xt = x_tilde.unwrap_or(ctx.placeholder_buffer());
+    let mut storage = vec![rest[0], xt];
+    storage.extend(&rest[1..]);
+    let groups = grid_1d(groups_for(params.n as usize, WORKGROUP_1D as usize)?);
+    Ok(Dispatch::new(
+        ctx,
+        Shader::Acid,
+        entry,
+        &[("HAS_TILDE", f64::from(has_tilde as u8))],
+        params,
+        &storage,
+        groups,
+    ))
+}
+
+/// Mixing up to now, then the SGD step applied to x and x̃, in one pass. `params.mix`, the learning
+/// rate and friends change per event: update them with [`Dispatch::set_params`].
+pub fn mix_and_step(
+    ctx: &GpuContext,
+    x: &wgpu::Buffer,
+    x_tilde: Option<&wgpu::Buffer>,
+    momentum: &wgpu::Buffer,
+    grad: &wgpu::Buffer,
+    params: &AcidUniform,
+) -> Result<Dispatch> {
+    acid(ctx, "mix_and_step", x_tilde, params, &[x, momentum, grad])
+}
+
+/// Mixing up to now, then `snapshot = x` (the snapshot to send to a peer).
+pub fn mix_and_snapshot(
+    ctx: &GpuContext,
+    x: &wgpu::Buffer,
+    x_tilde: Option<&wgpu::Buffer>,
+    snapshot: &wgpu::Buffer,
+    params: &AcidUniform,
+) -> Result<Dispatch> {
+    acid(ctx, "mix_and_snapshot", x_tilde, params, &[x, snapshot])
+}
+
+/// Mixing up to now, then the pairwise update against the snapshot we sent (`sent`) with the
+/// peer's (`received`), writing per-workgroup partial sums of ‖sent − received‖² to `partials`
+/// (at least [`acid_partials_len`] elements).
+#[allow(clippy::too_many_arguments)]
+pub fn mix_and_average(
+    ctx: &GpuContext,
+    x: &wgpu::Buffer,
+    x_tilde: Option<&wgpu::Buffer>,
+    sent: &wgpu::Buffer,
+    received: &wgpu::Buffer,
+    partials: &wgpu::Buffer,
+    params: &AcidUniform,
+) -> Result<Dispatch> {
+    if partials.size() < (acid_partials_len(params.n as usize) * 4) as u64 {
+        return Err(EngineError::Shape {
+            op: "mix_and_average",
+            detail: format!("partials buffer too small for {} elements", params.n),
+        });
+    }
+    acid(ctx, "mix_and_average", x_tilde, params, &[x, sent, received, partials])
 }

@@ -205,7 +205,10 @@ impl Mlp {
         if len != self.layout.len() {
             return Err(EngineError::Shape {
                 op,
-                detail: format!("got {len} values for a model of {} parameters", self.layout.len()),
+                detail: format!(
+                    "got {len} values for a model of {} parameters",
+                    self.layout.len()
+                ),
             });
         }
         Ok(())
@@ -241,7 +244,11 @@ impl Mlp {
         let n_layers = self.layers.len();
         let mut forward = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
-            let (h_in, h_in_off) = if i == 0 { (&self.input, 0) } else { (&self.acts[i - 1], 0) };
+            let (h_in, h_in_off) = if i == 0 {
+                (&self.input, 0)
+            } else {
+                (&self.acts[i - 1], 0)
+            };
             forward.push(kernels::matmul(
                 ctx,
                 MatRef::new(h_in, h_in_off),
@@ -274,10 +281,23 @@ impl Mlp {
             classes,
             Some(1.0 / rows as f32),
         )?;
-        let loss_eval = kernels::softmax_ce(ctx, logits, &self.labels, dlogits, &self.stats, rows, classes, None)?;
+        let loss_eval = kernels::softmax_ce(
+            ctx,
+            logits,
+            &self.labels,
+            dlogits,
+            &self.stats,
+            rows,
+            classes,
+            None,
+        )?;
         let mut backward = Vec::new();
         for (i, l) in self.layers.iter().enumerate().rev() {
-            let h_in = if i == 0 { &self.input } else { &self.acts[i - 1] };
+            let h_in = if i == 0 {
+                &self.input
+            } else {
+                &self.acts[i - 1]
+            };
             // dW = h_inᵀ · dz
             backward.push(kernels::matmul(
                 ctx,
@@ -340,7 +360,12 @@ impl Mlp {
     /// `rows` rows: afterwards the gradient arena holds d(mean loss)/d(params).
     pub fn record_train(&mut self, pass: &mut wgpu::ComputePass<'_>, rows: usize) -> Result<()> {
         let plan = self.plan(rows)?;
-        for d in plan.forward.iter().chain([&plan.loss_train]).chain(&plan.backward) {
+        for d in plan
+            .forward
+            .iter()
+            .chain([&plan.loss_train])
+            .chain(&plan.backward)
+        {
             d.record(pass);
         }
         Ok(())
@@ -369,7 +394,9 @@ impl Mlp {
 
     /// Loss sum and correct predictions accumulated since the last reset (waits for the GPU).
     pub fn read_stats(&self) -> Result<LossStats> {
-        let raw: Vec<f32> = self.ctx.read(&self.stats, 0, kernels::softmax_stats_len(self.max_batch))?;
+        let raw: Vec<f32> =
+            self.ctx
+                .read(&self.stats, 0, kernels::softmax_stats_len(self.max_batch))?;
         let mut s = LossStats::default();
         for pair in raw.chunks_exact(2) {
             s.loss_sum += f64::from(pair[0]);
@@ -386,7 +413,11 @@ impl Mlp {
 
     /// The logits of the last forward pass, `[rows, classes]`.
     pub fn logits(&self, rows: usize) -> Result<Vec<f32>> {
-        self.ctx.read(&self.acts[self.layers.len() - 1], 0, rows * self.spec.classes)
+        self.ctx.read(
+            &self.acts[self.layers.len() - 1],
+            0,
+            rows * self.spec.classes,
+        )
     }
 
     /// Mean loss and accuracy of the current parameters over a whole split, in batches.

@@ -36,7 +36,6 @@ pub fn sgd_update(cfg: &SgdConfig, x: f32, g: f32, m: &mut f32) -> f32 {
     }
 }
 
-
 /// SGD state on the device: the momentum arena and the fused update launch over the whole arena.
 pub struct Sgd {
     ctx: std::sync::Arc<crate::device::GpuContext>,
@@ -129,11 +128,19 @@ mod tests {
 
     #[test]
     fn sgd_update_matches_pytorch_formulas() {
-        let cfg = SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.01, nesterov: false };
+        let cfg = SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.01,
+            nesterov: false,
+        };
         let mut m = 2.0;
         let u = sgd_update(&cfg, 1.0, 0.5, &mut m);
         assert!((m - (0.9 * 2.0 + 0.5 + 0.01)).abs() < 1e-6 && (u - 0.1 * m).abs() < 1e-7);
-        let nes = SgdConfig { nesterov: true, ..cfg };
+        let nes = SgdConfig {
+            nesterov: true,
+            ..cfg
+        };
         let mut m = 2.0;
         let u = sgd_update(&nes, 1.0, 0.5, &mut m);
         assert!((u - 0.1 * (0.51 + 0.9 * m)).abs() < 1e-7);

@@ -44,7 +44,11 @@ fn matmul_all_transposes_awkward_shapes() {
                 let got: Vec<f32> = ctx.read(&gc, 0, c_off + m * n).unwrap();
                 let mut want = c_init.clone();
                 cpu::matmul(&a, &b, &mut want[c_off..], (m, k, n), ta, tb, accumulate);
-                assert_eq!(&got[..c_off], &c_init[..c_off], "matmul wrote before its output");
+                assert_eq!(
+                    &got[..c_off],
+                    &c_init[..c_off],
+                    "matmul wrote before its output"
+                );
                 assert_close(
                     &format!("matmul {m}x{k}x{n} ta={ta} tb={tb} acc={accumulate}"),
                     &got,
@@ -66,7 +70,16 @@ fn matmul_large() {
     let ga = ctx.storage_buffer_from("a", &a).unwrap();
     let gb = ctx.storage_buffer_from("b", &b).unwrap();
     let gc = ctx.storage_buffer("c", m * n).unwrap();
-    let d = kernels::matmul(&ctx, MatRef::new(&ga, 0), MatRef::new(&gb, 0), &gc, 0, (m, k, n), false).unwrap();
+    let d = kernels::matmul(
+        &ctx,
+        MatRef::new(&ga, 0),
+        MatRef::new(&gb, 0),
+        &gc,
+        0,
+        (m, k, n),
+        false,
+    )
+    .unwrap();
     ctx.run(&[&d]);
     let got: Vec<f32> = ctx.read(&gc, 0, m * n).unwrap();
     let mut want = vec![0.0; m * n];
@@ -89,11 +102,18 @@ fn bias_add_relu_and_grad() {
             let got: Vec<f32> = ctx.read(&gy, 0, rows * cols).unwrap();
             let mut want = y.clone();
             cpu::bias_add(&mut want, &bias[4..], rows, cols, relu);
-            assert_close(&format!("bias_add {rows}x{cols} relu={relu}"), &got, &want, 1e-7);
+            assert_close(
+                &format!("bias_add {rows}x{cols} relu={relu}"),
+                &got,
+                &want,
+                1e-7,
+            );
         }
         let dy = random_vec(&mut r, rows * cols, 1.0);
         let gdy = ctx.storage_buffer_from("dy", &dy).unwrap();
-        let gdb = ctx.storage_buffer_from("db", &vec![5.0f32; cols + 2]).unwrap();
+        let gdb = ctx
+            .storage_buffer_from("db", &vec![5.0f32; cols + 2])
+            .unwrap();
         let d = kernels::bias_grad(&ctx, (&gdy, 0), (&gdb, 2), rows, cols).unwrap();
         ctx.run(&[&d]);
         let got: Vec<f32> = ctx.read(&gdb, 0, cols + 2).unwrap();
@@ -138,7 +158,8 @@ fn softmax_cross_entropy_loss_grad_and_accuracy() {
         let stats_len = kernels::softmax_stats_len(rows);
         let gs = ctx.storage_buffer("stats", stats_len).unwrap();
         let scale = 1.0 / rows as f32;
-        let d = kernels::softmax_ce(&ctx, &gl, &glab, &gd, &gs, rows, classes, Some(scale)).unwrap();
+        let d =
+            kernels::softmax_ce(&ctx, &gl, &glab, &gd, &gs, rows, classes, Some(scale)).unwrap();
         // Run twice: the statistics accumulate, the gradient is overwritten.
         ctx.run(&[&d, &d]);
         let grad: Vec<f32> = ctx.read(&gd, 0, rows * classes).unwrap();
@@ -152,8 +173,17 @@ fn softmax_cross_entropy_loss_grad_and_accuracy() {
             "loss {rows}x{classes}: gpu {loss} vs cpu {}",
             2.0 * want.loss_sum
         );
-        assert_eq!(correct, 2.0 * want.correct, "correct count {rows}x{classes}");
-        assert_close(&format!("softmax grad {rows}x{classes}"), &grad, &want_grad, 1e-5);
+        assert_eq!(
+            correct,
+            2.0 * want.correct,
+            "correct count {rows}x{classes}"
+        );
+        assert_close(
+            &format!("softmax grad {rows}x{classes}"),
+            &grad,
+            &want_grad,
+            1e-5,
+        );
     }
 }
 
@@ -163,9 +193,24 @@ fn fused_sgd_step_matches_twin() {
     let mut r = rng(6);
     let n = 70_001;
     for cfg in [
-        SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 5e-4, nesterov: false },
-        SgdConfig { lr: 0.05, momentum: 0.9, weight_decay: 1e-4, nesterov: true },
-        SgdConfig { lr: 0.3, momentum: 0.0, weight_decay: 0.0, nesterov: false },
+        SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            nesterov: false,
+        },
+        SgdConfig {
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            nesterov: true,
+        },
+        SgdConfig {
+            lr: 0.3,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        },
     ] {
         let mut x = random_vec(&mut r, n, 1.0);
         let mut m = random_vec(&mut r, n, 1.0);
@@ -178,8 +223,18 @@ fn fused_sgd_step_matches_twin() {
         for _ in 0..3 {
             cpu::sgd_step(&mut x, &mut m, &g, &cfg);
         }
-        assert_close(&format!("sgd x {cfg:?}"), &ctx.read::<f32>(&gx, 0, n).unwrap(), &x, 1e-6);
-        assert_close(&format!("sgd m {cfg:?}"), &ctx.read::<f32>(&gm, 0, n).unwrap(), &m, 1e-6);
+        assert_close(
+            &format!("sgd x {cfg:?}"),
+            &ctx.read::<f32>(&gx, 0, n).unwrap(),
+            &x,
+            1e-6,
+        );
+        assert_close(
+            &format!("sgd m {cfg:?}"),
+            &ctx.read::<f32>(&gm, 0, n).unwrap(),
+            &m,
+            1e-6,
+        );
     }
 }
 
@@ -226,9 +281,39 @@ fn pipelines_are_compiled_once() {
     assert_eq!(ctx.cached_pipelines(), before, "fill recompiled");
     let b = ctx.storage_buffer("b", 16).unwrap();
     let c = ctx.storage_buffer("c", 16).unwrap();
-    let _ = kernels::matmul(&ctx, MatRef::new(&a, 0).t(), MatRef::new(&b, 0), &c, 0, (4, 4, 4), false).unwrap();
-    let _ = kernels::matmul(&ctx, MatRef::new(&a, 0).t(), MatRef::new(&b, 0), &c, 0, (2, 8, 2), false).unwrap();
+    let _ = kernels::matmul(
+        &ctx,
+        MatRef::new(&a, 0).t(),
+        MatRef::new(&b, 0),
+        &c,
+        0,
+        (4, 4, 4),
+        false,
+    )
+    .unwrap();
+    let _ = kernels::matmul(
+        &ctx,
+        MatRef::new(&a, 0).t(),
+        MatRef::new(&b, 0),
+        &c,
+        0,
+        (2, 8, 2),
+        false,
+    )
+    .unwrap();
     let after_t = ctx.cached_pipelines();
-    let _ = kernels::matmul(&ctx, MatRef::new(&a, 0), MatRef::new(&b, 0), &c, 0, (4, 4, 4), false).unwrap();
-    assert!(ctx.cached_pipelines() <= after_t + 1, "one pipeline per transpose specialisation");
+    let _ = kernels::matmul(
+        &ctx,
+        MatRef::new(&a, 0),
+        MatRef::new(&b, 0),
+        &c,
+        0,
+        (4, 4, 4),
+        false,
+    )
+    .unwrap();
+    assert!(
+        ctx.cached_pipelines() <= after_t + 1,
+        "one pipeline per transpose specialisation"
+    );
 }

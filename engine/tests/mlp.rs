@@ -13,20 +13,57 @@ fn cpu_loss_and_grad(spec: &MlpSpec, params: &[f32], x: &[f32], y: &[u32]) -> (f
     for (i, l) in layers.iter().enumerate() {
         let input: &[f32] = if i == 0 { x } else { &acts[i - 1] };
         let mut out = vec![0.0; rows * l.fan_out];
-        cpu::matmul(input, &params[l.weight.range()], &mut out, (rows, l.fan_in, l.fan_out), false, false, false);
-        cpu::bias_add(&mut out, &params[l.bias.range()], rows, l.fan_out, i + 1 < layers.len());
+        cpu::matmul(
+            input,
+            &params[l.weight.range()],
+            &mut out,
+            (rows, l.fan_in, l.fan_out),
+            false,
+            false,
+            false,
+        );
+        cpu::bias_add(
+            &mut out,
+            &params[l.bias.range()],
+            rows,
+            l.fan_out,
+            i + 1 < layers.len(),
+        );
         acts.push(out);
     }
     let mut dz = vec![0.0; rows * spec.classes];
-    let stats = cpu::softmax_ce(acts.last().unwrap(), y, Some(&mut dz), rows, spec.classes, 1.0 / rows as f32);
+    let stats = cpu::softmax_ce(
+        acts.last().unwrap(),
+        y,
+        Some(&mut dz),
+        rows,
+        spec.classes,
+        1.0 / rows as f32,
+    );
     let mut grad = vec![0.0; params.len()];
     for (i, l) in layers.iter().enumerate().rev() {
         let input: &[f32] = if i == 0 { x } else { &acts[i - 1] };
-        cpu::matmul(input, &dz, &mut grad[l.weight.range()], (l.fan_in, rows, l.fan_out), true, false, false);
+        cpu::matmul(
+            input,
+            &dz,
+            &mut grad[l.weight.range()],
+            (l.fan_in, rows, l.fan_out),
+            true,
+            false,
+            false,
+        );
         cpu::bias_grad(&dz, &mut grad[l.bias.range()], rows, l.fan_out);
         if i > 0 {
             let mut dh = vec![0.0; rows * l.fan_in];
-            cpu::matmul(&dz, &params[l.weight.range()], &mut dh, (rows, l.fan_out, l.fan_in), false, true, false);
+            cpu::matmul(
+                &dz,
+                &params[l.weight.range()],
+                &mut dh,
+                (rows, l.fan_out, l.fan_in),
+                false,
+                true,
+                false,
+            );
             cpu::relu_backward(&mut dh, &acts[i - 1]);
             dz = dh;
         }
@@ -57,10 +94,19 @@ fn gpu_gradients_match_cpu_composition() {
         let stats = mlp.read_stats().unwrap();
         let (loss, grad) = cpu_loss_and_grad(&spec, &params, &x, &y);
         let gpu_loss = stats.loss_sum / rows as f64;
-        assert!((gpu_loss - loss).abs() < 1e-5 * loss.max(1.0), "{}: loss gpu {gpu_loss} cpu {loss}", spec.describe());
+        assert!(
+            (gpu_loss - loss).abs() < 1e-5 * loss.max(1.0),
+            "{}: loss gpu {gpu_loss} cpu {loss}",
+            spec.describe()
+        );
         let g = mlp.grads().unwrap();
         for t in spec.layout().tensors() {
-            assert_close(&format!("{} grad of {}", spec.describe(), t.name), &g[t.range()], &grad[t.range()], 1e-5);
+            assert_close(
+                &format!("{} grad of {}", spec.describe(), t.name),
+                &g[t.range()],
+                &grad[t.range()],
+                1e-5,
+            );
         }
     }
 }
@@ -80,7 +126,11 @@ fn cpu_composition_matches_finite_differences() {
         p[i] -= 2.0 * h;
         let (lm, _) = cpu_loss_and_grad(&spec, &p, &x, &y);
         let fd = (lp - lm) / (2.0 * f64::from(h));
-        assert!((fd - f64::from(grad[i])).abs() < 2e-3, "param {i}: fd {fd} analytic {}", grad[i]);
+        assert!(
+            (fd - f64::from(grad[i])).abs() < 2e-3,
+            "param {i}: fd {fd} analytic {}",
+            grad[i]
+        );
     }
 }
 
@@ -98,7 +148,9 @@ fn init_is_deterministic_per_seed() {
     let bound = (6.0f32 / 784.0).sqrt();
     let w0 = &a[spec.layout().get("fc0.weight").unwrap().range()];
     assert!(w0.iter().all(|v| v.abs() <= bound) && w0.iter().any(|v| v.abs() > 0.9 * bound));
-    assert!(a[spec.layout().get("fc0.bias").unwrap().range()].iter().all(|&v| v == 0.0));
+    assert!(a[spec.layout().get("fc0.bias").unwrap().range()]
+        .iter()
+        .all(|&v| v == 0.0));
 }
 
 #[test]
@@ -110,7 +162,14 @@ fn parameters_round_trip_and_wrong_sizes_are_errors() {
     mlp.set_params(&p).unwrap();
     assert_eq!(mlp.params().unwrap(), p);
     let err = mlp.set_params(&p[1..]).unwrap_err().to_string();
-    assert!(err.contains(&format!("{} values for a model of {} parameters", p.len() - 1, p.len())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} values for a model of {} parameters",
+            p.len() - 1,
+            p.len()
+        )),
+        "{err}"
+    );
     let err = mlp.load_batch(&[0.0; 8], &[2]).unwrap_err().to_string();
     assert!(err.contains("label 2 out of range for 2 classes"), "{err}");
     let err = mlp.load_batch(&[0.0; 40], &[0; 5]).unwrap_err().to_string();
@@ -135,10 +194,22 @@ fn sgd_training_fits_a_separable_problem() {
     let mut mlp = Mlp::new(ctx.clone(), spec.clone(), 64).unwrap();
     mlp.set_params(&spec.init(0)).unwrap();
     let (loss0, _) = mlp.evaluate(&x, &labels).unwrap();
-    let sgd = Sgd::new(ctx.clone(), mlp.params_buffer(), mlp.grads_buffer(), spec.layout().len(), SgdConfig::default()).unwrap();
+    let sgd = Sgd::new(
+        ctx.clone(),
+        mlp.params_buffer(),
+        mlp.grads_buffer(),
+        spec.layout().len(),
+        SgdConfig::default(),
+    )
+    .unwrap();
     for _epoch in 0..5 {
         for start in (0..n).step_by(64) {
-            let rows = mlp.load_batch(&x[start * 16..(start + 64) * 16], &labels[start..start + 64]).unwrap();
+            let rows = mlp
+                .load_batch(
+                    &x[start * 16..(start + 64) * 16],
+                    &labels[start..start + 64],
+                )
+                .unwrap();
             let mut enc = ctx.device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
@@ -149,5 +220,8 @@ fn sgd_training_fits_a_separable_problem() {
         }
     }
     let (loss, acc) = mlp.evaluate(&x, &labels).unwrap();
-    assert!(loss < 0.1 * loss0 && acc > 0.98, "loss {loss0} -> {loss}, accuracy {acc}");
+    assert!(
+        loss < 0.1 * loss0 && acc > 0.98,
+        "loss {loss0} -> {loss}, accuracy {acc}"
+    );
 }

@@ -5,9 +5,12 @@ use a2cid_engine::kernels::Shader;
 fn validate(name: &str, src: &str) {
     let module = naga::front::wgsl::parse_str(src)
         .unwrap_or_else(|e| panic!("{name} does not parse:\n{}", e.emit_to_string(src)));
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{name} does not validate:\n{}", e.emit_to_string(src)));
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{name} does not validate:\n{}", e.emit_to_string(src)));
 }
 
 #[test]
@@ -26,7 +29,10 @@ fn every_wgsl_file_is_an_engine_shader() {
         .filter(|n| n.ends_with(".wgsl"))
         .collect();
     on_disk.sort();
-    let mut known: Vec<String> = Shader::ALL.iter().map(|s| s.file_name().to_string()).collect();
+    let mut known: Vec<String> = Shader::ALL
+        .iter()
+        .map(|s| s.file_name().to_string())
+        .collect();
     known.sort();
     assert_eq!(on_disk, known, "shaders/ and kernels::Shader::ALL disagree");
     for name in &on_disk {
@@ -38,8 +44,13 @@ fn every_wgsl_file_is_an_engine_shader() {
 fn a_broken_shader_is_caught() {
     // The validator must actually reject things: a type error that parses.
     let bad = "@compute @workgroup_size(1) fn main() { let x: f32 = 1u; }";
-    assert!(naga::front::wgsl::parse_str(bad).is_err()
-        || naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+    assert!(
+        naga::front::wgsl::parse_str(bad).is_err()
+            || naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all()
+            )
             .validate(&naga::front::wgsl::parse_str(bad).unwrap())
-            .is_err());
+            .is_err()
+    );
 }

@@ -53,7 +53,10 @@ pub enum DataError {
     #[error(transparent)]
     Idx(#[from] IdxError),
     #[error("dataset {dataset}: {detail}")]
-    Inconsistent { dataset: DatasetName, detail: String },
+    Inconsistent {
+        dataset: DatasetName,
+        detail: String,
+    },
 }
 
 /// One split: `len` rows of `features` normalised inputs and their labels.
@@ -94,7 +97,11 @@ pub fn load(name: DatasetName, data_dir: &Path) -> Result<Dataset, DataError> {
 fn normalise(train: &mut [f32], test: &mut [f32]) {
     let n = train.len() as f64;
     let mean = train.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let var = train.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+    let var = train
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n;
     let inv = 1.0 / var.sqrt().max(1e-12);
     for v in train.iter_mut().chain(test.iter_mut()) {
         *v = ((f64::from(*v) - mean) * inv) as f32;
@@ -107,7 +114,7 @@ fn digits() -> Dataset {
     let d = smartcore::dataset::digits::load_dataset();
     let features = d.num_features;
     let mut order: Vec<usize> = (0..d.num_samples).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(0x0d161_75));
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(0x00d1_6175));
     let n_test = d.num_samples / 5;
     let take = |idx: &[usize]| Split {
         x: idx
@@ -147,7 +154,10 @@ fn idx_split(name: DatasetName, dir: &Path, prefix: &str) -> Result<(Split, usiz
     let labels_path = find(name, dir, &format!("{prefix}-labels-idx1-ubyte"))?;
     let images = read_idx(&images_path)?;
     let labels = read_idx(&labels_path)?;
-    let inconsistent = |detail: String| DataError::Inconsistent { dataset: name, detail };
+    let inconsistent = |detail: String| DataError::Inconsistent {
+        dataset: name,
+        detail,
+    };
     if images.dims.len() != 3 {
         return Err(inconsistent(format!(
             "{} has dimensions {:?}, expected [count, rows, cols]",
@@ -165,7 +175,10 @@ fn idx_split(name: DatasetName, dir: &Path, prefix: &str) -> Result<(Split, usiz
         )));
     }
     if let Some(bad) = labels.data.iter().find(|&&l| l >= 10) {
-        return Err(inconsistent(format!("{} holds label {bad}, outside 0..10", labels_path.display())));
+        return Err(inconsistent(format!(
+            "{} holds label {bad}, outside 0..10",
+            labels_path.display()
+        )));
     }
     let features = images.dims[1] * images.dims[2];
     Ok((
@@ -211,15 +224,23 @@ mod tests {
         assert!(mean.abs() < 1e-4, "mean {mean}");
         assert!(d.train.y.iter().all(|&l| l < 10));
         for c in 0..10 {
-            assert!(d.test.y.iter().filter(|&&l| l == c).count() > 20, "class {c} underrepresented");
+            assert!(
+                d.test.y.iter().filter(|&&l| l == c).count() > 20,
+                "class {c} underrepresented"
+            );
         }
     }
 
     #[test]
     fn missing_dataset_names_the_fetch_script() {
         let dir = tempfile::tempdir().unwrap();
-        let e = load(DatasetName::Mnist, dir.path()).unwrap_err().to_string();
-        assert!(e.contains("scripts/fetch-datasets.sh") && e.contains("train-images-idx3-ubyte"), "{e}");
+        let e = load(DatasetName::Mnist, dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("scripts/fetch-datasets.sh") && e.contains("train-images-idx3-ubyte"),
+            "{e}"
+        );
     }
 
     fn write(dir: &Path, name: &str, bytes: &[u8]) {
@@ -236,21 +257,42 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&encode_idx(&[3, 2, 2], &img)).unwrap();
         write(&dir, "train-images-idx3-ubyte.gz", &gz.finish().unwrap());
-        write(&dir, "train-labels-idx1-ubyte", &encode_idx(&[3], &[1, 2, 3]));
-        write(&dir, "t10k-images-idx3-ubyte", &encode_idx(&[1, 2, 2], &[0, 50, 100, 250]));
+        write(
+            &dir,
+            "train-labels-idx1-ubyte",
+            &encode_idx(&[3], &[1, 2, 3]),
+        );
+        write(
+            &dir,
+            "t10k-images-idx3-ubyte",
+            &encode_idx(&[1, 2, 2], &[0, 50, 100, 250]),
+        );
         write(&dir, "t10k-labels-idx1-ubyte", &encode_idx(&[1], &[9]));
         let d = load(DatasetName::Mnist, root.path()).unwrap();
         assert_eq!((d.features, d.train.len(), d.test.len()), (4, 3, 1));
         assert_eq!(d.train.y, vec![1, 2, 3]);
 
         write(&dir, "t10k-labels-idx1-ubyte", &encode_idx(&[1], &[10]));
-        let e = load(DatasetName::Mnist, root.path()).unwrap_err().to_string();
+        let e = load(DatasetName::Mnist, root.path())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("label 10"), "{e}");
         write(&dir, "t10k-labels-idx1-ubyte", &encode_idx(&[2], &[1, 1]));
-        let e = load(DatasetName::Mnist, root.path()).unwrap_err().to_string();
+        let e = load(DatasetName::Mnist, root.path())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("[2] labels for 1 images"), "{e}");
-        write(&dir, "train-images-idx3-ubyte.gz", b"\x1f\x8b\x08\x00garbage");
-        let e = load(DatasetName::Mnist, root.path()).unwrap_err().to_string();
-        assert!(e.contains("train-images-idx3-ubyte.gz is not a valid gzip stream"), "{e}");
+        write(
+            &dir,
+            "train-images-idx3-ubyte.gz",
+            b"\x1f\x8b\x08\x00garbage",
+        );
+        let e = load(DatasetName::Mnist, root.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("train-images-idx3-ubyte.gz is not a valid gzip stream"),
+            "{e}"
+        );
     }
 }

@@ -26,9 +26,17 @@ pub enum IdxError {
         "{path} is truncated: its header declares {expected} bytes of data but it holds {found}; \
          fetch it again"
     )]
-    Truncated { path: PathBuf, expected: u64, found: u64 },
+    Truncated {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
     #[error("{path} has {extra} bytes after the {expected} bytes its header declares; the file is corrupt")]
-    Trailing { path: PathBuf, expected: u64, extra: u64 },
+    Trailing {
+        path: PathBuf,
+        expected: u64,
+        extra: u64,
+    },
 }
 
 /// An IDX array of unsigned bytes (type 0x08, the only type MNIST-like datasets use).
@@ -66,7 +74,10 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, IdxError> {
         detail,
     };
     if bytes.len() < 4 {
-        return Err(bad(format!("only {} bytes, shorter than the 4-byte magic number", bytes.len())));
+        return Err(bad(format!(
+            "only {} bytes, shorter than the 4-byte magic number",
+            bytes.len()
+        )));
     }
     if bytes[0] != 0 || bytes[1] != 0 {
         return Err(bad(format!(
@@ -99,7 +110,9 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, IdxError> {
     if dims.contains(&0) {
         return Err(bad(format!("a zero dimension in {dims:?}")));
     }
-    let expected = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+    let expected = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
     let Some(expected) = expected.filter(|&e| e <= 1 << 34) else {
         return Err(bad(format!("dimensions {dims:?} are implausibly large")));
     };
@@ -153,8 +166,15 @@ mod tests {
     #[test]
     fn errors_say_what_is_wrong() {
         let good = encode_idx(&[2, 3], &[1; 6]);
-        let e = parse_idx(&good[..good.len() - 2], p()).unwrap_err().to_string();
-        assert!(e.contains("x.idx is truncated") && e.contains("declares 6 bytes") && e.contains("holds 4"), "{e}");
+        let e = parse_idx(&good[..good.len() - 2], p())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.idx is truncated")
+                && e.contains("declares 6 bytes")
+                && e.contains("holds 4"),
+            "{e}"
+        );
         let mut long = good.clone();
         long.push(0);
         let e = parse_idx(&long, p()).unwrap_err().to_string();

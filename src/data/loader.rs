@@ -13,7 +13,10 @@ use super::datasets::Split;
 
 /// Indices of the training rows that worker `rank` of `world` owns.
 pub fn shard_indices(len: usize, rank: usize, world: usize, seed: u64) -> Vec<usize> {
-    assert!(world > 0 && rank < world, "rank {rank} outside a world of {world}");
+    assert!(
+        world > 0 && rank < world,
+        "rank {rank} outside a world of {world}"
+    );
     let mut perm: Vec<usize> = (0..len).collect();
     perm.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5ba2_d5a2_7e11_0001));
     perm.into_iter().skip(rank).step_by(world).collect()
@@ -47,7 +50,10 @@ impl BatchLoader {
         seed: u64,
         epochs: Option<usize>,
     ) -> BatchLoader {
-        assert!(batch_size > 0 && !shard.is_empty(), "empty shard or zero batch size");
+        assert!(
+            batch_size > 0 && !shard.is_empty(),
+            "empty shard or zero batch size"
+        );
         let batches_per_epoch = shard.len().div_ceil(batch_size);
         let (tx, rx) = sync_channel(4);
         let handle = std::thread::Builder::new()
@@ -56,7 +62,9 @@ impl BatchLoader {
                 let mut order = shard;
                 let mut epoch = 0;
                 while epochs.is_none_or(|e| epoch < e) {
-                    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed.wrapping_add(epoch as u64 * 0x9e37_79b9)));
+                    order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+                        seed.wrapping_add(epoch as u64 * 0x9e37_79b9),
+                    ));
                     for (index, rows) in order.chunks(batch_size).enumerate() {
                         let mut x = Vec::with_capacity(rows.len() * features);
                         for &r in rows {
@@ -109,7 +117,9 @@ mod tests {
     #[test]
     fn shards_partition_the_data() {
         let world = 3;
-        let mut all: Vec<usize> = (0..world).flat_map(|r| shard_indices(100, r, world, 7)).collect();
+        let mut all: Vec<usize> = (0..world)
+            .flat_map(|r| shard_indices(100, r, world, 7))
+            .collect();
         all.sort();
         assert_eq!(all, (0..100).collect::<Vec<_>>());
         assert_eq!(shard_indices(100, 1, 3, 7), shard_indices(100, 1, 3, 7));
@@ -127,7 +137,11 @@ mod tests {
         let batches: Vec<Batch> = std::iter::from_fn(|| loader.next_batch()).collect();
         assert_eq!(batches.len(), 6);
         let epoch = |e: usize| -> Vec<u32> {
-            batches.iter().filter(|b| b.epoch == e).flat_map(|b| b.y.clone()).collect()
+            batches
+                .iter()
+                .filter(|b| b.epoch == e)
+                .flat_map(|b| b.y.clone())
+                .collect()
         };
         let (e0, e1) = (epoch(0), epoch(1));
         assert_ne!(e0, e1, "epochs must be reshuffled");

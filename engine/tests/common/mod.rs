@@ -29,7 +29,9 @@ pub fn rng(seed: u64) -> ChaCha8Rng {
 
 /// `n` values uniform in [-scale, scale).
 pub fn random_vec(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale).collect()
+    (0..n)
+        .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale)
+        .collect()
 }
 
 /// ‖a − b‖ / max(‖b‖, tiny): the relative error of `a` against the reference `b`.
