@@ -56,25 +56,16 @@ pub fn burn_device_on(ctx: &GpuContext) -> BurnDevice {
         return found.clone();
     }
     // cubecl wants the adapter too (it reads its info, limits and features). GpuContext keeps only
-    // the device, so find the same adapter again: same instance flags, same enumeration order.
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+    // the device, so find the adapter whose info (PCI bus id included) is the device's, on that
+    // backend alone.
+    let info = ctx.device.adapter_info();
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = info.backend.into();
+    let instance = wgpu::Instance::new(desc);
+    let adapter = pollster::block_on(instance.enumerate_adapters(info.backend.into()))
         .into_iter()
-        .nth(ctx.adapter.index)
-        .expect("the engine's adapter index is out of range on a second enumeration");
-    let info = adapter.get_info();
-    let engine_info = ctx.device.adapter_info();
-    assert!(
-        info.name == engine_info.name
-            && info.backend == engine_info.backend
-            && info.device == engine_info.device,
-        "re-enumerated adapter {:?} ({:?}) is not the engine's {:?} ({:?})",
-        info.name,
-        info.backend,
-        engine_info.name,
-        engine_info.backend
-    );
+        .find(|a| a.get_info() == info)
+        .unwrap_or_else(|| panic!("the engine's adapter {info:?} is not found again"));
     let wanted = adapter
         .features()
         .intersection(features_cubecl_may_use(&info));
@@ -218,7 +209,7 @@ impl BurnMatmul {
             .clone()
             .matmul(self.rhs.clone())
             .into_data()
-            .into_vec::<f32>()
+            .try_into_vec::<f32>()
             .expect("burn's matmul output is f32")
     }
 }

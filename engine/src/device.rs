@@ -55,9 +55,16 @@ pub struct AdapterSummary {
     pub is_cpu: bool,
 }
 
+/// The backends we look at: Vulkan, Metal, DX12 (wgpu's primary ones, with full compute support),
+/// unless `WGPU_BACKEND` names others (e.g. `WGPU_BACKEND=gl`).
+fn backends() -> wgpu::Backends {
+    wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY)
+}
+
 fn instance() -> wgpu::Instance {
-    // Honours WGPU_BACKEND and friends, so a user can force e.g. WGPU_BACKEND=vulkan.
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends();
+    wgpu::Instance::new(desc)
 }
 
 fn summarize(index: usize, info: &wgpu::AdapterInfo) -> AdapterSummary {
@@ -85,7 +92,7 @@ fn preference(t: wgpu::DeviceType) -> u8 {
 }
 
 fn enumerate(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+    pollster::block_on(instance.enumerate_adapters(backends()))
 }
 
 /// Index (into `adapters`) of the adapter `choice` selects.

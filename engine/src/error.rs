@@ -4,7 +4,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum EngineError {
     #[error(
-        "no GPU adapter found: wgpu saw none on any backend (Vulkan, Metal, DX12, GL). \
+        "no GPU adapter found: wgpu saw none on Vulkan, Metal or DX12 (WGPU_BACKEND selects others). \
          Install a GPU driver; on headless Linux `apt-get install mesa-vulkan-drivers` provides \
          lavapipe, a CPU Vulkan adapter. `a2cid devices` lists what wgpu sees"
     )]

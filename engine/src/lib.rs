@@ -6,6 +6,7 @@
 //!
 //! It owns everything that touches the GPU and must not touch the network: exchanging parameters
 //! with peers is the job of `a2cid-net`, and the root package joins the two.
+pub mod acid;
 pub mod arena;
 pub mod cpu;
 pub mod device;
