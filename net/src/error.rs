@@ -108,11 +108,12 @@ pub enum NetError {
         secs: f64,
         last: String,
     },
-    #[error("rendezvous timed out after {secs:.0}s with {joined} of {world} workers registered: start all workers or fix the world size")]
+    #[error("rendezvous timed out after {secs:.0}s with {joined} of {world} workers registered: start all workers or fix the world size{refused}")]
     RendezvousIncomplete {
         secs: f64,
         joined: usize,
         world: usize,
+        refused: String,
     },
     #[error(transparent)]
     Handshake(#[from] HandshakeError),

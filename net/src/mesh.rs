@@ -364,6 +364,8 @@ impl std::fmt::Debug for Mesh {
 }
 
 type Accepted = (Hello, TcpStream);
+/// What the acceptor hands over: an authenticated connection, or why one was refused.
+type AcceptResult = Result<Accepted, String>;
 
 async fn bind(cfg: &mut MeshConfig) -> Result<TcpListener, NetError> {
     if let Some(l) = cfg.listener.take() {
@@ -475,7 +477,7 @@ impl Mesh {
             .collect();
 
         // Acceptor: handshake every incoming connection, hand authenticated ones over.
-        let (acc_tx, mut acc_rx) = mpsc::unbounded_channel::<Accepted>();
+        let (acc_tx, mut acc_rx) = mpsc::unbounded_channel::<AcceptResult>();
         let acceptor = {
             let me = me.clone();
             let links = links.clone();
@@ -514,9 +516,12 @@ impl Mesh {
                         .await
                         {
                             Ok(h) => {
-                                let _ = acc_tx.send((h, stream));
+                                let _ = acc_tx.send(Ok((h, stream)));
                             }
-                            Err(e) => warn!("rank {rank}: refused {label}: {e}"),
+                            Err(e) => {
+                                warn!("rank {rank}: refused {label}: {e}");
+                                let _ = acc_tx.send(Err(e.to_string()));
+                            }
                         }
                     });
                 }
@@ -525,6 +530,7 @@ impl Mesh {
 
         // Address table.
         let mut early: Vec<Accepted> = Vec::new();
+        let mut refused: Vec<String> = Vec::new();
         let table: Vec<String> = match &cfg.rendezvous {
             Rendezvous::Explicit(list) => {
                 if list.len() != cfg.world {
@@ -537,7 +543,16 @@ impl Mesh {
                 list.clone()
             }
             Rendezvous::Rank0 { addr } if cfg.rank == 0 => {
-                serve_rendezvous(&cfg, addr, local_addr, &mut acc_rx, &mut early, deadline).await?
+                serve_rendezvous(
+                    &cfg,
+                    addr,
+                    local_addr,
+                    &mut acc_rx,
+                    &mut early,
+                    &mut refused,
+                    deadline,
+                )
+                .await?
             }
             Rendezvous::Rank0 { addr } => register(&cfg, &me, addr, local_addr, deadline).await?,
         };
@@ -584,10 +599,11 @@ impl Mesh {
         while !expect_in.iter().all(|p| streams.contains_key(p)) {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, acc_rx.recv()).await {
-                Ok(Some((h, s))) if h.purpose == Purpose::Link => {
+                Ok(Some(Ok((h, s)))) if h.purpose == Purpose::Link => {
                     streams.insert(h.rank as usize, s);
                 }
-                Ok(Some(_)) => {}
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(why))) => refused.push(why),
                 _ => {
                     let missing: Vec<usize> = expect_in
                         .iter()
@@ -599,7 +615,10 @@ impl Mesh {
                         rank,
                         addr: table.get(rank).cloned().unwrap_or_default(),
                         secs: cfg.connect_timeout.as_secs_f64(),
-                        last: format!("ranks {missing:?} never connected to this worker"),
+                        last: format!(
+                            "ranks {missing:?} never connected to this worker{}",
+                            refusals(&refused)
+                        ),
                     });
                 }
             }
@@ -1099,12 +1118,21 @@ impl Drop for Mesh {
     }
 }
 
+fn refusals(r: &[String]) -> String {
+    if r.is_empty() {
+        String::new()
+    } else {
+        format!("; refused connections: {}", r.join("; "))
+    }
+}
+
 async fn serve_rendezvous(
     cfg: &MeshConfig,
     addr: &str,
     local: SocketAddr,
-    acc_rx: &mut mpsc::UnboundedReceiver<Accepted>,
+    acc_rx: &mut mpsc::UnboundedReceiver<AcceptResult>,
     early: &mut Vec<Accepted>,
+    refused: &mut Vec<String>,
     deadline: Instant,
 ) -> Result<Vec<String>, NetError> {
     let mut table: Vec<Option<String>> = vec![None; cfg.world];
@@ -1119,12 +1147,17 @@ async fn serve_rendezvous(
     while table.iter().any(|t| t.is_none()) {
         let left = deadline.saturating_duration_since(Instant::now());
         let (h, mut s) = match tokio::time::timeout(left, acc_rx.recv()).await {
-            Ok(Some(x)) => x,
+            Ok(Some(Ok(x))) => x,
+            Ok(Some(Err(why))) => {
+                refused.push(why);
+                continue;
+            }
             _ => {
                 return Err(NetError::RendezvousIncomplete {
                     secs: cfg.connect_timeout.as_secs_f64(),
                     joined: table.iter().filter(|t| t.is_some()).count(),
                     world: cfg.world,
+                    refused: refusals(refused),
                 })
             }
         };
@@ -1232,6 +1265,7 @@ async fn register(
             secs,
             joined: 0,
             world: cfg.world,
+            refused: String::new(),
         }),
     }
 }
