@@ -845,18 +845,52 @@ impl Mesh {
         (self.rank + self.world - 1) % self.world
     }
 
-    fn coll_send(&self, to: usize, hdr: CollHeader, data: &[f32]) -> Result<(), NetError> {
+    async fn coll_send(
+        &mut self,
+        to: usize,
+        hdr: CollHeader,
+        data: &[f32],
+    ) -> Result<(), NetError> {
         let mut buf = self.pool.take(data.len());
         buf.copy_from_slice(data);
-        let tx = self.ring_tx.get(&to).ok_or(NetError::MemberLost {
-            rank: to,
-            why: "no link".into(),
-        })?;
-        tx.send(Out::Coll { hdr, data: buf })
-            .map_err(|_| NetError::MemberLost {
-                rank: to,
-                why: "its connection is closed".into(),
-            })
+        let sent = match self.ring_tx.get(&to) {
+            Some(tx) => tx.send(Out::Coll { hdr, data: buf }).is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self
+                .explain_loss(to, hdr.op, "its connection is closed")
+                .await)
+        }
+    }
+
+    /// The link to `to` is gone. If `to` relayed the real cause before leaving (a collective abort
+    /// naming the lost rank), report that; else report `to` itself. Tells the other ring neighbour.
+    /// The link's reader may still hold frames the peer sent before closing: wait (briefly, bounded)
+    /// until it has delivered everything.
+    async fn explain_loss(&mut self, to: usize, op: u64, default_why: &str) -> NetError {
+        let mut culprit = (to, default_why.to_string());
+        let end = tokio::time::Instant::now() + Duration::from_secs(2);
+        if let Some(rx) = self.ring_rx.get_mut(&to) {
+            while let Ok(Some(m)) = tokio::time::timeout_at(end, rx.recv()).await {
+                match m {
+                    CollIn::Abort { op: o, rank, why } if o >= op => {
+                        culprit = (rank, format!("reported by rank {to}: {why}"));
+                        break;
+                    }
+                    CollIn::Chunk(_, d) => self.pool.give(d),
+                    CollIn::Lost(_) => break,
+                    CollIn::Abort { .. } => {}
+                }
+            }
+        }
+        self.coll_abort_others(to, op, culprit.0, &culprit.1);
+        NetError::MemberLost {
+            rank: culprit.0,
+            why: culprit.1,
+        }
     }
 
     fn coll_abort_others(&self, except: usize, op: u64, rank: usize, why: &str) {
@@ -957,7 +991,8 @@ impl Mesh {
         };
         // Reduce-scatter step 0 sends our own segment r.
         for (c, (a, b)) in self.chunks(self.segment(n, r)).into_iter().enumerate() {
-            self.coll_send(right, hdr(PH_REDUCE_SCATTER, 0, c), &buf[a..b])?;
+            self.coll_send(right, hdr(PH_REDUCE_SCATTER, 0, c), &buf[a..b])
+                .await?;
             sent += 4 * (b - a) as u64;
         }
         for k in 0..p - 1 {
@@ -976,7 +1011,8 @@ impl Mesh {
                 }
                 self.pool.give(data);
                 if k + 1 < p - 1 {
-                    self.coll_send(right, hdr(PH_REDUCE_SCATTER, k + 1, c), &buf[a..b])?;
+                    self.coll_send(right, hdr(PH_REDUCE_SCATTER, k + 1, c), &buf[a..b])
+                        .await?;
                 } else {
                     // Segment r+1 is now fully reduced here: scale it once, so every rank ends with
                     // exactly these bits, and start the all-gather with it.
@@ -984,7 +1020,8 @@ impl Mesh {
                     for x in &mut buf[a..b] {
                         *x /= inv;
                     }
-                    self.coll_send(right, hdr(PH_ALL_GATHER, 0, c), &buf[a..b])?;
+                    self.coll_send(right, hdr(PH_ALL_GATHER, 0, c), &buf[a..b])
+                        .await?;
                 }
                 sent += 4 * (b - a) as u64;
             }
@@ -1003,7 +1040,8 @@ impl Mesh {
                 buf[a..b].copy_from_slice(&data);
                 self.pool.give(data);
                 if k + 1 < p - 1 {
-                    self.coll_send(right, hdr(PH_ALL_GATHER, k + 1, c), &buf[a..b])?;
+                    self.coll_send(right, hdr(PH_ALL_GATHER, k + 1, c), &buf[a..b])
+                        .await?;
                     sent += 4 * (b - a) as u64;
                 }
             }
@@ -1050,7 +1088,7 @@ impl Mesh {
                 self.pool.give(data);
             }
             if right != root {
-                self.coll_send(right, h, &buf[a..b])?;
+                self.coll_send(right, h, &buf[a..b]).await?;
             }
         }
         Ok(())
@@ -1074,7 +1112,8 @@ impl Mesh {
                 chunk: 0,
             },
             &[],
-        )?;
+        )
+        .await?;
         for k in 0..p - 1 {
             let d = self
                 .coll_recv(
@@ -1098,7 +1137,8 @@ impl Mesh {
                         chunk: 0,
                     },
                     &[],
-                )?;
+                )
+                .await?;
             }
         }
         Ok(())
@@ -1722,12 +1762,12 @@ impl Driver {
                     *n += 1;
                     if *n >= self.max_failures {
                         let why = format!("{n} exchanges in a row timed out");
-                        self.peer_lost(peer, &why, false);
+                        self.peer_lost(peer, &why, false, true);
                     }
                 }
             }
-            DriverIn::LinkDown { peer, why } => self.peer_lost(peer, &why, false),
-            DriverIn::Goodbye { peer, reason } => self.peer_lost(peer, &reason, true),
+            DriverIn::LinkDown { peer, why } => self.peer_lost(peer, &why, false, false),
+            DriverIn::Goodbye { peer, reason } => self.peer_lost(peer, &reason, true, false),
             DriverIn::PeerDownNote { rank } => self.note_failed(rank),
             DriverIn::Interrupt { reason } => {
                 info!("rank {}: shutdown requested: {reason}", self.rank);
@@ -1745,12 +1785,14 @@ impl Driver {
         }
     }
 
-    fn peer_lost(&mut self, peer: usize, why: &str, graceful: bool) {
+    fn peer_lost(&mut self, peer: usize, why: &str, graceful: bool, abort_reader: bool) {
         let Some(link) = self.links.remove(&peer) else {
             return;
         };
         let _ = link.tx.send(Out::Close);
-        link.reader.abort();
+        if abort_reader {
+            link.reader.abort();
+        }
         let acts = self.pairing.on_peer_down(peer);
         self.apply(acts);
         if graceful {
