@@ -725,7 +725,7 @@ mod tests {
     #[tokio::test]
     async fn snapshot_round_trip_exact_bits() {
         let data: Vec<f32> = (0..16)
-            .map(|i| f32::from_bits(0x3f80_0000 ^ (i * 0x1234_567)))
+            .map(|i| f32::from_bits(0x3f80_0000 ^ (i * 0x0123_4567)))
             .collect();
         let mut wire = Vec::new();
         write_snapshot(&mut wire, 77, &data).await.expect("write");
