@@ -483,15 +483,26 @@ impl Mesh {
             let links = links.clone();
             let hs = cfg.handshake_timeout;
             let rank = cfg.rank;
+            // At most this many handshakes at once: a flood of bogus connections cannot exhaust us.
+            let slots = Arc::new(tokio::sync::Semaphore::new(64));
             tokio::spawn(async move {
                 loop {
-                    let Ok((mut stream, addr)) = listener.accept().await else {
-                        continue;
+                    let (mut stream, addr) = match listener.accept().await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            warn!("rank {rank}: accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = slots.clone().acquire_owned().await else {
+                        break;
                     };
                     let me = me.clone();
                     let links = links.clone();
                     let acc_tx = acc_tx.clone();
                     tokio::spawn(async move {
+                        let _permit = permit;
                         let check = |h: &Hello| {
                             match h.purpose {
                             Purpose::Register if rank == 0 => Ok(()),
@@ -1675,6 +1686,8 @@ impl Driver {
             missed_since_previous: missed.saturating_sub(self.missed_at_last),
         };
         self.missed_at_last = missed;
+        // Stats first, so a caller that sees the event also sees it counted.
+        self.publish();
         let _ = self.events.send(MeshEvent::Exchanged(Exchanged {
             peer: a.peer,
             seq: a.seq,
