@@ -24,7 +24,7 @@ use crate::frame::{
     read_frame, write_coll, write_msg, write_snapshot, BufPool, CollHeader, Fingerprint, Hello,
     Incoming, Limits, Msg, Purpose,
 };
-use crate::pairing::{live_components, Action, EdgeCounters, PairMsg, Pairing};
+use crate::pairing::{live_components, Action, EdgeCounters, PairMsg, Pairing, Status};
 use crate::rendezvous::Rendezvous;
 use crate::timeouts::AdaptiveTimeout;
 
@@ -54,7 +54,8 @@ pub struct MeshConfig {
     pub exchange_timeout: (Duration, Duration, Duration),
     /// Initial / min / max of the adaptive proposal timeout (propose to answer).
     pub proposal_timeout: (Duration, Duration, Duration),
-    /// Consecutive failed exchanges after which a live-but-unresponsive peer is dropped.
+    /// Consecutive unanswered proposals or timed-out exchanges (waiting on the peer) after which a
+    /// connected but unresponsive peer is dropped.
     pub max_exchange_failures: u32,
     /// Floats per collective chunk (pipelining grain).
     pub chunk_floats: usize,
@@ -93,7 +94,7 @@ impl MeshConfig {
                 Duration::from_secs(300),
             ),
             proposal_timeout: (
-                Duration::from_secs(2),
+                Duration::from_secs(1),
                 Duration::from_millis(200),
                 Duration::from_secs(30),
             ),
@@ -1708,6 +1709,9 @@ impl Driver {
                         self.proposal_sent = None;
                     }
                 }
+                if !matches!(msg, PairMsg::Abort { .. }) {
+                    self.failures.insert(from, 0); // it answers: alive
+                }
                 let acts = self.pairing.on_msg(from, msg);
                 self.apply(acts);
             }
@@ -1760,22 +1764,25 @@ impl Driver {
                 self.fail_exchange(peer, seq, "the caller declined to supply a snapshot")
             }
             DriverIn::ProposalTimeout { peer, seq } => {
+                let live = self.pairing.status() == (Status::Proposing { peer, seq });
                 let acts = self.pairing.on_proposal_timeout(peer, seq);
                 self.apply(acts);
+                if live {
+                    self.count_failure(peer, "proposal went unanswered");
+                }
             }
             DriverIn::ExchangeTimeout { peer, seq } => {
                 if self.is_active(peer, seq) {
+                    // Only the peer's silence counts against it, not our own caller being slow.
+                    let waited_on_peer = matches!(&self.active, Some(a) if a.supplied.is_some());
                     let t = self.ex_timeout.timeout();
                     self.fail_exchange(
                         peer,
                         seq,
                         &format!("timed out after {:.1}s", t.as_secs_f64()),
                     );
-                    let n = self.failures.entry(peer).or_insert(0);
-                    *n += 1;
-                    if *n >= self.max_failures {
-                        let why = format!("{n} exchanges in a row timed out");
-                        self.peer_lost(peer, &why, false, true);
+                    if waited_on_peer {
+                        self.count_failure(peer, "exchange timed out");
                     }
                 }
             }
@@ -1795,6 +1802,16 @@ impl Driver {
                 let _ = self.events.send(MeshEvent::ShutdownRequested);
             }
             DriverIn::Shutdown { .. } => {}
+        }
+    }
+
+    /// One more consecutive sign of an unresponsive peer; past the limit it is dropped.
+    fn count_failure(&mut self, peer: usize, what: &str) {
+        let n = self.failures.entry(peer).or_insert(0);
+        *n += 1;
+        if *n >= self.max_failures {
+            let why = format!("unresponsive: {n} times in a row ({what}, the last)");
+            self.peer_lost(peer, &why, false, true);
         }
     }
 

@@ -350,3 +350,75 @@ fn wrong_version_and_garbage_are_refused() {
     assert!(l0.contains("same a2cid version"), "{l0}");
     assert!(l0.contains("not an a2cid worker"), "{l0}");
 }
+
+#[test]
+fn frozen_peer_is_detected_and_dropped() {
+    // Complete graph on 3; rank 2 is frozen (SIGSTOP): its sockets stay open but it answers nothing.
+    let extra = [
+        "--params",
+        "20000",
+        "--edges",
+        "0-1,1-2,2-0",
+        "--rate",
+        "0.3",
+        "--seconds",
+        "8",
+    ];
+    let (mut n0, addr) = start_rank0("f", 3, &extra);
+    let mut n1 = Node::spawn("f", &args(1, 3, &addr, &extra));
+    let mut n2 = Node::spawn("f", &args(2, 3, &addr, &extra));
+    n2.wait_for("EXCHANGE_OK", Duration::from_secs(20));
+    let pid = n2.child.id().to_string();
+    let st = Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("kill -STOP");
+    assert!(st.success());
+    let outs = [
+        (0, n0.finish(Duration::from_secs(60))),
+        (1, n1.finish(Duration::from_secs(60))),
+    ];
+    for (r, lines) in &outs {
+        eprintln!(
+            "rank {r}: {:#?}",
+            lines
+                .iter()
+                .filter(|l| !l.starts_with("EXCHANGE_OK"))
+                .collect::<Vec<_>>()
+        );
+    }
+    for (r, lines) in outs {
+        let lost = lines
+            .iter()
+            .find(|l| l.starts_with("PEER_LOST peer=2"))
+            .unwrap_or_else(|| panic!("rank {r}: {lines:#?}"));
+        assert!(lost.contains("unresponsive"), "{lost}");
+        assert!(lost.contains("graceful=false"), "{lost}");
+        let last_t = lines
+            .iter()
+            .filter(|l| l.starts_with("EXCHANGE_OK peer="))
+            .filter_map(|l| {
+                l.split("t=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .fold(0.0, f64::max);
+        assert!(
+            last_t > 7.0,
+            "rank {r} stopped exchanging (last at t={last_t}): {:#?}",
+            lines
+                .iter()
+                .filter(|l| !l.starts_with("EXCHANGE_OK"))
+                .collect::<Vec<_>>()
+        );
+        let err = lines
+            .iter()
+            .find(|l| l.starts_with("ALLREDUCE_ERR"))
+            .unwrap_or_else(|| panic!("{lines:#?}"));
+        assert!(err.contains("rank=2"), "{err}");
+    }
+    n2.kill();
+}

@@ -316,3 +316,82 @@ async fn explicit_address_list_and_garbage_connections() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_local_caller_times_out_without_dropping_the_peer() {
+    timeout(LIMIT, async {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        let mut hs = Vec::new();
+        for r in 0..2 {
+            let mut c = cfg(
+                r,
+                2,
+                Rendezvous::Rank0 { addr: addr.clone() },
+                &[(0, 1, 20.0)],
+                10,
+            );
+            c.exchange_timeout = (
+                Duration::from_millis(300),
+                Duration::from_millis(100),
+                Duration::from_secs(1),
+            );
+            c.max_exchange_failures = 2;
+            if r == 0 {
+                c.listener = Some(l.try_clone().expect("clone"));
+            }
+            hs.push(tokio::spawn(Mesh::connect(c)));
+        }
+        let mut ms = Vec::new();
+        for h in hs {
+            ms.push(h.await.expect("join").expect("connect"));
+        }
+        let mut m1 = ms.pop().expect("1");
+        let mut m0 = ms.pop().expect("0");
+        // Rank 1's caller sits on the requests and never supplies: its own exchanges time out and
+        // it calls them off; that is its fault, so neither side drops the other.
+        let hog = tokio::spawn(async move {
+            let mut held = Vec::new();
+            let mut own_timeouts = 0;
+            while own_timeouts < 4 {
+                match m1.next_event().await {
+                    Some(MeshEvent::Exchange(req)) => held.push(req),
+                    Some(MeshEvent::ExchangeFailed { why, .. }) if why.contains("timed out") => {
+                        own_timeouts += 1
+                    }
+                    Some(MeshEvent::PeerLost { why, .. }) => panic!("rank 1 dropped rank 0: {why}"),
+                    Some(_) => {}
+                    None => panic!("closed"),
+                }
+            }
+            drop(held);
+            m1
+        });
+        let (mut called_off, mut tau) = (0, 0.0);
+        while !hog.is_finished() {
+            tau += 0.05;
+            m0.advance_clock(tau);
+            match timeout(Duration::from_millis(5), m0.next_event()).await {
+                Ok(Some(MeshEvent::Exchange(req))) => req.supply(vec![1.0; 10]).expect("supply"),
+                Ok(Some(MeshEvent::ExchangeFailed { .. })) => called_off += 1,
+                Ok(Some(MeshEvent::PeerLost { why, .. })) => panic!("rank 0 dropped rank 1: {why}"),
+                Ok(Some(MeshEvent::Exchanged(_))) => {
+                    panic!("an exchange without rank 1's snapshot completed")
+                }
+                Ok(None) => panic!("mesh closed"),
+                _ => {}
+            }
+        }
+        let m1 = hog.await.expect("hog");
+        assert!(
+            called_off >= 3,
+            "rank 0 saw {called_off} exchanges called off"
+        );
+        assert!(m0.stats().lost_peers.is_empty());
+        assert!(m1.stats().lost_peers.is_empty());
+        m0.shutdown("done").await.expect("shutdown");
+        m1.shutdown("done").await.expect("shutdown");
+    })
+    .await
+    .expect("test timed out");
+}
