@@ -1,1 +1,2 @@
 //! a2cid-engine
+pub mod acid;
