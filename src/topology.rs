@@ -804,7 +804,7 @@ fn spectral_constants(
         .first()
         .map(|&k| eigen.eigenvalues[k])
         .unwrap_or(0.0);
-    if !(lambda_2 > 0.0) {
+    if lambda_2.is_nan() || lambda_2 <= 0.0 {
         return Err(TopologyError::Spectrum { n });
     }
     let chi_1 = 1.0 / lambda_2;

@@ -256,8 +256,8 @@ fn summarize(
         optimal_loss: outcome.optimal_loss,
         final_consensus_distance: last.map_or(f64::NAN, |s| s.consensus_distance),
         final_loss: last.map_or(f64::NAN, |s| s.mean_worker_loss),
-        gradients: last.map_or(0, |s| s.gradients),
-        averagings: last.map_or(0, |s| s.averagings),
+        gradients: outcome.gradients_per_worker.iter().sum(),
+        averagings: outcome.averagings_per_worker.iter().sum::<u64>() / 2,
         allreduce_steps: outcome.allreduce_steps,
         min_gradients_per_worker: outcome
             .gradients_per_worker
@@ -300,18 +300,11 @@ fn write_outputs(dir: &std::path::Path, reports: &[RunReport]) -> anyhow::Result
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for report in reports {
-        let folder: String = report
-            .summary
-            .label
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '@' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let s = &report.summary;
+        let folder = match s.method.as_str() {
+            "allreduce" => format!("allreduce-n{}-seed{}", s.workers, s.seed),
+            method => format!("{method}-rate{}-n{}-seed{}", s.rate_com, s.workers, s.seed),
+        };
         output::write_run(&dir.join(folder), &report.summary, &report.outcome)?;
     }
     let summaries: Vec<&RunSummary> = reports.iter().map(|r| &r.summary).collect();
@@ -320,6 +313,7 @@ fn write_outputs(dir: &std::path::Path, reports: &[RunReport]) -> anyhow::Result
         serde_json::to_string_pretty(&summaries)? + "\n",
     )?;
     std::fs::write(dir.join("summary.csv"), summary_table(reports, ','))?;
+    std::fs::write(dir.join("summary_over_seeds.tsv"), aggregate_table(reports))?;
     // One column per worker count; one curve per (method, rate), averaged over seeds.
     let mut worker_counts: Vec<usize> = reports.iter().map(|r| r.summary.workers).collect();
     worker_counts.dedup();
@@ -397,6 +391,58 @@ fn summary_table(reports: &[RunReport], separator: char) -> String {
     table
 }
 
+/// Mean and sample standard deviation.
+fn mean_sd(values: &[f64]) -> (f64, f64) {
+    let k = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / k;
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (k - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// One line per (workers, method, rate): mean ± standard deviation over the seeds.
+fn aggregate_table(reports: &[RunReport]) -> String {
+    let mut variants: Vec<(usize, String, f64)> = Vec::new();
+    for r in reports {
+        let key = (
+            r.summary.workers,
+            r.summary.method.clone(),
+            r.summary.rate_com,
+        );
+        if !variants.contains(&key) {
+            variants.push(key);
+        }
+    }
+    let mut table = String::from("workers\tmethod\trate_com\tseeds\tconsensus_distance (mean ± sd)\texcess_loss (mean ± sd)\n");
+    for (n, method, rate) in variants {
+        let runs: Vec<&RunSummary> = reports
+            .iter()
+            .map(|r| &r.summary)
+            .filter(|s| s.workers == n && s.method == method && s.rate_com == rate)
+            .collect();
+        let (cd, cd_sd) = mean_sd(
+            &runs
+                .iter()
+                .map(|s| s.consensus_distance)
+                .collect::<Vec<_>>(),
+        );
+        let (el, el_sd) = mean_sd(
+            &runs
+                .iter()
+                .map(|s| s.excess_loss.unwrap_or(s.loss))
+                .collect::<Vec<_>>(),
+        );
+        table += &format!(
+            "{n}\t{method}\t{rate}\t{}\t{cd:.4} ± {cd_sd:.4}\t{el:.4} ± {el_sd:.4}\n",
+            runs.len()
+        );
+    }
+    table
+}
+
 /// Runs `a2cid simulate`.
 pub fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     let reports = simulate_runs(args)?;
@@ -411,6 +457,10 @@ pub fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
         }
     } else {
         print!("{}", summary_table(&reports, '\t'));
+        if args.seed.len() > 1 {
+            println!("\nmean over seeds (time averages over [T/2, T]):");
+            print!("{}", aggregate_table(&reports));
+        }
         if let Some(dir) = &args.out {
             println!("wrote {}", dir.display());
         }

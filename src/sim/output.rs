@@ -137,13 +137,31 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(140, 86, 75),
 ];
 
-/// Draws panels side by side into an SVG file.
+/// Draws panels side by side into an SVG file (or a PNG if `path` ends in `.png`).
 pub fn plot_panels(path: &Path, panels: &[Panel]) -> anyhow::Result<()> {
-    let width = 420 * panels.len().max(1) as u32;
-    let root = SVGBackend::new(path, (width, 640)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let columns = root.split_evenly((2, panels.len().max(1)));
-    let (top, bottom) = columns.split_at(panels.len());
+    let size = (420 * panels.len().max(1) as u32, 640);
+    let png = path
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("png"));
+    let result = if png {
+        draw_panels(BitMapBackend::new(path, size).into_drawing_area(), panels)
+    } else {
+        draw_panels(SVGBackend::new(path, size).into_drawing_area(), panels)
+    };
+    result.with_context(|| format!("writing the plot {}", path.display()))
+}
+
+fn draw_panels<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    panels: &[Panel],
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)
+        .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    let cells = root.split_evenly((2, panels.len().max(1)));
+    let (top, bottom) = cells.split_at(panels.len());
     for (col, panel) in panels.iter().enumerate() {
         let consensus = |s: &Sample, _: Option<f64>| s.consensus_distance;
         let excess = |s: &Sample, optimum: Option<f64>| s.mean_worker_loss - optimum.unwrap_or(0.0);
@@ -158,11 +176,11 @@ pub fn plot_panels(path: &Path, panels: &[Panel]) -> anyhow::Result<()> {
             "consensus distance",
             &panel.curves,
             &consensus,
+            false,
         )?;
-        draw_chart(&bottom[col], "", loss_name, &panel.curves, &excess)?;
+        draw_chart(&bottom[col], "", loss_name, &panel.curves, &excess, true)?;
     }
-    root.present()
-        .with_context(|| format!("writing {}", path.display()))?;
+    root.present().map_err(|e| anyhow::anyhow!("plot: {e}"))?;
     Ok(())
 }
 
@@ -172,6 +190,7 @@ fn draw_chart<DB: DrawingBackend>(
     y_name: &str,
     curves: &[Curve],
     value: &dyn Fn(&Sample, Option<f64>) -> f64,
+    legend: bool,
 ) -> anyhow::Result<()>
 where
     DB::ErrorType: 'static,
@@ -198,15 +217,26 @@ where
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 16))
         .margin(8)
+        .margin_right(24)
         .x_label_area_size(32)
         .y_label_area_size(64)
-        .build_cartesian_2d(0.0..x_max, (y_min..y_max).log_scale())
+        .build_cartesian_2d(0.0..x_max, (y_min..y_max).log_scale().base(2.0))
         .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
     chart
         .configure_mesh()
         .x_desc("time (gradients per worker)")
         .y_desc(y_name)
-        .y_label_formatter(&|v| format!("{v:.0e}"))
+        .x_labels(6)
+        .y_labels(8)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| {
+            if (0.01..1000.0).contains(v) {
+                format!("{v:.2}")
+            } else {
+                format!("{v:.1e}")
+            }
+        })
+        .light_line_style(WHITE)
         .draw()
         .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
     for (k, (curve, points)) in curves.iter().zip(points).enumerate() {
@@ -221,6 +251,9 @@ where
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
             });
+    }
+    if !legend {
+        return Ok(());
     }
     chart
         .configure_series_labels()

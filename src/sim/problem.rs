@@ -256,9 +256,11 @@ impl<O: Objective> Problem for CpuWorkers<O> {
         let mut mean = vec![0.0f64; dim];
         for state in &self.states {
             for (m, &x) in mean.iter_mut().zip(&state.x) {
-                *m += f64::from(x) / n;
+                *m += f64::from(x);
             }
         }
+        // Sum first, divide once: identical workers then give x̄ = x and a distance of exactly 0.
+        mean.iter_mut().for_each(|m| *m /= n);
         let consensus_distance = self
             .states
             .iter()

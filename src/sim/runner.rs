@@ -176,7 +176,7 @@ pub fn simulate<P: Problem + ?Sized>(
         // Record every sample due before the next event (and before the horizon).
         while next_sample <= sample_count {
             let t = next_sample as f64 * config.sample_every;
-            if t > next_event {
+            if t >= next_event {
                 break;
             }
             for (worker, last) in last_event.iter_mut().enumerate() {
