@@ -236,7 +236,7 @@ where
                 format!("{v:.1e}")
             }
         })
-        .light_line_style(WHITE)
+        .max_light_lines(0)
         .draw()
         .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
     for (k, (curve, points)) in curves.iter().zip(points).enumerate() {
