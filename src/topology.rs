@@ -15,7 +15,6 @@ use std::str::FromStr;
 
 use a2cid_engine::acid::AcidParams;
 use nalgebra::{DMatrix, SymmetricEigen};
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -462,9 +461,7 @@ fn random_regular(
                 continue 'attempt;
             }
         }
-        let mut edges: Vec<_> = edges.into_iter().collect();
-        edges.shuffle(&mut rng); // order is irrelevant; EdgeSet re-sorts
-        return Ok(edges);
+        return Ok(edges.into_iter().collect());
     }
     Err(TopologyError::RegularSamplingFailed {
         n,
