@@ -79,10 +79,13 @@ pub struct SimulateArgs {
     /// Learning rate of the local SGD.
     #[arg(long, default_value_t = 0.05)]
     pub lr: f32,
+    /// Momentum of the local SGD, in [0, 1).
     #[arg(long, default_value_t = 0.0)]
     pub momentum: f32,
+    /// Weight decay of the local SGD (added to the gradient as wd * x).
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f32,
+    /// Use Nesterov momentum.
     #[arg(long)]
     pub nesterov: bool,
     /// quadratic: dimension of the parameters.
