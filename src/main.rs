@@ -2,7 +2,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "a2cid", version, about = "Asynchronous decentralized training with A²CiD² on any GPU (wgpu)")]
+#[command(
+    name = "a2cid",
+    version,
+    about = "Asynchronous decentralized training with A²CiD² on any GPU (wgpu)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

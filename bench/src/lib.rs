@@ -1,1 +1,43 @@
-//! Shared helpers for the a2cid criterion benchmarks.
+//! Shared helpers for the a2cid criterion benchmarks: timing GPU work honestly (the device is
+//! synchronised before the clock stops) and reporting ratios measured in the same run.
+pub mod burn_ref;
+
+use std::time::{Duration, Instant};
+
+use a2cid_engine::kernels::Dispatch;
+use a2cid_engine::GpuContext;
+
+/// Runs `dispatches` `iters` times (in submissions of at most 64 repetitions) and returns the wall
+/// time including the final synchronisation, so queued-but-unfinished work is never counted as done.
+pub fn time_dispatches(ctx: &GpuContext, dispatches: &[&Dispatch], iters: u64) -> Duration {
+    ctx.sync().expect("device sync before timing");
+    let start = Instant::now();
+    let mut left = iters;
+    while left > 0 {
+        let batch = left.min(64);
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for _ in 0..batch {
+                for d in dispatches {
+                    d.record(&mut pass);
+                }
+            }
+        }
+        ctx.queue.submit(Some(encoder.finish()));
+        left -= batch;
+    }
+    ctx.sync().expect("device sync after timing");
+    start.elapsed()
+}
+
+/// Median seconds per iteration of `f(iters)` over `samples` runs (for ratios printed beside
+/// criterion's own numbers).
+pub fn median_secs(samples: usize, iters: u64, mut f: impl FnMut(u64) -> Duration) -> f64 {
+    f(1); // warm-up: pipelines, first-touch of memory
+    let mut v: Vec<f64> = (0..samples)
+        .map(|_| f(iters).as_secs_f64() / iters as f64)
+        .collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}

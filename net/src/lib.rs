@@ -1,1 +1,66 @@
-//! a2cid-net: the TCP mesh between workers. Moves byte/f32 buffers; knows nothing about GPUs.
+//! # a2cid-net — the TCP mesh between workers
+//!
+//! **Owns:** rendezvous (explicit list, rank-0 `HOST:PORT`, SLURM environment), the authenticated
+//! handshake (protocol version, run id, rank, model fingerprint, HMAC-SHA256 challenge-response over
+//! the cluster secret), the length-delimited typed wire format with a hard cap derived from the model
+//! size, the master-less Poisson pairing protocol (a pure state machine, [`pairing::Pairing`]), the
+//! full-duplex exchange of flat `f32` snapshots, ring all-reduce / broadcast / barrier, adaptive
+//! timeouts, failure handling and graceful shutdown.
+//!
+//! **Must not touch:** GPUs, the engine crate, the optimizer maths. It moves `f32` buffers and knows
+//! nothing about what they mean. The runtime (root package) joins it to the engine.
+//!
+//! ## How the runtime drives it
+//!
+//! ```no_run
+//! # async fn demo(cfg: a2cid_net::MeshConfig, mut params: Vec<f32>) -> Result<(), a2cid_net::NetError> {
+//! use a2cid_net::{Mesh, MeshEvent};
+//! let mut mesh = Mesh::connect(cfg).await?;       // rendezvous + authenticated links
+//! mesh.broadcast(0, &mut params).await?;           // identical initial parameters
+//! mesh.shutdown_on_ctrl_c();
+//! let mut tau = 0.0;                               // worker clock, in gradient steps
+//! loop {
+//!     // ... one gradient step on the engine ...
+//!     tau += 1.0;
+//!     mesh.advance_clock(tau);                     // edges this worker owns may now propose
+//!     while let Some(ev) = mesh.try_next_event() {
+//!         match ev {
+//!             // Agreed with a peer: take the snapshot *now* (mix up to now, copy x) and hand it over.
+//!             MeshEvent::Exchange(req) => req.supply(params.clone())?,
+//!             // Both snapshots crossed: x += alpha (theirs - mine), etc. Buffers can be recycled.
+//!             MeshEvent::Exchanged(x) => { /* apply; */ mesh.recycle(x.theirs); }
+//!             MeshEvent::ShutdownRequested => break,
+//!             _ => {}                                  // failures, lost peers: informational
+//!         }
+//!     }
+//! #   break;
+//! }
+//! mesh.allreduce_mean(&mut params).await?;         // final average
+//! mesh.shutdown("done").await
+//! # }
+//! ```
+//!
+//! The snapshot is supplied at the moment the exchange starts, not when it was proposed, and the
+//! transfer runs in background tasks, so the caller may keep computing gradient steps while the
+//! bytes are in flight (the A²CiD² update takes its delta against the snapshot it *sent*, which comes
+//! back in [`Exchanged::mine`]). [`Mesh::exchange`] is the blocking-style shortcut: supply and wait.
+//!
+//! Links: every graph neighbour, plus the two ring neighbours `rank ± 1` that the collectives use.
+
+pub mod auth;
+pub mod error;
+pub mod frame;
+pub mod mesh;
+pub mod pairing;
+pub mod rendezvous;
+pub mod timeouts;
+
+pub use auth::{Identity, Secret, SECRET_ENV};
+pub use error::{FrameError, HandshakeError, NetError};
+pub use frame::{Fingerprint, PROTOCOL_VERSION};
+pub use mesh::{
+    CollStats, ExchangeRequest, ExchangeStats, Exchanged, Mesh, MeshConfig, MeshEvent, MeshStats,
+    ShutdownHandle,
+};
+pub use pairing::{EdgeCounters, Pairing};
+pub use rendezvous::{expand_nodelist, slurm_from_env, Rendezvous, SlurmLaunch};

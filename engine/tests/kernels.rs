@@ -1,0 +1,319 @@
+//! Each WGSL kernel against its CPU twin (`a2cid_engine::cpu`) on random inputs, including awkward
+//! shapes: not a multiple of the tile size, one row, large, and grids over 65,535 workgroups.
+mod common;
+
+use a2cid_engine::kernels::{self, MatRef};
+use a2cid_engine::{cpu, SgdConfig};
+use common::*;
+
+#[test]
+fn matmul_all_transposes_awkward_shapes() {
+    let ctx = gpu();
+    let mut r = rng(1);
+    let shapes = [
+        (1, 1, 1),
+        (1, 784, 128),
+        (3, 5, 7),
+        (64, 16, 64),
+        (65, 17, 63),
+        (128, 784, 10),
+        (200, 129, 300),
+        (1, 1000, 1),
+    ];
+    for &(m, k, n) in &shapes {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let a = random_vec(&mut r, m * k, 1.0);
+            let b = random_vec(&mut r, k * n, 1.0);
+            // Operands sit at odd offsets inside larger buffers, as arena views do.
+            let (a_off, b_off, c_off) = (3, 5, 7);
+            let mut a_buf = vec![9.0; a_off];
+            a_buf.extend(&a);
+            let mut b_buf = vec![9.0; b_off];
+            b_buf.extend(&b);
+            let c_init = random_vec(&mut r, c_off + m * n, 1.0);
+            for accumulate in [false, true] {
+                let ga = ctx.storage_buffer_from("a", &a_buf).unwrap();
+                let gb = ctx.storage_buffer_from("b", &b_buf).unwrap();
+                let gc = ctx.storage_buffer_from("c", &c_init).unwrap();
+                let mut ra = MatRef::new(&ga, a_off);
+                ra.transposed = ta;
+                let mut rb = MatRef::new(&gb, b_off);
+                rb.transposed = tb;
+                let d = kernels::matmul(&ctx, ra, rb, &gc, c_off, (m, k, n), accumulate).unwrap();
+                ctx.run(&[&d]);
+                let got: Vec<f32> = ctx.read(&gc, 0, c_off + m * n).unwrap();
+                let mut want = c_init.clone();
+                cpu::matmul(&a, &b, &mut want[c_off..], (m, k, n), ta, tb, accumulate);
+                assert_eq!(
+                    &got[..c_off],
+                    &c_init[..c_off],
+                    "matmul wrote before its output"
+                );
+                assert_close(
+                    &format!("matmul {m}x{k}x{n} ta={ta} tb={tb} acc={accumulate}"),
+                    &got,
+                    &want,
+                    2e-6,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_large() {
+    let ctx = gpu();
+    let mut r = rng(2);
+    let (m, k, n) = (512, 1024, 384);
+    let a = random_vec(&mut r, m * k, 1.0);
+    let b = random_vec(&mut r, k * n, 1.0);
+    let ga = ctx.storage_buffer_from("a", &a).unwrap();
+    let gb = ctx.storage_buffer_from("b", &b).unwrap();
+    let gc = ctx.storage_buffer("c", m * n).unwrap();
+    let d = kernels::matmul(
+        &ctx,
+        MatRef::new(&ga, 0),
+        MatRef::new(&gb, 0),
+        &gc,
+        0,
+        (m, k, n),
+        false,
+    )
+    .unwrap();
+    ctx.run(&[&d]);
+    let got: Vec<f32> = ctx.read(&gc, 0, m * n).unwrap();
+    let mut want = vec![0.0; m * n];
+    cpu::matmul(&a, &b, &mut want, (m, k, n), false, false, false);
+    assert_close("matmul 512x1024x384", &got, &want, 2e-6);
+}
+
+#[test]
+fn bias_add_relu_and_grad() {
+    let ctx = gpu();
+    let mut r = rng(3);
+    for &(rows, cols) in &[(1, 1), (1, 10), (7, 300), (300, 7), (1000, 33)] {
+        for relu in [false, true] {
+            let y = random_vec(&mut r, rows * cols, 1.0);
+            let bias = random_vec(&mut r, 4 + cols, 1.0);
+            let gy = ctx.storage_buffer_from("y", &y).unwrap();
+            let gb = ctx.storage_buffer_from("bias", &bias).unwrap();
+            let d = kernels::bias_add(&ctx, (&gy, 0), (&gb, 4), rows, cols, relu).unwrap();
+            ctx.run(&[&d]);
+            let got: Vec<f32> = ctx.read(&gy, 0, rows * cols).unwrap();
+            let mut want = y.clone();
+            cpu::bias_add(&mut want, &bias[4..], rows, cols, relu);
+            assert_close(
+                &format!("bias_add {rows}x{cols} relu={relu}"),
+                &got,
+                &want,
+                1e-7,
+            );
+        }
+        let dy = random_vec(&mut r, rows * cols, 1.0);
+        let gdy = ctx.storage_buffer_from("dy", &dy).unwrap();
+        let gdb = ctx
+            .storage_buffer_from("db", &vec![5.0f32; cols + 2])
+            .unwrap();
+        let d = kernels::bias_grad(&ctx, (&gdy, 0), (&gdb, 2), rows, cols).unwrap();
+        ctx.run(&[&d]);
+        let got: Vec<f32> = ctx.read(&gdb, 0, cols + 2).unwrap();
+        let mut want = vec![5.0f32; cols + 2];
+        cpu::bias_grad(&dy, &mut want[2..], rows, cols);
+        assert_close(&format!("bias_grad {rows}x{cols}"), &got, &want, 1e-6);
+    }
+}
+
+#[test]
+fn relu_forward_backward() {
+    let ctx = gpu();
+    let mut r = rng(4);
+    for n in [1, 255, 256, 257, 100_003] {
+        let h = random_vec(&mut r, n, 1.0);
+        let gh = ctx.storage_buffer_from("h", &h).unwrap();
+        ctx.run(&[&kernels::relu_forward(&ctx, (&gh, 0), n).unwrap()]);
+        let got: Vec<f32> = ctx.read(&gh, 0, n).unwrap();
+        let mut want = h.clone();
+        cpu::relu_forward(&mut want);
+        assert_eq!(got, want, "relu_forward n={n}");
+        let dh = random_vec(&mut r, n, 1.0);
+        let gdh = ctx.storage_buffer_from("dh", &dh).unwrap();
+        ctx.run(&[&kernels::relu_backward(&ctx, (&gdh, 0), (&gh, 0), n).unwrap()]);
+        let got: Vec<f32> = ctx.read(&gdh, 0, n).unwrap();
+        let mut want_d = dh.clone();
+        cpu::relu_backward(&mut want_d, &want);
+        assert_eq!(got, want_d, "relu_backward n={n}");
+    }
+}
+
+#[test]
+fn softmax_cross_entropy_loss_grad_and_accuracy() {
+    let ctx = gpu();
+    let mut r = rng(5);
+    for &(rows, classes) in &[(1, 2), (63, 10), (64, 10), (65, 37), (1000, 10)] {
+        let logits = random_vec(&mut r, rows * classes, 4.0);
+        let labels: Vec<u32> = (0..rows).map(|i| ((i * 7 + 3) % classes) as u32).collect();
+        let gl = ctx.storage_buffer_from("logits", &logits).unwrap();
+        let glab = ctx.storage_buffer_from("labels", &labels).unwrap();
+        let gd = ctx.storage_buffer("dlogits", rows * classes).unwrap();
+        let stats_len = kernels::softmax_stats_len(rows);
+        let gs = ctx.storage_buffer("stats", stats_len).unwrap();
+        let scale = 1.0 / rows as f32;
+        let d =
+            kernels::softmax_ce(&ctx, &gl, &glab, &gd, &gs, rows, classes, Some(scale)).unwrap();
+        // Run twice: the statistics accumulate, the gradient is overwritten.
+        ctx.run(&[&d, &d]);
+        let grad: Vec<f32> = ctx.read(&gd, 0, rows * classes).unwrap();
+        let stats: Vec<f32> = ctx.read(&gs, 0, stats_len).unwrap();
+        let mut want_grad = vec![0.0; rows * classes];
+        let want = cpu::softmax_ce(&logits, &labels, Some(&mut want_grad), rows, classes, scale);
+        let loss: f64 = stats.iter().step_by(2).map(|&v| f64::from(v)).sum();
+        let correct: f64 = stats.iter().skip(1).step_by(2).map(|&v| f64::from(v)).sum();
+        assert!(
+            (loss - 2.0 * want.loss_sum).abs() <= 1e-5 * want.loss_sum.abs().max(1.0),
+            "loss {rows}x{classes}: gpu {loss} vs cpu {}",
+            2.0 * want.loss_sum
+        );
+        assert_eq!(
+            correct,
+            2.0 * want.correct,
+            "correct count {rows}x{classes}"
+        );
+        assert_close(
+            &format!("softmax grad {rows}x{classes}"),
+            &grad,
+            &want_grad,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn fused_sgd_step_matches_twin() {
+    let ctx = gpu();
+    let mut r = rng(6);
+    let n = 70_001;
+    for cfg in [
+        SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            nesterov: false,
+        },
+        SgdConfig {
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            nesterov: true,
+        },
+        SgdConfig {
+            lr: 0.3,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        },
+    ] {
+        let mut x = random_vec(&mut r, n, 1.0);
+        let mut m = random_vec(&mut r, n, 1.0);
+        let g = random_vec(&mut r, n, 1.0);
+        let gx = ctx.storage_buffer_from("x", &x).unwrap();
+        let gm = ctx.storage_buffer_from("m", &m).unwrap();
+        let gg = ctx.storage_buffer_from("g", &g).unwrap();
+        let d = kernels::sgd_step(&ctx, &gx, &gm, &gg, n, &cfg).unwrap();
+        ctx.run(&[&d, &d, &d]);
+        for _ in 0..3 {
+            cpu::sgd_step(&mut x, &mut m, &g, &cfg);
+        }
+        assert_close(
+            &format!("sgd x {cfg:?}"),
+            &ctx.read::<f32>(&gx, 0, n).unwrap(),
+            &x,
+            1e-6,
+        );
+        assert_close(
+            &format!("sgd m {cfg:?}"),
+            &ctx.read::<f32>(&gm, 0, n).unwrap(),
+            &m,
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn utilities_over_more_than_65535_workgroups() {
+    let ctx = gpu();
+    let mut r = rng(7);
+    // 65,535 · 256 + 777 elements: the grid must spill into the y dimension.
+    let n = 65_535 * 256 + 777;
+    assert!(kernels::grid_1d((n as u32).div_ceil(256))[1] > 1);
+    let x = random_vec(&mut r, n, 1.0);
+    let y = random_vec(&mut r, n, 1.0);
+    let gx = ctx.storage_buffer_from("x", &x).unwrap();
+    let gy = ctx.storage_buffer_from("y", &y).unwrap();
+    ctx.run(&[&kernels::axpy(&ctx, 0.5, &gx, &gy, n).unwrap()]);
+    let mut want = y.clone();
+    cpu::axpy(0.5, &x, &mut want);
+    let got: Vec<f32> = ctx.read(&gy, 0, n).unwrap();
+    assert_eq!(got, want, "axpy over {n} elements");
+
+    let gz = ctx.storage_buffer("z", n + 3).unwrap();
+    ctx.run(&[&kernels::fill(&ctx, &gz, 0, n + 3, -1.0).unwrap()]);
+    ctx.run(&[&kernels::copy(&ctx, &gx, 0, &gz, 1, n).unwrap()]);
+    let got: Vec<f32> = ctx.read(&gz, 0, n + 3).unwrap();
+    assert_eq!(got[0], -1.0);
+    assert_eq!(&got[1..=n], &x[..], "copy over {n} elements");
+    assert_eq!(&got[n + 1..], &[-1.0, -1.0]);
+    let mut filled = vec![0.0; 10];
+    cpu::fill(&mut filled, 2.5);
+    let g10 = ctx.storage_buffer("f", 10).unwrap();
+    ctx.run(&[&kernels::fill(&ctx, &g10, 0, 10, 2.5).unwrap()]);
+    assert_eq!(ctx.read::<f32>(&g10, 0, 10).unwrap(), filled);
+}
+
+#[test]
+fn pipelines_are_compiled_once() {
+    let ctx = gpu();
+    let a = ctx.storage_buffer("a", 16).unwrap();
+    let _ = kernels::fill(&ctx, &a, 0, 16, 1.0).unwrap();
+    let before = ctx.cached_pipelines();
+    for _ in 0..5 {
+        let _ = kernels::fill(&ctx, &a, 0, 16, 1.0).unwrap();
+    }
+    assert_eq!(ctx.cached_pipelines(), before, "fill recompiled");
+    let b = ctx.storage_buffer("b", 16).unwrap();
+    let c = ctx.storage_buffer("c", 16).unwrap();
+    let _ = kernels::matmul(
+        &ctx,
+        MatRef::new(&a, 0).t(),
+        MatRef::new(&b, 0),
+        &c,
+        0,
+        (4, 4, 4),
+        false,
+    )
+    .unwrap();
+    let _ = kernels::matmul(
+        &ctx,
+        MatRef::new(&a, 0).t(),
+        MatRef::new(&b, 0),
+        &c,
+        0,
+        (2, 8, 2),
+        false,
+    )
+    .unwrap();
+    let after_t = ctx.cached_pipelines();
+    let _ = kernels::matmul(
+        &ctx,
+        MatRef::new(&a, 0),
+        MatRef::new(&b, 0),
+        &c,
+        0,
+        (4, 4, 4),
+        false,
+    )
+    .unwrap();
+    assert!(
+        ctx.cached_pipelines() <= after_t + 1,
+        "one pipeline per transpose specialisation"
+    );
+}

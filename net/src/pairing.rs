@@ -1,0 +1,534 @@
+//! Master-less Poisson pairing: a pure state machine (no I/O, no tokio, no locks). Time is an argument.
+//!
+//! Every edge `(i, j)` of the graph has a Poisson rate `lambda_ij` (events per unit of the worker
+//! clock). The *owner* of an edge, its lower rank, draws exponential inter-arrival times from a seeded
+//! per-edge RNG; when one falls due it proposes an exchange to the other end. A worker that is already
+//! proposing or exchanging answers `Busy` at once and the proposal counts as missed; an owner that is
+//! itself busy when its edge fires counts a miss too. Nobody ever waits for anybody, so there is no
+//! deadlock: the only states are `Idle`, `Proposing` (ended by Accept, Busy or a timeout) and
+//! `Exchanging` (ended by completion, failure, or the peer's Abort), and the I/O layer guarantees a
+//! timeout on each.
+//!
+//! The I/O layer feeds inputs (`poll(now)`, `on_msg`, timeouts, exchange results, peer deaths) and
+//! carries out the returned [`Action`]s.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Pairing messages on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairMsg {
+    Propose { seq: u64 },
+    Accept { seq: u64 },
+    Busy { seq: u64 },
+    Abort { seq: u64 },
+}
+
+/// What the I/O layer must do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send a pairing message to a neighbour.
+    Send { to: usize, msg: PairMsg },
+    /// Arm a proposal timeout; call [`Pairing::on_proposal_timeout`] when it expires.
+    ArmProposalTimer { peer: usize, seq: u64 },
+    /// Both sides agreed: run the full-duplex exchange (and arm its timeout).
+    StartExchange {
+        peer: usize,
+        seq: u64,
+        initiator: bool,
+    },
+    /// The exchange in progress was called off (peer aborted or died): stop waiting for it.
+    CancelExchange { peer: usize, seq: u64 },
+}
+
+/// Where this worker stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Idle,
+    Proposing {
+        peer: usize,
+        seq: u64,
+    },
+    Exchanging {
+        peer: usize,
+        seq: u64,
+        initiator: bool,
+    },
+}
+
+/// Per-edge counters, as seen from this worker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EdgeCounters {
+    /// Poisson events of this edge that fell due (owner side only).
+    pub fired: u64,
+    /// Proposals sent (owner side).
+    pub proposed: u64,
+    /// Events missed because this worker was busy when its edge fired (owner side).
+    pub missed_local_busy: u64,
+    /// Proposals answered `Busy` by the peer (owner side).
+    pub missed_peer_busy: u64,
+    /// Proposals that timed out unanswered (owner side).
+    pub missed_timeout: u64,
+    /// Peer proposals this worker answered `Busy` (non-owner side).
+    pub refused: u64,
+    /// Exchanges started (both sides).
+    pub started: u64,
+    /// Exchanges completed (both sides).
+    pub completed: u64,
+    /// Exchanges that failed or were aborted (both sides).
+    pub failed: u64,
+}
+
+impl EdgeCounters {
+    /// Every missed opportunity of this edge, whatever the reason.
+    pub fn missed(&self) -> u64 {
+        self.missed_local_busy + self.missed_peer_busy + self.missed_timeout + self.refused
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Edge {
+    peer: usize,
+    rate: f64,
+    owner: bool,
+    alive: bool,
+    next_fire: f64,
+    rng: ChaCha8Rng,
+    counters: EdgeCounters,
+}
+
+/// The pairing state machine of one worker.
+#[derive(Clone, Debug)]
+pub struct Pairing {
+    rank: usize,
+    edges: Vec<Edge>,
+    status: Status,
+    next_seq: u64,
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Exponential inter-arrival time with the given rate, from a uniform in (0, 1].
+fn exp_draw(rng: &mut ChaCha8Rng, rate: f64) -> f64 {
+    let u: f64 = 1.0 - rng.random::<f64>();
+    -u.ln() / rate
+}
+
+impl Pairing {
+    /// `edges` is the whole graph (or just this worker's edges) as `(i, j, lambda_ij)`; edges not
+    /// touching `rank` are ignored. Rates `<= 0` or non-finite never fire. `start` is the clock at
+    /// which the Poisson processes start; `seed` is shared by the run so the schedule is reproducible.
+    pub fn new(rank: usize, edges: &[(usize, usize, f64)], seed: u64, start: f64) -> Pairing {
+        let mut out: Vec<Edge> = Vec::new();
+        for &(a, b, rate) in edges {
+            if a == b || (a != rank && b != rank) {
+                continue;
+            }
+            let peer = if a == rank { b } else { a };
+            if out.iter().any(|e| e.peer == peer) {
+                continue;
+            }
+            let (lo, hi) = (a.min(b) as u64, a.max(b) as u64);
+            let mut rng = ChaCha8Rng::seed_from_u64(splitmix(seed ^ splitmix(lo << 32 | hi)));
+            let usable = rate.is_finite() && rate > 0.0;
+            let owner = rank < peer;
+            let next_fire = if owner && usable {
+                start + exp_draw(&mut rng, rate)
+            } else {
+                f64::INFINITY
+            };
+            out.push(Edge {
+                peer,
+                rate: if usable { rate } else { 0.0 },
+                owner,
+                alive: true,
+                next_fire,
+                rng,
+                counters: EdgeCounters::default(),
+            });
+        }
+        out.sort_by_key(|e| e.peer);
+        Pairing {
+            rank,
+            edges: out,
+            status: Status::Idle,
+            next_seq: 1,
+        }
+    }
+
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+    pub fn status(&self) -> Status {
+        self.status
+    }
+    /// Neighbours, with their rates and whether they are still alive.
+    pub fn neighbours(&self) -> impl Iterator<Item = (usize, f64, bool)> + '_ {
+        self.edges.iter().map(|e| (e.peer, e.rate, e.alive))
+    }
+    /// Counters of the edge to `peer`.
+    pub fn counters(&self, peer: usize) -> Option<EdgeCounters> {
+        self.edge(peer).map(|e| e.counters)
+    }
+    /// Clock value of the next owned edge event, if any (so the I/O layer can sleep until then).
+    pub fn next_due(&self) -> Option<f64> {
+        self.edges
+            .iter()
+            .filter(|e| e.owner && e.alive && e.next_fire.is_finite())
+            .map(|e| e.next_fire)
+            .min_by(|a, b| a.total_cmp(b))
+    }
+
+    fn edge(&self, peer: usize) -> Option<&Edge> {
+        self.edges.iter().find(|e| e.peer == peer)
+    }
+    fn edge_mut(&mut self, peer: usize) -> Option<&mut Edge> {
+        self.edges.iter_mut().find(|e| e.peer == peer)
+    }
+
+    /// Advance the clock to `now`: fire every owned edge whose event fell due, in time order.
+    pub fn poll(&mut self, now: f64) -> Vec<Action> {
+        let mut out = Vec::new();
+        loop {
+            let due = self
+                .edges
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.owner && e.alive && e.next_fire <= now)
+                .min_by(|a, b| a.1.next_fire.total_cmp(&b.1.next_fire))
+                .map(|(i, _)| i);
+            let Some(i) = due else { break };
+            let idle = self.status == Status::Idle;
+            let seq = self.next_seq;
+            let e = &mut self.edges[i];
+            e.next_fire += exp_draw(&mut e.rng, e.rate);
+            e.counters.fired += 1;
+            if idle {
+                e.counters.proposed += 1;
+                let peer = e.peer;
+                self.next_seq += 1;
+                self.status = Status::Proposing { peer, seq };
+                out.push(Action::Send {
+                    to: peer,
+                    msg: PairMsg::Propose { seq },
+                });
+                out.push(Action::ArmProposalTimer { peer, seq });
+            } else {
+                e.counters.missed_local_busy += 1;
+            }
+        }
+        out
+    }
+
+    /// A pairing message arrived from `from`.
+    pub fn on_msg(&mut self, from: usize, msg: PairMsg) -> Vec<Action> {
+        let status = self.status;
+        let Some(e) = self.edge_mut(from) else {
+            return Vec::new();
+        };
+        if !e.alive {
+            return Vec::new();
+        }
+        match msg {
+            PairMsg::Propose { seq } => {
+                if status == Status::Idle {
+                    e.counters.started += 1;
+                    self.status = Status::Exchanging {
+                        peer: from,
+                        seq,
+                        initiator: false,
+                    };
+                    vec![
+                        Action::Send {
+                            to: from,
+                            msg: PairMsg::Accept { seq },
+                        },
+                        Action::StartExchange {
+                            peer: from,
+                            seq,
+                            initiator: false,
+                        },
+                    ]
+                } else {
+                    e.counters.refused += 1;
+                    vec![Action::Send {
+                        to: from,
+                        msg: PairMsg::Busy { seq },
+                    }]
+                }
+            }
+            PairMsg::Accept { seq } => {
+                if status == (Status::Proposing { peer: from, seq }) {
+                    e.counters.started += 1;
+                    self.status = Status::Exchanging {
+                        peer: from,
+                        seq,
+                        initiator: true,
+                    };
+                    vec![Action::StartExchange {
+                        peer: from,
+                        seq,
+                        initiator: true,
+                    }]
+                } else {
+                    // Too late (we timed out): the peer thinks it is exchanging with us; call it off.
+                    vec![Action::Send {
+                        to: from,
+                        msg: PairMsg::Abort { seq },
+                    }]
+                }
+            }
+            PairMsg::Busy { seq } => {
+                if status == (Status::Proposing { peer: from, seq }) {
+                    e.counters.missed_peer_busy += 1;
+                    self.status = Status::Idle;
+                }
+                Vec::new()
+            }
+            PairMsg::Abort { seq } => match status {
+                Status::Exchanging { peer, seq: s, .. } if peer == from && s == seq => {
+                    e.counters.failed += 1;
+                    self.status = Status::Idle;
+                    vec![Action::CancelExchange { peer, seq }]
+                }
+                _ => Vec::new(),
+            },
+        }
+    }
+
+    /// The proposal `(peer, seq)` got no answer in time.
+    pub fn on_proposal_timeout(&mut self, peer: usize, seq: u64) -> Vec<Action> {
+        if self.status == (Status::Proposing { peer, seq }) {
+            self.status = Status::Idle;
+            if let Some(e) = self.edge_mut(peer) {
+                e.counters.missed_timeout += 1;
+            }
+        }
+        Vec::new()
+    }
+
+    /// The exchange `(peer, seq)` completed on this side (sent ours, received theirs).
+    pub fn on_exchange_done(&mut self, peer: usize, seq: u64) -> Vec<Action> {
+        if let Status::Exchanging {
+            peer: p, seq: s, ..
+        } = self.status
+        {
+            if p == peer && s == seq {
+                self.status = Status::Idle;
+                if let Some(e) = self.edge_mut(peer) {
+                    e.counters.completed += 1;
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    /// The exchange `(peer, seq)` failed on this side (timeout, I/O error, caller gave no snapshot).
+    /// Tells the peer so it stops waiting.
+    pub fn on_exchange_failed(&mut self, peer: usize, seq: u64) -> Vec<Action> {
+        if let Status::Exchanging {
+            peer: p, seq: s, ..
+        } = self.status
+        {
+            if p == peer && s == seq {
+                self.status = Status::Idle;
+                let alive = match self.edge_mut(peer) {
+                    Some(e) => {
+                        e.counters.failed += 1;
+                        e.alive
+                    }
+                    None => false,
+                };
+                if alive {
+                    return vec![Action::Send {
+                        to: peer,
+                        msg: PairMsg::Abort { seq },
+                    }];
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    /// `peer` is gone (connection lost, timed out repeatedly, or said goodbye): never pair with it again.
+    pub fn on_peer_down(&mut self, peer: usize) -> Vec<Action> {
+        let Some(e) = self.edge_mut(peer) else {
+            return Vec::new();
+        };
+        e.alive = false;
+        match self.status {
+            Status::Proposing { peer: p, .. } if p == peer => {
+                self.status = Status::Idle;
+                Vec::new()
+            }
+            Status::Exchanging { peer: p, seq, .. } if p == peer => {
+                self.status = Status::Idle;
+                if let Some(e) = self.edge_mut(peer) {
+                    e.counters.failed += 1;
+                }
+                vec![Action::CancelExchange { peer, seq }]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Pure: does the graph restricted to live vertices stay connected? Returns the live components
+/// (sorted) so a warning can name them.
+pub fn live_components(
+    world: usize,
+    edges: &[(usize, usize, f64)],
+    dead: &[usize],
+) -> Vec<Vec<usize>> {
+    let alive = |v: usize| v < world && !dead.contains(&v);
+    let mut parent: Vec<usize> = (0..world).collect();
+    fn find(p: &mut [usize], mut x: usize) -> usize {
+        while p[x] != x {
+            p[x] = p[p[x]];
+            x = p[x];
+        }
+        x
+    }
+    for &(a, b, _) in edges {
+        if alive(a) && alive(b) {
+            let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
+            if ra != rb {
+                parent[ra] = rb;
+            }
+        }
+    }
+    let mut comps: Vec<Vec<usize>> = Vec::new();
+    let mut root_of: Vec<(usize, usize)> = Vec::new();
+    for v in (0..world).filter(|&v| alive(v)) {
+        let r = find(&mut parent, v);
+        match root_of.iter().find(|(rr, _)| *rr == r) {
+            Some(&(_, idx)) => comps[idx].push(v),
+            None => {
+                root_of.push((r, comps.len()));
+                comps.push(vec![v]);
+            }
+        }
+    }
+    comps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(n: usize, rate: f64) -> Vec<(usize, usize, f64)> {
+        (0..n).map(|i| (i, (i + 1) % n, rate)).collect()
+    }
+
+    #[test]
+    fn owner_proposes_and_peer_accepts() {
+        let g = ring(3, 1.0);
+        let mut a = Pairing::new(0, &g, 7, 0.0);
+        let mut b = Pairing::new(1, &g, 7, 0.0);
+        // Only the lower rank owns the edge.
+        assert!(b.next_due().is_some()); // edge 1-2 is owned by 1
+        let t = a.next_due().expect("0 owns edges");
+        let acts = a.poll(t);
+        let (peer, seq) = match acts[0] {
+            Action::Send {
+                to,
+                msg: PairMsg::Propose { seq },
+            } => (to, seq),
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(a.status(), Status::Proposing { .. }));
+        if peer == 1 {
+            let r = b.on_msg(0, PairMsg::Propose { seq });
+            assert_eq!(
+                r[0],
+                Action::Send {
+                    to: 0,
+                    msg: PairMsg::Accept { seq }
+                }
+            );
+            let r = a.on_msg(1, PairMsg::Accept { seq });
+            assert_eq!(
+                r,
+                vec![Action::StartExchange {
+                    peer: 1,
+                    seq,
+                    initiator: true
+                }]
+            );
+            a.on_exchange_done(1, seq);
+            b.on_exchange_done(0, seq);
+            assert_eq!(a.status(), Status::Idle);
+            assert_eq!(b.status(), Status::Idle);
+            assert_eq!(a.counters(1).map(|c| c.completed), Some(1));
+        }
+    }
+
+    #[test]
+    fn busy_worker_answers_busy_at_once() {
+        let g = vec![(0, 1, 1.0), (1, 2, 1.0)];
+        let mut w1 = Pairing::new(1, &g, 1, 0.0);
+        // 1 owns 1-2; make it propose.
+        let t = w1.next_due().expect("due");
+        let acts = w1.poll(t);
+        assert!(matches!(acts[0], Action::Send { to: 2, .. }));
+        // 0 proposes to 1 meanwhile: refused immediately.
+        let r = w1.on_msg(0, PairMsg::Propose { seq: 99 });
+        assert_eq!(
+            r,
+            vec![Action::Send {
+                to: 0,
+                msg: PairMsg::Busy { seq: 99 }
+            }]
+        );
+        assert_eq!(w1.counters(0).map(|c| c.refused), Some(1));
+    }
+
+    #[test]
+    fn late_accept_after_timeout_is_aborted() {
+        let g = vec![(0, 1, 1.0)];
+        let mut w0 = Pairing::new(0, &g, 3, 0.0);
+        let t = w0.next_due().expect("due");
+        let _ = w0.poll(t);
+        let Status::Proposing { seq, .. } = w0.status() else {
+            panic!()
+        };
+        w0.on_proposal_timeout(1, seq);
+        assert_eq!(w0.status(), Status::Idle);
+        let r = w0.on_msg(1, PairMsg::Accept { seq });
+        assert_eq!(
+            r,
+            vec![Action::Send {
+                to: 1,
+                msg: PairMsg::Abort { seq }
+            }]
+        );
+        assert_eq!(w0.counters(1).map(|c| c.missed_timeout), Some(1));
+    }
+
+    #[test]
+    fn dead_peer_cancels_exchange_and_stops_pairing() {
+        let g = vec![(0, 1, 5.0)];
+        let mut w1 = Pairing::new(1, &g, 3, 0.0);
+        let _ = w1.on_msg(0, PairMsg::Propose { seq: 4 });
+        let r = w1.on_peer_down(0);
+        assert_eq!(r, vec![Action::CancelExchange { peer: 0, seq: 4 }]);
+        assert!(w1.on_msg(0, PairMsg::Propose { seq: 5 }).is_empty());
+        let mut w0 = Pairing::new(0, &g, 3, 0.0);
+        w0.on_peer_down(1);
+        assert!(w0.poll(1e9).is_empty());
+        assert_eq!(w0.next_due(), None);
+    }
+
+    #[test]
+    fn components_detect_a_split_ring() {
+        let g = ring(6, 1.0);
+        assert_eq!(live_components(6, &g, &[2]).len(), 1);
+        let c = live_components(6, &g, &[1, 4]);
+        assert_eq!(c, vec![vec![0, 5], vec![2, 3]]);
+    }
+}

@@ -1,0 +1,149 @@
+//! The decoder against garbage: random bytes, mutated valid frames, truncations and oversized length
+//! fields. It must return an error (never panic, never hang) and never allocate past the cap.
+
+use a2cid_net::frame::{
+    encode_header, encode_msg, read_frame, write_coll, write_snapshot, BufPool, CollHeader,
+    Incoming, Kind, Limits, Msg,
+};
+use a2cid_net::FrameError;
+use proptest::prelude::*;
+
+const PARAMS: u64 = 64;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Read frames until the first error; the input is finite so this must terminate.
+async fn drain(bytes: &[u8]) -> (usize, FrameError) {
+    let mut r = bytes;
+    let pool = BufPool::default();
+    let limits = Limits { params: PARAMS };
+    let mut frames = 0;
+    loop {
+        match read_frame(&mut r, &limits, &pool).await {
+            Ok(_) => frames += 1,
+            Err(e) => return (frames, e),
+        }
+    }
+}
+
+fn valid_stream() -> Vec<u8> {
+    rt().block_on(async {
+        let mut w = Vec::new();
+        w.extend_from_slice(&encode_msg(&Msg::Propose { seq: 7 }));
+        write_snapshot(&mut w, 3, &[1.5f32; PARAMS as usize])
+            .await
+            .expect("write");
+        write_coll(
+            &mut w,
+            CollHeader {
+                op: 1,
+                phase: 2,
+                step: 0,
+                chunk: 0,
+            },
+            &[2.0f32; 10],
+        )
+        .await
+        .expect("write");
+        w.extend_from_slice(&encode_msg(&Msg::Table {
+            addrs: vec!["a:1".into(), "b:2".into()],
+        }));
+        w.extend_from_slice(&encode_msg(&Msg::Goodbye {
+            reason: "bye".into(),
+        }));
+        w
+    })
+}
+
+#[test]
+fn valid_stream_decodes_fully() {
+    let s = valid_stream();
+    let (n, e) = rt().block_on(drain(&s));
+    assert_eq!(n, 5);
+    assert!(matches!(e, FrameError::Closed), "{e}");
+}
+
+#[test]
+fn oversized_and_wrong_size_payloads_are_refused() {
+    let rt = rt();
+    let mut big = encode_header(Kind::Snapshot, 8 + 4 * (PARAMS + 1)).to_vec();
+    big.extend_from_slice(&[0u8; 64]);
+    let (_, e) = rt.block_on(drain(&big));
+    assert!(matches!(e, FrameError::Oversized { .. }), "{e}");
+    let mut short = encode_header(Kind::Snapshot, 8 + 4 * (PARAMS - 1)).to_vec();
+    short.extend_from_slice(&[0u8; 512]);
+    let (_, e) = rt.block_on(drain(&short));
+    assert!(matches!(e, FrameError::WrongPayloadLen { .. }), "{e}");
+    assert!(e.to_string().contains("different model"), "{e}");
+    let huge_ctrl = encode_header(Kind::Goodbye, u64::MAX).to_vec();
+    let (_, e) = rt.block_on(drain(&huge_ctrl));
+    assert!(matches!(e, FrameError::Oversized { .. }), "{e}");
+    let (_, e) = rt.block_on(drain(&[0xEE, 1, 2, 3, 4, 5, 6, 7, 8]));
+    assert!(matches!(e, FrameError::UnknownKind(0xEE)), "{e}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let (_, e) = rt().block_on(drain(&bytes));
+        // Any error is fine; reaching here means no panic and no hang.
+        let _ = e.to_string();
+    }
+
+    #[test]
+    fn mutated_frames_never_panic(
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let mut s = valid_stream();
+        for (i, b) in flips {
+            let k = i.index(s.len());
+            s[k] = b;
+        }
+        if truncate {
+            let k = cut.index(s.len());
+            s.truncate(k);
+        }
+        let (n, e) = rt().block_on(drain(&s));
+        prop_assert!(n <= 5 + s.len());
+        let _ = e.to_string();
+    }
+
+    #[test]
+    fn truncation_anywhere_is_an_error_not_a_frame(cut in any::<prop::sample::Index>()) {
+        let s = valid_stream();
+        let k = cut.index(s.len());
+        let (_, e) = rt().block_on(drain(&s[..k]));
+        prop_assert!(matches!(e, FrameError::Closed | FrameError::Truncated), "{}", e);
+    }
+}
+
+#[test]
+fn decoded_snapshot_keeps_bits() {
+    let s = valid_stream();
+    let rt = rt();
+    let mut r = &s[..];
+    let pool = BufPool::default();
+    let limits = Limits { params: PARAMS };
+    let _ = rt
+        .block_on(read_frame(&mut r, &limits, &pool))
+        .expect("propose");
+    match rt
+        .block_on(read_frame(&mut r, &limits, &pool))
+        .expect("snapshot")
+    {
+        Incoming::Snapshot { seq, data } => {
+            assert_eq!(seq, 3);
+            assert!(data.iter().all(|x| x.to_bits() == 1.5f32.to_bits()));
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,114 @@
+// The A²CiD² updates over the whole parameter arena, each in ONE pass (SPEC §3).
+// `mix` = (1 − e^(−2·eta·d))/2 is computed on the host from the clock interval d since the last
+// event, so the kernels are pure element-wise maps (plus one reduction).
+//
+//   mix_and_step:      mix (x, x̃) up to now, then the SGD step u (momentum, weight decay) applied
+//                      to both: x ← x' − u, x̃ ← x̃' − u.
+//   mix_and_snapshot:  mix up to now and copy x into the snapshot buffer s (what is sent).
+//   mix_and_average:   mix up to now, then x ← x' + α(s_j − s_i), x̃ ← x̃' + α̃(s_j − s_i) with
+//                      s_i the snapshot WE SENT, and per-workgroup partial sums of ‖s_i − s_j‖².
+//
+// HAS_TILDE = false is plain gossip (eta = 0, no x̃): the x̃ buffer is neither read nor written.
+
+struct Params {
+    n: u32,
+    nesterov: u32,
+    _pad0: u32,
+    _pad1: u32,
+    mix: f32,
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+    alpha: f32,
+    alpha_tilde: f32,
+    _pad2: f32,
+    _pad3: f32,
+}
+
+override HAS_TILDE: bool = true;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> xt: array<f32>;
+// mix_and_step: momentum (rw) and gradient (read). mix_and_average: own snapshot s_i, peer's s_j,
+// partial sums. mix_and_snapshot: the snapshot (rw).
+@group(0) @binding(3) var<storage, read_write> aux: array<f32>;
+@group(0) @binding(4) var<storage, read> other: array<f32>;
+@group(0) @binding(5) var<storage, read_write> partials: array<f32>;
+
+fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 256u;
+}
+
+// Mixed (x, x̃) of element i; with HAS_TILDE false, x is unchanged.
+fn mixed(i: u32) -> vec2<f32> {
+    let xi = x[i];
+    if (!HAS_TILDE) {
+        return vec2<f32>(xi, 0.0);
+    }
+    let ti = xt[i];
+    let gap = p.mix * (ti - xi);
+    return vec2<f32>(xi + gap, ti - gap);
+}
+
+@compute @workgroup_size(256)
+fn mix_and_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i >= p.n) { return; }
+    let v = mixed(i);
+    // SGD exactly as sgd.wgsl / optim::sgd_update, on the mixed x.
+    let d = other[i] + p.weight_decay * v.x;
+    let mi = p.momentum * aux[i] + d;
+    aux[i] = mi;
+    var u = p.lr * mi;
+    if (p.nesterov != 0u) {
+        u = p.lr * (d + p.momentum * mi);
+    }
+    x[i] = v.x - u;
+    if (HAS_TILDE) {
+        xt[i] = v.y - u;
+    }
+}
+
+@compute @workgroup_size(256)
+fn mix_and_snapshot(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i >= p.n) { return; }
+    let v = mixed(i);
+    x[i] = v.x;
+    if (HAS_TILDE) {
+        xt[i] = v.y;
+    }
+    aux[i] = v.x;
+}
+
+var<workgroup> sq: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn mix_and_average(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let i = linear_index(gid, nwg);
+    var dd = 0.0;
+    if (i < p.n) {
+        let v = mixed(i);
+        let delta = other[i] - aux[i]; // s_j − s_i, against the snapshot we sent
+        x[i] = v.x + p.alpha * delta;
+        if (HAS_TILDE) {
+            xt[i] = v.y + p.alpha_tilde * delta;
+        }
+        dd = delta * delta;
+    }
+    sq[lid.x] = dd;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+        if (lid.x < stride) { sq[lid.x] += sq[lid.x + stride]; }
+        workgroupBarrier();
+    }
+    if (lid.x == 0u) {
+        partials[wid.x + wid.y * nwg.x] = sq[0];
+    }
+}

@@ -1,0 +1,279 @@
+//! End-to-end tests of the `a2cid` binary: adapters, single-worker training on real data to the
+//! accuracy targets, the run directory's contents, and clear errors for bad input.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn a2cid(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_a2cid"))
+        .args(args)
+        .env("RUST_LOG", "warn,a2cid=info")
+        .output()
+        .expect("running the a2cid binary")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn repo_data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
+/// The fetched datasets must be present: a missing one fails the test (run the fetch script).
+fn require_dataset(dir: &str) {
+    let d = repo_data().join(dir);
+    assert!(
+        d.join("train-images-idx3-ubyte").exists() || d.join("train-images-idx3-ubyte.gz").exists(),
+        "{} is missing: run scripts/fetch-datasets.sh first",
+        d.display()
+    );
+}
+
+fn summary(out: &Path) -> serde_json::Value {
+    let s = std::fs::read_to_string(out.join("summary.json")).expect("summary.json written");
+    serde_json::from_str(&s).expect("summary.json is JSON")
+}
+
+#[test]
+fn devices_lists_adapters_and_the_chosen_one() {
+    let o = a2cid(&["devices"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("<- would be used"), "{}", text(&o));
+    assert!(
+        out.contains("Vulkan")
+            || out.contains("Metal")
+            || out.contains("Dx12")
+            || out.contains("Gl"),
+        "{}",
+        text(&o)
+    );
+    let o = a2cid(&["devices", "--adapter", "no-such-gpu-xyz"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("no adapter matches --adapter \"no-such-gpu-xyz\""),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn digits_single_worker_reaches_95_percent() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = a2cid(&[
+        "run",
+        "--workers",
+        "1",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--epochs",
+        "15",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.05",
+        "--seed",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = summary(&out);
+    for key in [
+        "dataset",
+        "model",
+        "workers",
+        "wall_seconds",
+        "test_accuracy",
+        "test_loss",
+        "per_worker",
+    ] {
+        assert!(s.get(key).is_some(), "summary.json lacks {key}: {s}");
+    }
+    assert_eq!(s["dataset"], "digits");
+    assert_eq!(s["model"], "mlp");
+    assert_eq!(s["workers"], 1);
+    let acc = s["test_accuracy"].as_f64().unwrap();
+    assert!(
+        acc >= 0.95,
+        "digits test accuracy {acc} < 0.95\n{}",
+        text(&o)
+    );
+    let w = &s["per_worker"][0];
+    assert_eq!(w["rank"], 0);
+    assert_eq!(
+        w["grads"].as_u64().unwrap(),
+        15 * 1438u64.div_ceil(32),
+        "one gradient per batch"
+    );
+    assert!(w["final_train_loss"].as_f64().unwrap() < 0.2, "{w}");
+    // The resolved config and per-epoch metrics are there and parse.
+    let cfg: toml::Value =
+        toml::from_str(&std::fs::read_to_string(out.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(cfg["epochs"].as_integer(), Some(15));
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let epochs: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "epoch")
+        .collect();
+    assert_eq!(epochs.len(), 15);
+    let first = epochs[0]["train_loss"].as_f64().unwrap();
+    let last = epochs[14]["train_loss"].as_f64().unwrap();
+    assert!(last < 0.5 * first, "train loss {first} -> {last}");
+}
+
+#[test]
+fn mnist_single_worker_reaches_97_5_percent_in_3_epochs() {
+    require_dataset("mnist");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = a2cid(&[
+        "run",
+        "--workers",
+        "1",
+        "--dataset",
+        "mnist",
+        "--model",
+        "mlp",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--lr",
+        "0.05",
+        "--seed",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+        "--data-dir",
+        repo_data().to_str().unwrap(),
+        "--no-progress",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = summary(&out);
+    let acc = s["test_accuracy"].as_f64().unwrap();
+    println!(
+        "mnist 3 epochs: test accuracy {acc}, wall {}s",
+        s["wall_seconds"]
+    );
+    assert!(
+        acc >= 0.975,
+        "mnist test accuracy {acc} < 0.975\n{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn fashion_mnist_loads_and_learns() {
+    require_dataset("fashion-mnist");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = a2cid(&[
+        "run",
+        "--dataset",
+        "fashion-mnist",
+        "--epochs",
+        "1",
+        "--hidden",
+        "64",
+        "--out",
+        out.to_str().unwrap(),
+        "--data-dir",
+        repo_data().to_str().unwrap(),
+        "--no-progress",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let acc = summary(&out)["test_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.80, "fashion-mnist 1 epoch test accuracy {acc}");
+}
+
+#[test]
+fn missing_dataset_names_the_fetch_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = a2cid(&[
+        "run",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--out",
+        dir.path().join("run").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("scripts/fetch-datasets.sh") && err.contains("train-images-idx3-ubyte"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn corrupt_dataset_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("mnist");
+    std::fs::create_dir(&m).unwrap();
+    // A header that promises 2 images of 28×28 but only 100 bytes of pixels.
+    let mut images = vec![0, 0, 8, 3];
+    for d in [2u32, 28, 28] {
+        images.extend(d.to_be_bytes());
+    }
+    images.extend([0u8; 100]);
+    std::fs::write(m.join("train-images-idx3-ubyte"), &images).unwrap();
+    std::fs::write(
+        m.join("train-labels-idx1-ubyte"),
+        [0, 0, 8, 1, 0, 0, 0, 2, 3, 4],
+    )
+    .unwrap();
+    let o = a2cid(&[
+        "run",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--out",
+        dir.path().join("run").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("train-images-idx3-ubyte is truncated") && err.contains("1568 bytes"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn malformed_config_and_bad_flags_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "epochs = \"three\"\n").unwrap();
+    let o = a2cid(&["run", "--config", cfg.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad.toml is not valid") && err.contains("epochs"),
+        "{}",
+        text(&o)
+    );
+    let o = a2cid(&["run", "--dataset", "cifar"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("invalid value 'cifar'"),
+        "{}",
+        text(&o)
+    );
+    let o = a2cid(&["run", "--lr", "-1"]);
+    assert!(!o.status.success());
+}
