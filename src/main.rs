@@ -18,6 +18,10 @@ enum Command {
     Devices(a2cid::cli::DevicesArgs),
     /// Train: `--workers 1` trains in-process.
     Run(Box<a2cid::cli::RunArgs>),
+    /// Print a graph's size, degrees and A²CiD² constants (chi_1, chi_2, eta, alpha_tilde).
+    Topology(a2cid::topology::TopologyArgs),
+    /// Simulate n workers with the exact continuized dynamics (acid, gossip, allreduce).
+    Simulate(Box<a2cid::sim::SimulateArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -26,6 +30,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Devices(args) => a2cid::cli::devices(&args),
         Command::Run(args) => a2cid::cli::run(&args),
+        Command::Topology(args) => a2cid::topology::run_topology(&args),
+        Command::Simulate(args) => a2cid::sim::run_simulate(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -225,7 +225,12 @@ mod tests {
         assert!((mix_factor(1.0, 1e3) - 0.5).abs() < 1e-15);
         // For tiny eta*d the factor is eta*d to first order; naive (1 - exp)/2 would lose digits.
         let tiny = mix_factor(1e-12, 1.0);
-        assert!((tiny - 1e-12).abs() < 1e-24, "{tiny}");
+        assert!((tiny / 1e-12 - 1.0).abs() < 1e-11, "{tiny}");
+        let naive = (1.0 - (-2e-12f64).exp()) / 2.0;
+        assert!(
+            (naive / 1e-12 - 1.0).abs() > 1e-6,
+            "the naive form should lose digits: {naive}"
+        );
         let e = (-2.0f64 * 0.035 * 3.0).exp();
         assert!((mix_factor(0.035, 3.0) - (1.0 - e) / 2.0).abs() < 1e-15);
     }
