@@ -50,8 +50,12 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     let t = lid.y * 16u + lid.x;
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
+    // Four rows (lid.y + 16·i) × four columns (lid.x + 16·j) per invocation, held in vec4 registers
+    // (no dynamically indexed local arrays, which some compilers spill to memory).
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
 
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
         for (var r = 0u; r < 4u; r++) {
@@ -66,31 +70,34 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) { av[i] = tile_a[kk * BM + lid.y + i * 16u]; }
-            for (var j = 0u; j < 4u; j++) { bv[j] = tile_b[kk * BN + lid.x + j * 16u]; }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] = fma(av[i], bv[j], acc[i * 4u + j]);
-                }
-            }
+            let ar = kk * BM + lid.y;
+            let bc = kk * BN + lid.x;
+            let bv = vec4<f32>(tile_b[bc], tile_b[bc + 16u], tile_b[bc + 32u], tile_b[bc + 48u]);
+            acc0 = fma(vec4<f32>(tile_a[ar]), bv, acc0);
+            acc1 = fma(vec4<f32>(tile_a[ar + 16u]), bv, acc1);
+            acc2 = fma(vec4<f32>(tile_a[ar + 32u]), bv, acc2);
+            acc3 = fma(vec4<f32>(tile_a[ar + 48u]), bv, acc3);
         }
         workgroupBarrier();
     }
 
-    for (var i = 0u; i < 4u; i++) {
-        let row = row0 + lid.y + i * 16u;
-        if (row >= p.m) { continue; }
-        for (var j = 0u; j < 4u; j++) {
-            let col = col0 + lid.x + j * 16u;
-            if (col >= p.n) { continue; }
-            let idx = p.c_off + row * p.n + col;
-            if (p.accumulate != 0u) {
-                c[idx] = c[idx] + acc[i * 4u + j];
-            } else {
-                c[idx] = acc[i * 4u + j];
-            }
+    store_row(row0 + lid.y, col0 + lid.x, acc0);
+    store_row(row0 + lid.y + 16u, col0 + lid.x, acc1);
+    store_row(row0 + lid.y + 32u, col0 + lid.x, acc2);
+    store_row(row0 + lid.y + 48u, col0 + lid.x, acc3);
+}
+
+// Writes (or adds) v to C[row, col + 16·j] for the j in range.
+fn store_row(row: u32, col: u32, v: vec4<f32>) {
+    if (row >= p.m) { return; }
+    for (var j = 0u; j < 4u; j++) {
+        let c_col = col + j * 16u;
+        if (c_col >= p.n) { continue; }
+        let idx = p.c_off + row * p.n + c_col;
+        if (p.accumulate != 0u) {
+            c[idx] = c[idx] + v[j];
+        } else {
+            c[idx] = v[j];
         }
     }
 }

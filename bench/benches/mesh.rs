@@ -17,11 +17,18 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn floats() -> usize {
-    std::env::var("A2CID_BENCH_FLOATS").ok().and_then(|v| v.parse().ok()).unwrap_or(11_200_000)
+    std::env::var("A2CID_BENCH_FLOATS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(11_200_000)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 async fn cluster(world: usize, edges: Vec<(usize, usize, f64)>, n: usize) -> Vec<Mesh> {
@@ -100,7 +107,10 @@ fn bench_exchange(c: &mut Criterion) {
                 for _ in 0..iters {
                     tau += 1000.0;
                     m0.advance_clock(tau);
-                    let (a, b) = tokio::join!(drive(&mut m0, std::mem::take(&mut s0)), drive(&mut m1, std::mem::take(&mut s1)));
+                    let (a, b) = tokio::join!(
+                        drive(&mut m0, std::mem::take(&mut s0)),
+                        drive(&mut m1, std::mem::take(&mut s1))
+                    );
                     s0 = a;
                     s1 = b;
                 }
@@ -113,7 +123,9 @@ fn bench_exchange(c: &mut Criterion) {
 
     // Raw loopback TCP: the same bytes, both directions at once, straight from/to preallocated buffers.
     let (mut a, mut b) = rt.block_on(async {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = l.local_addr().expect("addr");
         let (c, s) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
         let (c, (s, _)) = (c.expect("connect"), s.expect("accept"));
@@ -191,7 +203,10 @@ fn bench_allreduce(c: &mut Criterion) {
             rt.block_on(async {
                 let t = Instant::now();
                 for _ in 0..iters {
-                    let futs = meshes.iter_mut().zip(bufs.iter_mut()).map(|(m, v)| m.allreduce_mean(v));
+                    let futs = meshes
+                        .iter_mut()
+                        .zip(bufs.iter_mut())
+                        .map(|(m, v)| m.allreduce_mean(v));
                     for r in futures_join_all(futs).await {
                         r.expect("allreduce");
                     }

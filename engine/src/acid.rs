@@ -35,14 +35,9 @@ impl AcidParams {
     };
 }
 
-/// The local optimizer of SPEC §3: SGD with momentum, weight decay and optional Nesterov.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SgdParams {
-    pub lr: f32,
-    pub momentum: f32,
-    pub weight_decay: f32,
-    pub nesterov: bool,
-}
+/// The local optimizer of SPEC §3 (SGD with momentum, weight decay and optional Nesterov): the
+/// engine's one definition, `optim::SgdConfig` / `optim::sgd_update`.
+pub type SgdParams = crate::optim::SgdConfig;
 
 /// The mixing coefficient (1 - e)/2 with e = exp(-2 eta d): how far x and x̃ each move towards the
 /// other over an interval `elapsed` = d. Computed as -expm1(-2 eta d)/2, accurate for tiny eta·d.
@@ -98,21 +93,8 @@ pub fn mix_and_step(
         n,
         "mix_and_step: gradient length differs from x"
     );
-    let SgdParams {
-        lr,
-        momentum: mu,
-        weight_decay: wd,
-        nesterov,
-    } = *sgd;
-    let step = |xi: f32, mi: &mut f32, gi: f32| -> f32 {
-        let d_p = gi + wd * xi;
-        *mi = mu * *mi + d_p;
-        if nesterov {
-            lr * (d_p + mu * *mi)
-        } else {
-            lr * *mi
-        }
-    };
+    let step =
+        |xi: f32, mi: &mut f32, gi: f32| -> f32 { crate::optim::sgd_update(sgd, xi, gi, mi) };
     match x_tilde {
         Some(x_tilde) => {
             assert_eq!(

@@ -243,8 +243,10 @@ impl GpuContext {
 
     /// The largest storage binding, in f32 elements.
     pub fn max_storage_elems(&self) -> usize {
-        let bytes =
-            self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+        let bytes = self
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size);
         (bytes / 4) as usize
     }
 
@@ -252,8 +254,10 @@ impl GpuContext {
     /// destination.
     pub fn storage_buffer(&self, label: &str, len: usize) -> Result<wgpu::Buffer> {
         let bytes = (len.max(1) * 4) as u64;
-        let limit =
-            self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+        let limit = self
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size);
         if bytes > limit {
             return Err(EngineError::BufferTooLarge {
                 label: label.to_string(),

@@ -596,9 +596,12 @@ impl AcidUniform {
     }
 }
 
+/// Elements handled by one invocation of `mix_and_average` (see acid.wgsl).
+const AVG_PER_INVOCATION: usize = 16;
+
 /// Number of partial sums `mix_and_average` writes for `n` elements (one per workgroup).
 pub fn acid_partials_len(n: usize) -> usize {
-    let g = grid_1d(n.div_ceil(WORKGROUP_1D as usize) as u32);
+    let g = grid_1d(n.div_ceil(WORKGROUP_1D as usize * AVG_PER_INVOCATION) as u32);
     (g[0] * g[1]) as usize
 }
 
@@ -614,7 +617,12 @@ fn acid(
     let xt = x_tilde.unwrap_or(ctx.placeholder_buffer());
     let mut storage = vec![rest[0], xt];
     storage.extend(&rest[1..]);
-    let groups = grid_1d(groups_for(params.n as usize, WORKGROUP_1D as usize)?);
+    let per_group = if entry == "mix_and_average" {
+        WORKGROUP_1D as usize * AVG_PER_INVOCATION
+    } else {
+        WORKGROUP_1D as usize
+    };
+    let groups = grid_1d(groups_for(params.n as usize, per_group)?);
     Ok(Dispatch::new(
         ctx,
         Shader::Acid,
@@ -669,5 +677,11 @@ pub fn mix_and_average(
             detail: format!("partials buffer too small for {} elements", params.n),
         });
     }
-    acid(ctx, "mix_and_average", x_tilde, params, &[x, sent, received, partials])
+    acid(
+        ctx,
+        "mix_and_average",
+        x_tilde,
+        params,
+        &[x, sent, received, partials],
+    )
 }

@@ -10,6 +10,7 @@
 //! `Objective` for a CPU one), add a `ProblemKind` variant and build it in `build_problem`.
 
 pub mod events;
+pub mod mlp;
 pub mod output;
 pub mod problem;
 pub mod quadratic;
@@ -35,7 +36,7 @@ use crate::topology::{GraphSpec, Topology, TorusShape};
 pub enum ProblemKind {
     /// Distributed least squares, heterogeneous local optima, noisy gradients (CPU).
     Quadratic,
-    /// The engine's MLP on a real dataset, all workers on the GPU (not available yet).
+    /// The engine's MLP on a real dataset, all workers' states on the GPU (fused kernels).
     Mlp,
 }
 
@@ -100,6 +101,24 @@ pub struct SimulateArgs {
     /// quadratic: standard deviation of the gradient noise per coordinate.
     #[arg(long, default_value_t = 1.0)]
     pub noise: f64,
+    /// mlp: dataset (digits is embedded; mnist and fashion-mnist need scripts/fetch-datasets.sh).
+    #[arg(long, value_enum, default_value = "digits")]
+    pub dataset: crate::data::DatasetName,
+    /// mlp: hidden layer widths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "32")]
+    pub hidden: Vec<usize>,
+    /// mlp: batch size of one gradient.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// mlp: training rows on which the losses are measured (a fixed subset, for speed).
+    #[arg(long, default_value_t = 1024)]
+    pub eval_rows: usize,
+    /// mlp: folder holding the fetched datasets.
+    #[arg(long, env = "A2CID_DATA", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// mlp: GPU adapter (index or part of its name).
+    #[arg(long, env = "A2CID_ADAPTER", default_value = "auto")]
+    pub adapter: String,
     /// Print the final summary as JSON (one object; an array when several runs).
     #[arg(long)]
     pub json: bool,
@@ -158,10 +177,19 @@ fn build_problem(
                 seed,
             )))
         }
-        ProblemKind::Mlp => anyhow::bail!(
-            "--problem mlp (the engine's MLP with all workers on the GPU) is not available yet; \
-             use --problem quadratic"
-        ),
+        ProblemKind::Mlp => {
+            let config = mlp::MlpProblemConfig {
+                dataset: args.dataset,
+                data_dir: args.data_dir.clone(),
+                hidden: args.hidden.clone(),
+                batch_size: args.batch_size,
+                eval_rows: args.eval_rows,
+                adapter: args.adapter.clone(),
+                seed,
+                with_tilde: method.uses_x_tilde(),
+            };
+            Ok(Box::new(mlp::GpuMlpWorkers::new(workers, &config)?))
+        }
     }
 }
 
