@@ -20,6 +20,9 @@ fn simulate(method: &str) -> serde_json::Value {
             "1",
             "--time",
             "60",
+            // A few metric samples suffice; each one evaluates every worker's model.
+            "--sample-every",
+            "5",
             "--lr",
             "0.05",
             "--momentum",
