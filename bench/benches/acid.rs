@@ -2,24 +2,12 @@
 //! the SGD kernel), and against a plain copy kernel, on an 11.2 M-parameter arena (ResNet-18's
 //! size), in GB/s of EFFECTIVE traffic: the bytes the update must move at minimum (each input read
 //! once, each output written once), so the unfused chain shows how much its extra passes cost.
-use a2cid_bench::{median_secs, time_dispatches};
+use a2cid_bench::{median_secs, random, time_dispatches};
 use a2cid_engine::kernels::{self, AcidUniform, Dispatch};
 use a2cid_engine::{AdapterChoice, GpuContext, SgdConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const N: usize = 11_200_000;
-
-fn random(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn acid(c: &mut Criterion) {
     let choice: AdapterChoice = std::env::var("A2CID_ADAPTER")

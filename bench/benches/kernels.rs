@@ -5,7 +5,7 @@
 //!   traffic (reads x, g, m; writes x, m), beside a plain copy kernel (reads 1, writes 1): the
 //!   bandwidth ceiling of the device.
 use a2cid_bench::burn_ref::BurnMatmul;
-use a2cid_bench::{median_secs, time_dispatches};
+use a2cid_bench::{median_secs, random, time_dispatches};
 use a2cid_engine::kernels::{self, MatRef};
 use a2cid_engine::{AdapterChoice, GpuContext, SgdConfig};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -21,19 +21,6 @@ fn ctx() -> std::sync::Arc<GpuContext> {
         ctx.adapter.name, ctx.adapter.backend, ctx.adapter.device_type
     );
     ctx
-}
-
-fn random(n: usize, seed: u32) -> Vec<f32> {
-    // A cheap deterministic generator: benchmarks need non-trivial data, not statistics.
-    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 fn matmul(c: &mut Criterion) {

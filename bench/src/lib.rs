@@ -41,3 +41,16 @@ pub fn median_secs(samples: usize, iters: u64, mut f: impl FnMut(u64) -> Duratio
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
+
+/// `n` deterministic values in [-1, 1) (xorshift): benchmarks need non-trivial data, not statistics.
+pub fn random(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
