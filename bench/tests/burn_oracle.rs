@@ -5,14 +5,14 @@
 //!
 //! burn runs on the adapter of `common::gpu()`: on its very `wgpu::Device` and queue when that
 //! device has every feature cubecl would use on this adapter, otherwise on a second device of the
-//! same adapter (see `burn_device`; the test prints which).
+//! same adapter (see `a2cid_bench::burn_ref::burn_device_on`; the test prints which).
+// The engine's GPU test helpers (one copy, shared by path).
+#[path = "../../engine/tests/common/mod.rs"]
 mod common;
 
-use std::sync::OnceLock;
-
+use a2cid_bench::burn_ref::burn_device_on;
 use a2cid_engine::{GpuContext, Mlp, MlpSpec};
 use burn::tensor::activation::{log_softmax, relu};
-use burn::tensor::wgpu::WgpuSetup;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
 use rand::Rng;
@@ -28,80 +28,15 @@ use rand::Rng;
 /// by ≥ 4e-3, 400x the tolerance, and other labels by ~1.
 const TOL: f64 = 1e-5;
 
-/// wgpu features cubecl reads from the *adapter* (not from the device it is handed) to decide
-/// what its kernels may use: 64-bit integers (its fast index division), f16/f64, float atomics,
-/// subgroup operations on hardware adapters. The engine's device enables none of them, so burn
-/// shares it only when the adapter offers none of them either. (Forcing the share on lavapipe
-/// fails: burn's sum kernel is rejected, "Capability SHADER_FLOAT32_ATOMIC is required".)
-fn features_cubecl_may_use(info: &wgpu::AdapterInfo) -> wgpu::Features {
-    let mut features = wgpu::Features::SHADER_INT64
-        | wgpu::Features::SHADER_F16
-        | wgpu::Features::SHADER_F64
-        | wgpu::Features::SHADER_FLOAT32_ATOMIC;
-    if info.device_type != wgpu::DeviceType::Cpu {
-        features |= wgpu::Features::SUBGROUP;
-    }
-    features
-}
-
-/// burn's autodiff device on the adapter of `ctx`, registered once per process (cubecl registers
-/// a new runtime per call), with a line saying whether it shares the engine's device.
+/// burn's autodiff device on the adapter of `ctx` (its very device when that is safe, see
+/// `a2cid_bench::burn_ref::burn_device_on`), with a line saying where it runs.
 fn burn_device(ctx: &GpuContext) -> Device {
-    static DEVICE: OnceLock<Device> = OnceLock::new();
-    DEVICE
-        .get_or_init(|| {
-            // cubecl wants the adapter as well (it reads its info, limits and features) and
-            // GpuContext keeps only the device: find the adapter whose info (PCI bus id included)
-            // is the device's, on that backend alone.
-            let info = ctx.device.adapter_info();
-            let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-            desc.backends = info.backend.into();
-            let instance = wgpu::Instance::new(desc);
-            let adapter = pollster::block_on(instance.enumerate_adapters(info.backend.into()))
-                .into_iter()
-                .find(|a| a.get_info() == info)
-                .unwrap_or_else(|| panic!("the engine's adapter {info:?} is not found again"));
-            let wanted = adapter
-                .features()
-                .intersection(features_cubecl_may_use(&info));
-            let missing = wanted.difference(ctx.device.features());
-            let (device, queue) = if missing.is_empty() {
-                println!(
-                    "burn shares the engine's wgpu device on {:?} ({:?})",
-                    info.name, info.backend
-                );
-                (ctx.device.clone(), ctx.queue.clone())
-            } else {
-                let why = format!("the engine's device lacks {missing:?}");
-                println!(
-                    "burn gets its own device on the engine's adapter {:?}: {why}",
-                    info.name
-                );
-                let desc = wgpu::DeviceDescriptor {
-                    label: Some("burn oracle"),
-                    required_features: wanted,
-                    required_limits: adapter.limits(),
-                    experimental_features: wgpu::ExperimentalFeatures::disabled(),
-                    memory_hints: wgpu::MemoryHints::Performance,
-                    trace: wgpu::Trace::Off,
-                };
-                pollster::block_on(adapter.request_device(&desc))
-                    .expect("a second device on the engine's adapter")
-            };
-            let setup = WgpuSetup {
-                instance,
-                adapter,
-                device,
-                queue,
-                backend: info.backend,
-            };
-            Device::wgpu_options()
-                .setup(setup)
-                .init()
-                .expect("registering the wgpu device with burn")
-        })
-        .clone()
-        .autodiff()
+    let burn = burn_device_on(ctx);
+    println!(
+        "burn runs on the engine's adapter {:?}: {:?}",
+        ctx.adapter.name, burn.placement
+    );
+    burn.device.autodiff()
 }
 
 /// Mean softmax cross-entropy and its gradient with respect to every parameter, by burn alone.
