@@ -200,9 +200,19 @@ impl GpuContext {
             );
         }
         let limits = adapter.limits();
+        // Our kernels need no optional feature. These are the ones burn/cubecl read from the
+        // adapter to choose their kernels; enabling those the adapter has lets burn (the baseline
+        // of the benchmarks and the oracle of the tests) run on this very device and queue.
+        let mut interop = wgpu::Features::SHADER_INT64
+            | wgpu::Features::SHADER_F16
+            | wgpu::Features::SHADER_F64
+            | wgpu::Features::SHADER_FLOAT32_ATOMIC;
+        if info.device_type != wgpu::DeviceType::Cpu {
+            interop |= wgpu::Features::SUBGROUP;
+        }
         let desc = wgpu::DeviceDescriptor {
             label: Some("a2cid"),
-            required_features: wgpu::Features::empty(),
+            required_features: adapter.features().intersection(interop),
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
