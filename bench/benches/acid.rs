@@ -2,23 +2,15 @@
 //! the SGD kernel), and against a plain copy kernel, on an 11.2 M-parameter arena (ResNet-18's
 //! size), in GB/s of EFFECTIVE traffic: the bytes the update must move at minimum (each input read
 //! once, each output written once), so the unfused chain shows how much its extra passes cost.
-use a2cid_bench::{median_secs, random, time_dispatches};
+use a2cid_bench::{bench_context, median_secs, random, time_dispatches};
 use a2cid_engine::kernels::{self, AcidUniform, Dispatch};
-use a2cid_engine::{AdapterChoice, GpuContext, SgdConfig};
+use a2cid_engine::SgdConfig;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const N: usize = 11_200_000;
 
 fn acid(c: &mut Criterion) {
-    let choice: AdapterChoice = std::env::var("A2CID_ADAPTER")
-        .unwrap_or_default()
-        .parse()
-        .unwrap();
-    let ctx = GpuContext::new(&choice).expect("benchmarks need a GPU adapter");
-    eprintln!(
-        "adapter: {} ({}, {})",
-        ctx.adapter.name, ctx.adapter.backend, ctx.adapter.device_type
-    );
+    let ctx = bench_context();
     let buf = |label: &str, seed| ctx.storage_buffer_from(label, &random(N, seed)).unwrap();
     let (x, xt, m, g) = (buf("x", 1), buf("xt", 2), buf("m", 3), buf("g", 4));
     let (s_i, s_j) = (buf("s_i", 5), buf("s_j", 6));

@@ -5,26 +5,13 @@
 //!   traffic (reads x, g, m; writes x, m), beside a plain copy kernel (reads 1, writes 1): the
 //!   bandwidth ceiling of the device.
 use a2cid_bench::burn_ref::BurnMatmul;
-use a2cid_bench::{median_secs, random, time_dispatches};
+use a2cid_bench::{bench_context, median_secs, random, time_dispatches};
 use a2cid_engine::kernels::{self, MatRef};
-use a2cid_engine::{AdapterChoice, GpuContext, SgdConfig};
+use a2cid_engine::SgdConfig;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-fn ctx() -> std::sync::Arc<GpuContext> {
-    let choice: AdapterChoice = std::env::var("A2CID_ADAPTER")
-        .unwrap_or_default()
-        .parse()
-        .unwrap();
-    let ctx = GpuContext::new(&choice).expect("benchmarks need a GPU adapter");
-    eprintln!(
-        "adapter: {} ({}, {})",
-        ctx.adapter.name, ctx.adapter.backend, ctx.adapter.device_type
-    );
-    ctx
-}
-
 fn matmul(c: &mut Criterion) {
-    let ctx = ctx();
+    let ctx = bench_context();
     let mut group = c.benchmark_group("matmul");
     group.sample_size(10);
     // (label, m, k, n, transpose A, transpose B): the MLP 784-256-128-10 at batch 128, and a square.
@@ -75,7 +62,7 @@ fn matmul(c: &mut Criterion) {
 }
 
 fn sgd_vs_copy(c: &mut Criterion) {
-    let ctx = ctx();
+    let ctx = bench_context();
     let n = 11_200_000; // ResNet-18's parameter count
     let x = ctx.storage_buffer_from("x", &random(n, 4)).unwrap();
     let g = ctx.storage_buffer_from("g", &random(n, 5)).unwrap();

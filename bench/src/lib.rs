@@ -5,7 +5,7 @@ pub mod burn_ref;
 use std::time::{Duration, Instant};
 
 use a2cid_engine::kernels::Dispatch;
-use a2cid_engine::GpuContext;
+use a2cid_engine::{AdapterChoice, GpuContext};
 
 /// Runs `dispatches` `iters` times (in submissions of at most 64 repetitions) and returns the wall
 /// time including the final synchronisation, so queued-but-unfinished work is never counted as done.
@@ -53,4 +53,18 @@ pub fn random(n: usize, seed: u32) -> Vec<f32> {
             (s as f32 / u32::MAX as f32) * 2.0 - 1.0
         })
         .collect()
+}
+
+/// The device a benchmark runs on: `A2CID_ADAPTER` or the best adapter, named on stderr.
+pub fn bench_context() -> std::sync::Arc<GpuContext> {
+    let choice: AdapterChoice = std::env::var("A2CID_ADAPTER")
+        .unwrap_or_default()
+        .parse()
+        .expect("infallible");
+    let ctx = GpuContext::new(&choice).expect("benchmarks need a GPU adapter");
+    eprintln!(
+        "adapter: {} ({}, {})",
+        ctx.adapter.name, ctx.adapter.backend, ctx.adapter.device_type
+    );
+    ctx
 }

@@ -11,7 +11,7 @@ use a2cid_engine::kernels::{self, AcidUniform, Dispatch};
 use a2cid_engine::{AdapterChoice, GpuContext, Mlp, MlpSpec};
 use anyhow::Context;
 
-use super::problem::{Metrics, Problem};
+use super::problem::{average_and_consensus_distance, Metrics, Problem};
 use crate::data::{self, BatchLoader, DatasetName};
 
 /// What the `mlp` problem trains.
@@ -317,22 +317,8 @@ impl Problem for GpuMlpWorkers {
         for w in &self.workers {
             xs.push(self.ctx.read::<f32>(&w.x, 0, self.n_params)?);
         }
-        let mut x_bar = vec![0f64; self.n_params];
-        for x in &xs {
-            for (b, &v) in x_bar.iter_mut().zip(x) {
-                *b += f64::from(v) / n as f64;
-            }
-        }
-        let consensus_distance = xs
-            .iter()
-            .map(|x| {
-                x.iter()
-                    .zip(&x_bar)
-                    .map(|(&v, &b)| (f64::from(v) - b).powi(2))
-                    .sum::<f64>()
-            })
-            .sum::<f64>()
-            / n as f64;
+        let views: Vec<&[f32]> = xs.iter().map(|x| x.as_slice()).collect();
+        let (x_bar, consensus_distance) = average_and_consensus_distance(&views);
         let mut mean_worker_loss = 0.0;
         for x in &xs {
             self.mlp.set_params(x)?;

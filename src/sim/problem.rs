@@ -63,6 +63,30 @@ pub trait Problem {
     fn metrics(&mut self) -> anyhow::Result<Metrics>;
 }
 
+/// The average model x̄ = (1/n) Σ_i x_i and the consensus distance (1/n) Σ_i ||x_i − x̄||², in f64.
+/// Sums first and divides once, so identical workers give x̄ = x and a distance of exactly 0.
+pub fn average_and_consensus_distance(xs: &[&[f32]]) -> (Vec<f64>, f64) {
+    let n = xs.len() as f64;
+    let mut mean = vec![0.0f64; xs.first().map_or(0, |x| x.len())];
+    for x in xs {
+        for (m, &v) in mean.iter_mut().zip(x.iter()) {
+            *m += f64::from(v);
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= n);
+    let distance = xs
+        .iter()
+        .map(|x| {
+            x.iter()
+                .zip(&mean)
+                .map(|(&v, m)| (f64::from(v) - m).powi(2))
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / n;
+    (mean, distance)
+}
+
 /// A differentiable objective split over n workers, evaluated on the CPU.
 pub trait Objective {
     fn workers(&self) -> usize;
@@ -252,26 +276,8 @@ impl<O: Objective> Problem for CpuWorkers<O> {
 
     fn metrics(&mut self) -> anyhow::Result<Metrics> {
         let n = self.states.len() as f64;
-        let dim = self.objective.dim();
-        let mut mean = vec![0.0f64; dim];
-        for state in &self.states {
-            for (m, &x) in mean.iter_mut().zip(&state.x) {
-                *m += f64::from(x);
-            }
-        }
-        // Sum first, divide once: identical workers then give x̄ = x and a distance of exactly 0.
-        mean.iter_mut().for_each(|m| *m /= n);
-        let consensus_distance = self
-            .states
-            .iter()
-            .map(|s| {
-                s.x.iter()
-                    .zip(&mean)
-                    .map(|(&x, m)| (f64::from(x) - m).powi(2))
-                    .sum::<f64>()
-            })
-            .sum::<f64>()
-            / n;
+        let xs: Vec<&[f32]> = self.states.iter().map(|s| s.x.as_slice()).collect();
+        let (mean, consensus_distance) = average_and_consensus_distance(&xs);
         let mean_worker_loss = self
             .states
             .iter()
