@@ -312,6 +312,7 @@ enum DriverIn {
     Interrupt {
         reason: String,
     },
+    Retire,
     Shutdown {
         reason: String,
         done: oneshot::Sender<()>,
@@ -765,6 +766,14 @@ impl Mesh {
                 false
             }
         });
+    }
+
+    /// Stop pairing (this worker has finished training) but stay connected for the collectives:
+    /// owned edges no longer propose and peers' proposals are answered `Busy` at once, so nobody
+    /// waits on a worker that will not supply a snapshot. An exchange already agreed still completes
+    /// (its events still arrive).
+    pub fn retire(&self) {
+        let _ = self.driver_tx.send(DriverIn::Retire);
     }
 
     /// The next event, waiting for one. `None` once the mesh has shut down.
@@ -1789,6 +1798,7 @@ impl Driver {
             DriverIn::LinkDown { peer, why } => self.peer_lost(peer, &why, false, false),
             DriverIn::Goodbye { peer, reason } => self.peer_lost(peer, &reason, true, false),
             DriverIn::PeerDownNote { rank } => self.note_failed(rank),
+            DriverIn::Retire => self.pairing.retire(),
             DriverIn::Interrupt { reason } => {
                 info!("rank {}: shutdown requested: {reason}", self.rank);
                 for p in self.links.keys().copied().collect::<Vec<_>>() {

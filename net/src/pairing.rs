@@ -104,6 +104,8 @@ pub struct Pairing {
     edges: Vec<Edge>,
     status: Status,
     next_seq: u64,
+    /// Retired workers neither propose nor accept (they have finished training).
+    retired: bool,
 }
 
 fn splitmix(mut x: u64) -> u64 {
@@ -158,6 +160,7 @@ impl Pairing {
             edges: out,
             status: Status::Idle,
             next_seq: 1,
+            retired: false,
         }
     }
 
@@ -174,6 +177,15 @@ impl Pairing {
     /// Counters of the edge to `peer`.
     pub fn counters(&self, peer: usize) -> Option<EdgeCounters> {
         self.edge(peer).map(|e| e.counters)
+    }
+    /// Stop taking part in exchanges: from now on owned edge events are not proposed and every
+    /// proposal is answered `Busy` at once. An exchange already agreed runs to its end. Used by a
+    /// worker that has finished training but stays in the mesh for the final collectives.
+    pub fn retire(&mut self) {
+        self.retired = true;
+    }
+    pub fn is_retired(&self) -> bool {
+        self.retired
     }
     /// Clock value of the next owned edge event, if any (so the I/O layer can sleep until then).
     pub fn next_due(&self) -> Option<f64> {
@@ -203,7 +215,7 @@ impl Pairing {
                 .min_by(|a, b| a.1.next_fire.total_cmp(&b.1.next_fire))
                 .map(|(i, _)| i);
             let Some(i) = due else { break };
-            let idle = self.status == Status::Idle;
+            let idle = self.status == Status::Idle && !self.retired;
             let seq = self.next_seq;
             let e = &mut self.edges[i];
             e.next_fire += exp_draw(&mut e.rng, e.rate);
@@ -228,6 +240,7 @@ impl Pairing {
     /// A pairing message arrived from `from`.
     pub fn on_msg(&mut self, from: usize, msg: PairMsg) -> Vec<Action> {
         let status = self.status;
+        let retired = self.retired;
         let Some(e) = self.edge_mut(from) else {
             return Vec::new();
         };
@@ -236,7 +249,7 @@ impl Pairing {
         }
         match msg {
             PairMsg::Propose { seq } => {
-                if status == Status::Idle {
+                if status == Status::Idle && !retired {
                     e.counters.started += 1;
                     self.status = Status::Exchanging {
                         peer: from,
@@ -423,6 +436,28 @@ mod tests {
 
     fn ring(n: usize, rate: f64) -> Vec<(usize, usize, f64)> {
         (0..n).map(|i| (i, (i + 1) % n, rate)).collect()
+    }
+
+    #[test]
+    fn a_retired_worker_neither_proposes_nor_accepts() {
+        let g = ring(3, 1.0);
+        let mut a = Pairing::new(0, &g, 7, 0.0);
+        a.retire();
+        assert!(a.is_retired());
+        // Its owned edges keep firing (the clock still runs) but nothing is proposed.
+        assert!(a.poll(50.0).is_empty());
+        assert_eq!(a.status(), Status::Idle);
+        let fired: u64 = [1, 2].iter().map(|&p| a.counters(p).unwrap().fired).sum();
+        assert!(fired > 10, "edges fired {fired} times in 50 time units");
+        // A proposal is answered Busy at once.
+        assert_eq!(
+            a.on_msg(1, PairMsg::Propose { seq: 9 }),
+            vec![Action::Send {
+                to: 1,
+                msg: PairMsg::Busy { seq: 9 }
+            }]
+        );
+        assert_eq!(a.status(), Status::Idle);
     }
 
     #[test]
