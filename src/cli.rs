@@ -70,9 +70,35 @@ pub struct RunArgs {
     /// TOML file with any of the run's settings (keys as in the run directory's config.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Number of workers (1: in-process training).
+    /// Number of workers: N > 1 starts N local worker processes; 1 trains in-process [default: 4].
     #[arg(long)]
     pub workers: Option<usize>,
+    /// acid (A²CiD²), gossip (asynchronous pairwise averaging) or allreduce (synchronous
+    /// data-parallel SGD) [default: acid].
+    #[arg(long, value_enum)]
+    pub method: Option<crate::sim::Method>,
+    /// Communication graph: ring, complete, exponential, torus, torus:RxC, star, hypercube,
+    /// regular:D, erdos-renyi:P, file:PATH [default: ring].
+    #[arg(long)]
+    pub graph: Option<String>,
+    /// Seed of the random graph families [default: 0].
+    #[arg(long)]
+    pub graph_seed: Option<u64>,
+    /// Expected pairwise averagings per worker per gradient step [default: 1].
+    #[arg(long)]
+    pub rate_com: Option<f64>,
+    /// Stop when all workers together have computed G gradients (faster workers do more).
+    #[arg(long, value_name = "G")]
+    pub grad_budget: Option<u64>,
+    /// Stop after S seconds of training.
+    #[arg(long, value_name = "S")]
+    pub max_seconds: Option<f64>,
+    /// Steps between two checkpoints of each worker; 0: only at the end [default: 200].
+    #[arg(long, value_name = "K")]
+    pub checkpoint_every: Option<usize>,
+    /// Continue the run in RUN_DIR from its checkpoints (its config.toml, then any flags).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
     /// Dataset [default: digits].
     #[arg(long, value_enum)]
     pub dataset: Option<DatasetName>,
@@ -82,10 +108,10 @@ pub struct RunArgs {
     /// Hidden layer widths of the MLP, comma-separated [default: 256,128].
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
-    /// Epochs over each worker's shard [default: 10].
+    /// Epochs over each worker's shard; 0: no epoch limit [default: 40].
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Batch size per worker [default: 64].
+    /// Batch size per worker [default: 32].
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Learning rate [default: 0.05].
@@ -129,7 +155,9 @@ pub struct RunArgs {
 impl RunArgs {
     /// Defaults, then the TOML file, then the flags.
     pub fn resolve(&self) -> anyhow::Result<RunConfig> {
-        let mut cfg = match &self.config {
+        let resume_config = self.resume.as_ref().map(|d| d.join("config.toml"));
+        let config = self.config.as_ref().or(resume_config.as_ref());
+        let mut cfg = match config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading config {}", path.display()))?;
@@ -141,8 +169,21 @@ impl RunArgs {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = &self.$f { cfg.$f = v.clone(); } )* };
         }
+        if self.rate_com.is_some() {
+            cfg.rate_com = self.rate_com.unwrap_or_default();
+        }
+        if self.grad_budget.is_some() {
+            cfg.grad_budget = self.grad_budget;
+        }
+        if self.max_seconds.is_some() {
+            cfg.max_seconds = self.max_seconds;
+        }
         set!(
             workers,
+            method,
+            graph,
+            graph_seed,
+            checkpoint_every,
             dataset,
             model,
             hidden,
@@ -164,6 +205,15 @@ impl RunArgs {
         if self.out.is_some() {
             cfg.out = self.out.clone();
         }
+        if let Some(dir) = &self.resume {
+            if !dir.join("config.toml").exists() {
+                anyhow::bail!(
+                    "--resume {}: no config.toml there; give the run directory of an earlier                      `a2cid run`",
+                    dir.display()
+                );
+            }
+            cfg.out = Some(dir.clone());
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -172,7 +222,14 @@ impl RunArgs {
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
     let progress = !args.no_progress && std::io::stderr().is_terminal();
-    train::run_single(&cfg, progress)?;
+    if cfg.workers == 1 {
+        if args.resume.is_some() {
+            anyhow::bail!("--resume needs a multi-worker run (--workers N, N >= 2)");
+        }
+        train::run_single(&cfg, progress)?;
+    } else {
+        crate::runtime::run_local(&cfg, args.resume.is_some(), progress)?;
+    }
     Ok(())
 }
 

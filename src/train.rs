@@ -10,6 +10,8 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{self, BatchLoader, DatasetName};
+use crate::sim::Method;
+use crate::topology::{GraphSpec, Topology};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -30,6 +32,20 @@ pub enum ScheduleKind {
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
     pub workers: usize,
+    /// acid, gossip or allreduce (multi-worker runs).
+    pub method: Method,
+    /// Communication graph (see `a2cid topology --help`): ring, torus, exponential, ...
+    pub graph: String,
+    /// Seed of the random graph families.
+    pub graph_seed: u64,
+    /// Expected pairwise averagings per worker per gradient step (acid, gossip).
+    pub rate_com: f64,
+    /// Stop when all workers together have computed this many gradients.
+    pub grad_budget: Option<u64>,
+    /// Stop after this many seconds of training.
+    pub max_seconds: Option<f64>,
+    /// Steps between two checkpoints of each worker (0: only at the end).
+    pub checkpoint_every: usize,
     pub dataset: DatasetName,
     pub model: ModelKind,
     pub hidden: Vec<usize>,
@@ -52,12 +68,19 @@ pub struct RunConfig {
 impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
-            workers: 1,
+            workers: 4,
+            method: Method::Acid,
+            graph: "ring".into(),
+            graph_seed: 0,
+            rate_com: 1.0,
+            grad_budget: None,
+            max_seconds: None,
+            checkpoint_every: 200,
             dataset: DatasetName::Digits,
             model: ModelKind::Mlp,
             hidden: vec![256, 128],
-            epochs: 10,
-            batch_size: 64,
+            epochs: 40,
+            batch_size: 32,
             lr: 0.05,
             momentum: 0.9,
             weight_decay: 1e-4,
@@ -79,18 +102,24 @@ impl RunConfig {
         if self.workers == 0 {
             bail!("--workers must be at least 1");
         }
-        if self.workers > 1 {
-            bail!(
-                "--workers {}: multi-worker runs (the local launcher) are not implemented yet; \
-                 use --workers 1",
-                self.workers
-            );
-        }
         if self.batch_size == 0 {
             bail!("--batch-size must be at least 1");
         }
-        if self.epochs == 0 {
-            bail!("--epochs must be at least 1");
+        if self.epochs == 0 && self.grad_budget.is_none() && self.max_seconds.is_none() {
+            bail!(
+                "nothing would stop the run: give --epochs (>= 1), --grad-budget or --max-seconds"
+            );
+        }
+        if self.grad_budget == Some(0) {
+            bail!("--grad-budget must be at least 1");
+        }
+        if let Some(s) = self.max_seconds {
+            if !(s.is_finite() && s > 0.0) {
+                bail!("--max-seconds must be a positive number, got {s}");
+            }
+        }
+        if self.workers > 1 {
+            self.topology()?;
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             bail!("--lr must be a positive number, got {}", self.lr);
@@ -105,6 +134,16 @@ impl RunConfig {
             bail!("log_every must be at least 1");
         }
         Ok(())
+    }
+
+    /// The communication graph with its rates and A²CiD² constants.
+    pub fn topology(&self) -> anyhow::Result<Topology> {
+        let spec: GraphSpec = self
+            .graph
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--graph {:?}: {e}", self.graph))?;
+        Topology::from_spec(&spec, self.workers, self.rate_com, self.graph_seed)
+            .map_err(|e| anyhow::anyhow!("--graph {} on {} workers: {e}", self.graph, self.workers))
     }
 
     pub fn sgd(&self) -> SgdConfig {
@@ -139,14 +178,22 @@ impl RunConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkerSummary {
     pub rank: usize,
+    /// Gradients this worker computed.
     pub grads: u64,
+    /// Pairwise averagings it completed (all-reduces for `allreduce`).
+    pub comms: u64,
     pub final_train_loss: f64,
+    /// Test accuracy of this worker's own final model (before the final average).
     pub test_accuracy: f64,
+    pub alive: bool,
 }
 
-/// `summary.json`: the keys scripts rely on are kept stable.
+/// `summary.json`: the keys scripts rely on are kept stable (`method`, `graph`, `workers`,
+/// `dataset`, `model`, `wall_seconds`, `test_accuracy`, `test_loss`, `per_worker`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
+    pub method: String,
+    pub graph: String,
     pub dataset: DatasetName,
     pub model: ModelKind,
     pub workers: usize,
@@ -158,6 +205,13 @@ pub struct Summary {
     pub architecture: String,
     pub adapter: String,
     pub epochs: usize,
+    /// How the final model was averaged: "single worker", "all-reduce", or from the survivors'
+    /// checkpoints.
+    #[serde(default)]
+    pub averaged: String,
+    /// Gradients computed by all workers together.
+    #[serde(default)]
+    pub total_grads: u64,
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename.
@@ -185,6 +239,20 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Creates the file, or appends to it when `append` (a resumed worker).
+    pub fn open(path: &Path, append: bool) -> anyhow::Result<Self> {
+        if !append {
+            return Self::create(path);
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(Metrics {
+            out: std::io::BufWriter::new(f),
+        })
+    }
     pub fn create(path: &Path) -> anyhow::Result<Self> {
         let f =
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -206,6 +274,9 @@ impl Metrics {
 /// Trains one worker in-process and writes the run directory. Returns the summary.
 pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
     cfg.validate()?;
+    if cfg.epochs == 0 {
+        bail!("a single-worker run stops on --epochs: give --epochs N (N >= 1)");
+    }
     let out = cfg.out_dir();
     std::fs::create_dir_all(&out)
         .with_context(|| format!("creating run directory {}", out.display()))?;
@@ -341,6 +412,8 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
     ctx.sync()?;
     let wall = start.elapsed().as_secs_f64();
     let summary = Summary {
+        method: "sgd".into(),
+        graph: "none".into(),
         dataset: dataset.name,
         model: cfg.model,
         workers: 1,
@@ -350,13 +423,17 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
         per_worker: vec![WorkerSummary {
             rank: 0,
             grads: step as u64,
+            comms: 0,
             final_train_loss: last_train_loss,
             test_accuracy: test_acc,
+            alive: true,
         }],
         parameters: spec.layout().len(),
         architecture: spec.describe(),
         adapter: ctx.adapter.name.clone(),
         epochs: cfg.epochs,
+        averaged: "single worker".into(),
+        total_grads: step as u64,
     };
     write_atomic(
         &out.join("summary.json"),

@@ -50,6 +50,20 @@ impl BatchLoader {
         seed: u64,
         epochs: Option<usize>,
     ) -> BatchLoader {
+        Self::spawn_at(data, features, shard, batch_size, seed, epochs, (0, 0))
+    }
+
+    /// Like [`spawn`](Self::spawn), starting at batch `start.1` of epoch `start.0` (resuming from a
+    /// checkpoint: the order of every epoch depends only on the seed and the epoch number).
+    pub fn spawn_at(
+        data: Arc<Split>,
+        features: usize,
+        shard: Vec<usize>,
+        batch_size: usize,
+        seed: u64,
+        epochs: Option<usize>,
+        start: (usize, usize),
+    ) -> BatchLoader {
         assert!(
             batch_size > 0 && !shard.is_empty(),
             "empty shard or zero batch size"
@@ -60,12 +74,15 @@ impl BatchLoader {
             .name("a2cid-batches".into())
             .spawn(move || {
                 let mut order = shard;
-                let mut epoch = 0;
+                let mut epoch = start.0;
                 while epochs.is_none_or(|e| epoch < e) {
                     order.shuffle(&mut ChaCha8Rng::seed_from_u64(
                         seed.wrapping_add(epoch as u64 * 0x9e37_79b9),
                     ));
                     for (index, rows) in order.chunks(batch_size).enumerate() {
+                        if epoch == start.0 && index < start.1 {
+                            continue;
+                        }
                         let mut x = Vec::with_capacity(rows.len() * features);
                         for &r in rows {
                             x.extend_from_slice(&data.x[r * features..(r + 1) * features]);
@@ -155,5 +172,16 @@ mod tests {
                 assert_eq!(b.x[2 * i], l as f32, "inputs travel with their labels");
             }
         }
+        // Resuming at (epoch 1, batch 1) replays exactly the rest of the sequence.
+        let data = Arc::new(Split {
+            x: (0..10).flat_map(|i| [i as f32, -(i as f32)]).collect(),
+            y: (0..10).collect(),
+        });
+        let resumed = BatchLoader::spawn_at(data, 2, (0..10).collect(), 4, 1, Some(2), (1, 1));
+        let rest: Vec<Vec<u32>> = std::iter::from_fn(|| resumed.next_batch())
+            .map(|b| b.y)
+            .collect();
+        let want: Vec<Vec<u32>> = batches[4..].iter().map(|b| b.y.clone()).collect();
+        assert_eq!(rest, want);
     }
 }
