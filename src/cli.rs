@@ -250,7 +250,7 @@ mod tests {
         let cfg = args.resolve().unwrap();
         assert_eq!(
             (cfg.epochs, cfg.lr, cfg.dataset, cfg.batch_size),
-            (7, 0.3, DatasetName::Mnist, 64)
+            (7, 0.3, DatasetName::Mnist, 32)
         );
 
         std::fs::write(&path, "epochs = 7\nlearning_rate = 0.2\n").unwrap();

@@ -74,13 +74,14 @@ impl BatchLoader {
             .name("a2cid-batches".into())
             .spawn(move || {
                 let mut order = shard;
-                let mut epoch = start.0;
+                // Each epoch reshuffles the previous order: replay the shuffles from epoch 0.
+                let mut epoch = 0;
                 while epochs.is_none_or(|e| epoch < e) {
                     order.shuffle(&mut ChaCha8Rng::seed_from_u64(
                         seed.wrapping_add(epoch as u64 * 0x9e37_79b9),
                     ));
                     for (index, rows) in order.chunks(batch_size).enumerate() {
-                        if epoch == start.0 && index < start.1 {
+                        if (epoch, index) < start {
                             continue;
                         }
                         let mut x = Vec::with_capacity(rows.len() * features);

@@ -50,6 +50,9 @@ pub struct WorkerArgs {
     /// File holding the cluster secret (default: the A2CID_SECRET environment variable).
     #[arg(long)]
     pub secret_file: Option<PathBuf>,
+    /// Longest wait for the other workers to join, in seconds.
+    #[arg(long, default_value_t = 120.0)]
+    pub connect_timeout: f64,
     /// Print machine-readable progress lines on stdout (used by `a2cid run`).
     #[arg(long, hide = true)]
     pub progress_lines: bool,
@@ -111,9 +114,14 @@ pub fn average_path(run_dir: &Path) -> PathBuf {
     run_dir.join("average.json")
 }
 
-/// A stable id of the run (hash of the resolved config): workers of another run are refused.
+/// The run's id: a hash of its run directory, so workers of another run are refused (a worker of
+/// this run with another model is refused by the model fingerprint, with a message saying so).
 pub fn run_id(cfg: &RunConfig) -> anyhow::Result<String> {
-    let text = toml::to_string(cfg)?;
+    let text = cfg
+        .out
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
         h ^= u64::from(b);
@@ -226,6 +234,7 @@ pub fn run_worker(args: &WorkerArgs) -> anyhow::Result<()> {
     );
     mc.seed = cfg.seed ^ 0x5eed_0000 ^ w.generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     mc.clock_start = w.clock.clone().tau(0.0);
+    mc.connect_timeout = Duration::from_secs_f64(args.connect_timeout.max(1.0));
     let mut mesh = rt
         .block_on(Mesh::connect(mc))
         .context("joining the other workers (the mesh)")?;
@@ -602,6 +611,7 @@ impl Worker {
             "bytes_sent": sent, "bytes_received": recv, "global_grads": self.global_grads(),
             "step_seconds": self.clock.step_seconds(),
         }))?;
+        self.metrics.flush()?; // a killed worker loses at most one logging window
         Ok(())
     }
 

@@ -1,0 +1,415 @@
+//! Multi-worker runs end to end: real worker processes of the `a2cid` binary over real loopback TCP
+//! on the GPU adapter (lavapipe in CI). 4 workers on a ring train digits with acid; one worker is
+//! killed mid-run (acid survives, allreduce stops naming it); a run killed mid-way resumes from its
+//! checkpoints; a wrong secret and a different model are refused.
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn a2cid() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_a2cid"));
+    c.env("RUST_LOG", "warn,a2cid=info");
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn json(path: &Path) -> Value {
+    let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&s).expect("valid JSON")
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn logs(dir: &Path) -> String {
+    let mut s = String::new();
+    for r in 0..8 {
+        if let Ok(t) = std::fs::read_to_string(dir.join(format!("workers/rank{r}.log"))) {
+            s.push_str(&format!("--- rank{r}.log\n{t}\n"));
+        }
+    }
+    s
+}
+
+/// Digits on 4 workers, small enough for a 2-core CI machine.
+fn digits_run(out: &Path, method: &str, epochs: u32) -> Command {
+    let mut c = a2cid();
+    c.args(["run", "--workers", "4", "--graph", "ring", "--method", method])
+        .args(["--dataset", "digits", "--hidden", "64", "--batch-size", "32"])
+        .args(["--epochs", &epochs.to_string(), "--lr", "0.1", "--seed", "1"])
+        .args(["--no-progress", "--out"])
+        .arg(out);
+    c
+}
+
+/// Highest `step` in a worker's metrics.
+fn last_step(dir: &Path, rank: usize) -> u64 {
+    lines(&dir.join(format!("workers/rank{rank}.jsonl")))
+        .iter()
+        .filter_map(|v| v["step"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn kill9(pid: &str) {
+    let ok = Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .expect("kill");
+    assert!(ok.success(), "kill -9 {pid}");
+}
+
+fn pid_of(dir: &Path, rank: usize) -> String {
+    std::fs::read_to_string(dir.join(format!("workers/rank{rank}.pid"))).expect("pid file")
+}
+
+fn finish(child: Child, limit: Duration) -> Output {
+    let t = Instant::now();
+    let pid = child.id();
+    let handle = std::thread::spawn(move || child.wait_with_output().expect("waiting"));
+    while !handle.is_finished() {
+        if t.elapsed() > limit {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("the run did not finish within {limit:?} (a hang)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    handle.join().unwrap()
+}
+
+#[test]
+fn four_workers_on_a_ring_train_digits_with_acid() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = digits_run(&out, "acid", 25).output().unwrap();
+    assert!(o.status.success(), "{}\n{}", text(&o), logs(&out));
+
+    let s = json(&out.join("summary.json"));
+    for key in [
+        "method",
+        "graph",
+        "workers",
+        "dataset",
+        "model",
+        "wall_seconds",
+        "test_accuracy",
+        "test_loss",
+        "per_worker",
+    ] {
+        assert!(s.get(key).is_some(), "summary.json lacks {key}: {s}");
+    }
+    assert_eq!(
+        (
+            s["method"].as_str(),
+            s["graph"].as_str(),
+            s["workers"].as_u64()
+        ),
+        (Some("acid"), Some("ring"), Some(4))
+    );
+    let acc = s["test_accuracy"].as_f64().unwrap();
+    assert!(
+        acc >= 0.90,
+        "averaged model test accuracy {acc}\n{}",
+        text(&o)
+    );
+    assert!(s["averaged"].as_str().unwrap().contains("all-reduce"), "{s}");
+    let per = s["per_worker"].as_array().unwrap();
+    assert_eq!(per.len(), 4);
+    // 1438 rows / 4 shards, batches of 32: 12 batches per epoch.
+    for w in per {
+        assert_eq!(w["grads"].as_u64(), Some(12 * 25), "{w}");
+        assert!(w["comms"].as_u64().unwrap() > 10, "too few averagings: {w}");
+        assert_eq!(w["alive"], Value::Bool(true));
+        assert!(w["test_accuracy"].as_f64().unwrap() > 0.85, "{w}");
+        for k in ["rank", "final_train_loss"] {
+            assert!(w.get(k).is_some(), "{w}");
+        }
+    }
+    // Per-worker metrics: train lines and exchanges with their disagreement and bytes.
+    let m = lines(&out.join("workers/rank1.jsonl"));
+    let train = m.iter().find(|v| v["event"] == "train").expect("train lines");
+    for k in [
+        "wall",
+        "tau",
+        "step",
+        "averagings",
+        "missed",
+        "train_loss",
+        "lr",
+        "bytes_sent",
+        "bytes_received",
+    ] {
+        assert!(train.get(k).is_some(), "train line lacks {k}: {train}");
+    }
+    let ex: Vec<&Value> = m.iter().filter(|v| v["event"] == "exchange").collect();
+    assert!(!ex.is_empty());
+    // Each exchange moves the whole model (64·64+64 + 64·10+10 = 4810 floats) plus the 8-float
+    // gradient-count view: 4·4818 bytes of payload each way, and the frame header.
+    let params = 64 * 64 + 64 + 64 * 10 + 10;
+    for e in &ex {
+        let sent = e["bytes_sent"].as_u64().unwrap();
+        assert!(
+            (4 * (params + 8) as u64..4 * (params + 8) as u64 + 64).contains(&sent),
+            "{e}"
+        );
+        assert!(e["dist2"].as_f64().unwrap() >= 0.0);
+        assert!([0, 2].contains(&e["peer"].as_u64().unwrap()), "ring peers of 1: {e}");
+    }
+    // The disagreement shrinks as the learning rate decays and averaging goes on.
+    let d: Vec<f64> = ex.iter().map(|e| e["dist2"].as_f64().unwrap()).collect();
+    let q = d.len() / 4;
+    let (early, late) = (
+        d[..q].iter().sum::<f64>() / q as f64,
+        d[d.len() - q..].iter().sum::<f64>() / q as f64,
+    );
+    assert!(late < early, "disagreement early {early} late {late}");
+    // The resolved config, checkpoints and the report.
+    let cfg = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(cfg.contains("method = \"acid\"") && cfg.contains("workers = 4"), "{cfg}");
+    for r in 0..4 {
+        assert!(out.join(format!("checkpoints/rank{r}.safetensors")).exists());
+    }
+    for f in [
+        "index.html",
+        "loss_vs_time.svg",
+        "loss_vs_grads.svg",
+        "disagreement.svg",
+        "counts.svg",
+    ] {
+        assert!(out.join("report").join(f).exists(), "report/{f} missing");
+    }
+    let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
+    assert!(html.contains("acid n=4 ring") && html.contains("loss_vs_time.svg"));
+}
+
+#[test]
+fn acid_survives_a_killed_worker_and_averages_the_survivors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let child = digits_run(&out, "acid", 40)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("rank 2 to train", Duration::from_secs(240), || {
+        last_step(&out, 2) >= 60
+    });
+    kill9(&pid_of(&out, 2));
+    let o = finish(child, Duration::from_secs(400));
+    assert!(o.status.success(), "{}\n{}", text(&o), logs(&out));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("worker 2 was killed by signal 9") && err.contains("goes on"),
+        "{}",
+        text(&o)
+    );
+    let s = json(&out.join("summary.json"));
+    let per = s["per_worker"].as_array().unwrap();
+    assert_eq!(per[2]["alive"], Value::Bool(false), "{s}");
+    for r in [0, 1, 3] {
+        assert_eq!(per[r]["alive"], Value::Bool(true), "{s}");
+        assert_eq!(per[r]["grads"].as_u64(), Some(12 * 40));
+    }
+    let averaged = s["averaged"].as_str().unwrap();
+    assert!(
+        averaged.contains("3 survivors") && averaged.contains("[2]"),
+        "{averaged}"
+    );
+    let acc = s["test_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.88, "survivors' average test accuracy {acc}");
+    // The neighbours of 2 noticed and carried on.
+    let lost: Vec<Value> = [1, 3]
+        .iter()
+        .flat_map(|r| lines(&out.join(format!("workers/rank{r}.jsonl"))))
+        .filter(|v| v["event"] == "peer_lost" && v["peer"] == 2)
+        .collect();
+    assert!(!lost.is_empty(), "{}", logs(&out));
+}
+
+#[test]
+fn allreduce_stops_promptly_naming_the_killed_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let child = digits_run(&out, "allreduce", 200)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("rank 2 to train", Duration::from_secs(240), || {
+        last_step(&out, 2) >= 40
+    });
+    let killed = Instant::now();
+    kill9(&pid_of(&out, 2));
+    let o = finish(child, Duration::from_secs(120));
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        killed.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        killed.elapsed()
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("worker 2 was killed by signal 9") && err.contains("`allreduce` run is synchronous"),
+        "{}",
+        text(&o)
+    );
+    // The other workers' own errors name the lost rank too.
+    let l = logs(&out);
+    assert!(l.contains("lost rank 2") || l.contains("rank 2"), "{l}");
+    assert!(!out.join("summary.json").exists());
+}
+
+#[test]
+fn a_run_killed_midway_resumes_from_its_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut c = digits_run(&out, "acid", 30);
+    c.args(["--checkpoint-every", "20"]);
+    let mut child = c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_until("checkpoints of every worker", Duration::from_secs(240), || {
+        (0..4).all(|r| {
+            out.join(format!("checkpoints/rank{r}.safetensors")).exists()
+                && last_step(&out, r) >= 100
+        })
+    });
+    // Kill everything: the launcher and all its workers.
+    kill9(&child.id().to_string());
+    for r in 0..4 {
+        let _ = Command::new("kill").args(["-9", pid_of(&out, r).trim()]).status();
+    }
+    let _ = child.wait();
+    let before: Vec<u64> = (0..4).map(|r| last_step(&out, r)).collect();
+    assert!(!out.join("summary.json").exists());
+
+    let o = a2cid()
+        .args(["run", "--no-progress", "--resume"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}\n{}", text(&o), logs(&out));
+    let s = json(&out.join("summary.json"));
+    for (r, w) in s["per_worker"].as_array().unwrap().iter().enumerate() {
+        // Exactly the planned 30 epochs of 12 batches, counting the steps before the kill.
+        assert_eq!(w["grads"].as_u64(), Some(12 * 30), "{w}");
+        let m = lines(&out.join(format!("workers/rank{r}.jsonl")));
+        // The first session's metrics are kept; the resumed session starts from the checkpoint
+        // (a multiple of 20 steps, at most where the kill found it), not from zero.
+        let steps: Vec<u64> = m
+            .iter()
+            .filter(|v| v["event"] == "train")
+            .filter_map(|v| v["step"].as_u64())
+            .collect();
+        let restart = steps
+            .windows(2)
+            .find(|w| w[1] <= w[0])
+            .map(|w| w[1])
+            .expect("a restart in the metrics");
+        assert!(
+            restart > 20 && restart <= before[r] + 20,
+            "rank {r} resumed at {restart}, killed at {}",
+            before[r]
+        );
+    }
+    assert!(
+        logs(&out).contains("resuming from"),
+        "{}",
+        logs(&out)
+    );
+    assert!(s["test_accuracy"].as_f64().unwrap() >= 0.90, "{s}");
+}
+
+fn worker(out: &Path, rank: usize, port: u16, secret: &str, hidden: &str) -> Child {
+    a2cid()
+        .args(["worker", "--workers", "2", "--graph", "ring", "--dataset", "digits"])
+        .args(["--hidden", hidden, "--epochs", "1", "--rank", &rank.to_string()])
+        .args(["--world", "2", "--master", &format!("127.0.0.1:{port}")])
+        .args(["--connect-timeout", "20", "--out"])
+        .arg(out)
+        .env("A2CID_SECRET", secret)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn wrong_secret_and_different_model_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out: PathBuf = dir.path().join("run");
+    // A worker with another cluster secret.
+    let port = free_port();
+    let a = worker(&out, 0, port, "secret-one", "32");
+    let b = worker(&out, 1, port, "secret-two", "32");
+    let (oa, ob) = (
+        finish(a, Duration::from_secs(90)),
+        finish(b, Duration::from_secs(90)),
+    );
+    assert!(!oa.status.success() && !ob.status.success());
+    let eb = String::from_utf8_lossy(&ob.stderr);
+    assert!(
+        eb.contains("cluster secret") && eb.contains("A2CID_SECRET"),
+        "{}",
+        text(&ob)
+    );
+    let ea = String::from_utf8_lossy(&oa.stderr);
+    assert!(ea.contains("cluster secret"), "{}", text(&oa));
+
+    // A worker with another model (hidden width 48 instead of 32).
+    let port = free_port();
+    let a = worker(&out, 0, port, "same", "32");
+    let b = worker(&out, 1, port, "same", "48");
+    let (oa, ob) = (
+        finish(a, Duration::from_secs(90)),
+        finish(b, Duration::from_secs(90)),
+    );
+    assert!(!oa.status.success() && !ob.status.success());
+    for o in [&oa, &ob] {
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains("different model"), "{}", text(o));
+    }
+}
+
+#[test]
+fn worker_without_a_launch_context_says_what_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = a2cid()
+        .args(["worker", "--out"])
+        .arg(dir.path())
+        .env_remove("SLURM_PROCID")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("--master") && e.contains("SLURM"), "{}", text(&o));
+}
