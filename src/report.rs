@@ -386,22 +386,14 @@ pub fn render(runs: &[PathBuf], out: &Path) -> anyhow::Result<PathBuf> {
     ];
     let mut figures = Vec::new();
     for (name, chart) in &charts {
-        let png = write_both(
-            out,
-            name,
-            (900, 520),
-            &|a| draw_lines(a, chart),
-            &|a| draw_lines(a, chart),
-        )?;
+        let png = write_both(out, name, (900, 520), &|a| draw_lines(a, chart), &|a| {
+            draw_lines(a, chart)
+        })?;
         figures.push((name.to_string(), chart.title.to_string(), png));
     }
-    let png = write_both(
-        out,
-        "counts",
-        (1100, 420),
-        &|a| draw_bars(a, &data),
-        &|a| draw_bars(a, &data),
-    )?;
+    let png = write_both(out, "counts", (1100, 420), &|a| draw_bars(a, &data), &|a| {
+        draw_bars(a, &data)
+    })?;
     figures.push((
         "counts".into(),
         "gradients and averagings per worker".into(),

@@ -49,11 +49,33 @@ fn logs(dir: &Path) -> String {
 /// Digits on 4 workers, small enough for a 2-core CI machine.
 fn digits_run(out: &Path, method: &str, epochs: u32) -> Command {
     let mut c = a2cid();
-    c.args(["run", "--workers", "4", "--graph", "ring", "--method", method])
-        .args(["--dataset", "digits", "--hidden", "64", "--batch-size", "32"])
-        .args(["--epochs", &epochs.to_string(), "--lr", "0.1", "--seed", "1"])
-        .args(["--no-progress", "--out"])
-        .arg(out);
+    c.args([
+        "run",
+        "--workers",
+        "4",
+        "--graph",
+        "ring",
+        "--method",
+        method,
+    ])
+    .args([
+        "--dataset",
+        "digits",
+        "--hidden",
+        "64",
+        "--batch-size",
+        "32",
+    ])
+    .args([
+        "--epochs",
+        &epochs.to_string(),
+        "--lr",
+        "0.1",
+        "--seed",
+        "1",
+    ])
+    .args(["--no-progress", "--out"])
+    .arg(out);
     c
 }
 
@@ -135,7 +157,10 @@ fn four_workers_on_a_ring_train_digits_with_acid() {
         "averaged model test accuracy {acc}\n{}",
         text(&o)
     );
-    assert!(s["averaged"].as_str().unwrap().contains("all-reduce"), "{s}");
+    assert!(
+        s["averaged"].as_str().unwrap().contains("all-reduce"),
+        "{s}"
+    );
     let per = s["per_worker"].as_array().unwrap();
     assert_eq!(per.len(), 4);
     // 1438 rows / 4 shards, batches of 32: 12 batches per epoch.
@@ -150,7 +175,10 @@ fn four_workers_on_a_ring_train_digits_with_acid() {
     }
     // Per-worker metrics: train lines and exchanges with their disagreement and bytes.
     let m = lines(&out.join("workers/rank1.jsonl"));
-    let train = m.iter().find(|v| v["event"] == "train").expect("train lines");
+    let train = m
+        .iter()
+        .find(|v| v["event"] == "train")
+        .expect("train lines");
     for k in [
         "wall",
         "tau",
@@ -176,7 +204,10 @@ fn four_workers_on_a_ring_train_digits_with_acid() {
             "{e}"
         );
         assert!(e["dist2"].as_f64().unwrap() >= 0.0);
-        assert!([0, 2].contains(&e["peer"].as_u64().unwrap()), "ring peers of 1: {e}");
+        assert!(
+            [0, 2].contains(&e["peer"].as_u64().unwrap()),
+            "ring peers of 1: {e}"
+        );
     }
     // The disagreement shrinks as the learning rate decays and averaging goes on.
     let d: Vec<f64> = ex.iter().map(|e| e["dist2"].as_f64().unwrap()).collect();
@@ -188,9 +219,14 @@ fn four_workers_on_a_ring_train_digits_with_acid() {
     assert!(late < early, "disagreement early {early} late {late}");
     // The resolved config, checkpoints and the report.
     let cfg = std::fs::read_to_string(out.join("config.toml")).unwrap();
-    assert!(cfg.contains("method = \"acid\"") && cfg.contains("workers = 4"), "{cfg}");
+    assert!(
+        cfg.contains("method = \"acid\"") && cfg.contains("workers = 4"),
+        "{cfg}"
+    );
     for r in 0..4 {
-        assert!(out.join(format!("checkpoints/rank{r}.safetensors")).exists());
+        assert!(out
+            .join(format!("checkpoints/rank{r}.safetensors"))
+            .exists());
     }
     for f in [
         "index.html",
@@ -272,7 +308,8 @@ fn allreduce_stops_promptly_naming_the_killed_worker() {
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("worker 2 was killed by signal 9") && err.contains("`allreduce` run is synchronous"),
+        err.contains("worker 2 was killed by signal 9")
+            && err.contains("`allreduce` run is synchronous"),
         "{}",
         text(&o)
     );
@@ -288,17 +325,28 @@ fn a_run_killed_midway_resumes_from_its_checkpoints() {
     let out = dir.path().join("run");
     let mut c = digits_run(&out, "acid", 30);
     c.args(["--checkpoint-every", "20"]);
-    let mut child = c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    wait_until("checkpoints of every worker", Duration::from_secs(240), || {
-        (0..4).all(|r| {
-            out.join(format!("checkpoints/rank{r}.safetensors")).exists()
-                && last_step(&out, r) >= 100
-        })
-    });
+    let mut child = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "checkpoints of every worker",
+        Duration::from_secs(240),
+        || {
+            (0..4).all(|r| {
+                out.join(format!("checkpoints/rank{r}.safetensors"))
+                    .exists()
+                    && last_step(&out, r) >= 100
+            })
+        },
+    );
     // Kill everything: the launcher and all its workers.
     kill9(&child.id().to_string());
     for r in 0..4 {
-        let _ = Command::new("kill").args(["-9", pid_of(&out, r).trim()]).status();
+        let _ = Command::new("kill")
+            .args(["-9", pid_of(&out, r).trim()])
+            .status();
     }
     let _ = child.wait();
     let before: Vec<u64> = (0..4).map(|r| last_step(&out, r)).collect();
@@ -317,34 +365,45 @@ fn a_run_killed_midway_resumes_from_its_checkpoints() {
         let m = lines(&out.join(format!("workers/rank{r}.jsonl")));
         // The first session's metrics are kept; the resumed session starts from the checkpoint
         // (a multiple of 20 steps, at most where the kill found it), not from zero.
-        let steps: Vec<u64> = m
+        let resumed = m
             .iter()
-            .filter(|v| v["event"] == "train")
-            .filter_map(|v| v["step"].as_u64())
-            .collect();
-        let restart = steps
-            .windows(2)
-            .find(|w| w[1] <= w[0])
-            .map(|w| w[1])
-            .expect("a restart in the metrics");
+            .find(|v| v["event"] == "resume")
+            .and_then(|v| v["step"].as_u64())
+            .expect("a resume line in the metrics");
         assert!(
-            restart > 20 && restart <= before[r] + 20,
-            "rank {r} resumed at {restart}, killed at {}",
+            resumed >= 20 && resumed % 20 == 0 && resumed <= before[r],
+            "rank {r} resumed at {resumed}, killed after {}",
             before[r]
         );
+        assert!(
+            m.iter()
+                .any(|v| v["event"] == "train" && v["step"].as_u64() <= Some(resumed)),
+            "the first session's metrics are kept"
+        );
     }
-    assert!(
-        logs(&out).contains("resuming from"),
-        "{}",
-        logs(&out)
-    );
+    assert!(logs(&out).contains("resuming from"), "{}", logs(&out));
     assert!(s["test_accuracy"].as_f64().unwrap() >= 0.90, "{s}");
 }
 
 fn worker(out: &Path, rank: usize, port: u16, secret: &str, hidden: &str) -> Child {
     a2cid()
-        .args(["worker", "--workers", "2", "--graph", "ring", "--dataset", "digits"])
-        .args(["--hidden", hidden, "--epochs", "1", "--rank", &rank.to_string()])
+        .args([
+            "worker",
+            "--workers",
+            "2",
+            "--graph",
+            "complete",
+            "--dataset",
+            "digits",
+        ])
+        .args([
+            "--hidden",
+            hidden,
+            "--epochs",
+            "1",
+            "--rank",
+            &rank.to_string(),
+        ])
         .args(["--world", "2", "--master", &format!("127.0.0.1:{port}")])
         .args(["--connect-timeout", "20", "--out"])
         .arg(out)
@@ -411,5 +470,9 @@ fn worker_without_a_launch_context_says_what_it_needs() {
         .unwrap();
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("--master") && e.contains("SLURM"), "{}", text(&o));
+    assert!(
+        e.contains("--master") && e.contains("SLURM"),
+        "{}",
+        text(&o)
+    );
 }

@@ -77,8 +77,7 @@ impl Checkpoint {
         )]);
         let bytes = safetensors::serialize(tensors, Some(meta))?;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         write_atomic(path, &bytes)
     }
@@ -239,7 +238,10 @@ mod tests {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, b"garbage, not a checkpoint").unwrap();
         let e = format!("{:#}", Checkpoint::load(&p).unwrap_err());
-        assert!(e.contains("is not usable") && e.contains("delete it"), "{e}");
+        assert!(
+            e.contains("is not usable") && e.contains("delete it"),
+            "{e}"
+        );
         let c = sample();
         assert!(c.check_matches(2, 4, "acid", 0xdead_beef).is_ok());
         let e = c.check_matches(2, 8, "acid", 0xdead_beef).unwrap_err();

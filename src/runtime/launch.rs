@@ -182,8 +182,8 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
     let start = Instant::now();
     for rank in 0..n {
         let log = out.join("workers").join(format!("rank{rank}.log"));
-        let log_file = std::fs::File::create(&log)
-            .with_context(|| format!("creating {}", log.display()))?;
+        let log_file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new(&exe);
         cmd.arg("worker")
             .arg("--config")

@@ -34,7 +34,12 @@ pub fn gather(
             (Some(r), true) => (r.grads, r.comms, r.final_train_loss, r.test_accuracy),
             _ => match Checkpoint::load(&checkpoint::path(run_dir, rank)) {
                 // A lost worker: its last periodic checkpoint says how far it got.
-                Ok(c) => (c.state.grads, c.state.comms, c.state.final_train_loss, f64::NAN),
+                Ok(c) => (
+                    c.state.grads,
+                    c.state.comms,
+                    c.state.final_train_loss,
+                    f64::NAN,
+                ),
                 Err(_) => (0, 0, f64::NAN, f64::NAN),
             },
         };

@@ -192,7 +192,11 @@ pub fn run_worker(args: &WorkerArgs) -> anyhow::Result<()> {
         bail!("a worker needs at least 2 workers in the run (got {}); use `a2cid run --workers 1` for one", place.world);
     }
     if place.rank >= place.world {
-        bail!("--rank {} is outside a run of {} workers", place.rank, place.world);
+        bail!(
+            "--rank {} is outside a run of {} workers",
+            place.rank,
+            place.world
+        );
     }
     cfg.workers = place.world;
     cfg.validate()?;
@@ -332,12 +336,7 @@ impl Worker {
         };
         let ckpt = if resume {
             let c = Checkpoint::load(&checkpoint::path(run_dir, rank))?;
-            c.check_matches(
-                rank,
-                world,
-                cfg.method.name(),
-                spec.layout().fingerprint(),
-            )?;
+            c.check_matches(rank, world, cfg.method.name(), spec.layout().fingerprint())?;
             Some(c)
         } else {
             None
@@ -385,11 +384,7 @@ impl Worker {
         );
         let batches_per_epoch = match cfg.method {
             // Synchronous: every rank must count the same steps per epoch.
-            Method::AllReduce => dataset
-                .train
-                .len()
-                .div_ceil(world)
-                .div_ceil(cfg.batch_size),
+            Method::AllReduce => dataset.train.len().div_ceil(world).div_ceil(cfg.batch_size),
             _ => loader.batches_per_epoch,
         };
         let stop = StopRule {
@@ -397,7 +392,13 @@ impl Worker {
             epoch_steps: (cfg.epochs > 0).then(|| (batches_per_epoch * cfg.epochs) as u64),
             max_seconds: cfg.max_seconds,
         };
-        let metrics = Metrics::open(&metrics_path(run_dir, rank), resume)?;
+        let mut metrics = Metrics::open(&metrics_path(run_dir, rank), resume)?;
+        if let Some(c) = &ckpt {
+            metrics.record(serde_json::json!({
+                "event": "resume", "rank": rank, "step": c.state.grads, "wall": c.state.wall,
+                "tau": c.state.tau, "epoch": c.state.epoch, "batch": c.state.batch,
+            }))?;
+        }
         let (clock, counts, grads, comms, t_last, wall0, generation, last_loss) = match &ckpt {
             Some(c) => {
                 let s = &c.state;
@@ -502,7 +503,9 @@ impl Worker {
 
     fn lr(&self) -> f32 {
         const SCALE: usize = 1_000_000;
-        let p = self.stop.progress(self.grads, self.global_grads(), self.wall());
+        let p = self
+            .stop
+            .progress(self.grads, self.global_grads(), self.wall());
         let warmup = match self.stop.expected_steps(self.world) {
             Some(total) if total > 0 => self.cfg.warmup_steps * SCALE / total as usize,
             _ => 0,
@@ -767,11 +770,9 @@ impl Worker {
                 u.alpha_tilde = self.params.alpha_tilde as f32;
                 self.average.set_params(&self.ctx, &u);
                 self.submit(&self.average);
-                let partials: Vec<f32> = self.ctx.read(
-                    &self.partials,
-                    0,
-                    kernels::acid_partials_len(self.d),
-                )?;
+                let partials: Vec<f32> =
+                    self.ctx
+                        .read(&self.partials, 0, kernels::acid_partials_len(self.d))?;
                 let dist2: f64 = partials.iter().map(|&v| f64::from(v)).sum();
                 self.comms += 1;
                 self.in_flight = None;
@@ -790,7 +791,10 @@ impl Worker {
                     self.in_flight = None;
                 }
                 self.failed += 1;
-                tracing::debug!("rank {}: exchange {seq} with {peer} failed: {why}", self.rank);
+                tracing::debug!(
+                    "rank {}: exchange {seq} with {peer} failed: {why}",
+                    self.rank
+                );
             }
             MeshEvent::PeerLost {
                 peer,
