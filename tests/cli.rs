@@ -181,6 +181,8 @@ fn fashion_mnist_loads_and_learns() {
     let out = dir.path().join("run");
     let o = a2cid(&[
         "run",
+        "--workers",
+        "1",
         "--dataset",
         "fashion-mnist",
         "--epochs",

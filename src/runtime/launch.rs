@@ -298,7 +298,7 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
         }
     }
     let summary = super::gather(&out, cfg, Some(&ok))?;
-    let report = crate::report::render(&[out.clone()], &out.join("report"))?;
+    let report = crate::report::render(std::slice::from_ref(&out), &out.join("report"))?;
     println!(
         "done in {launcher_wall:.1}s: averaged model ({}) test accuracy {:.2}%, test loss {:.4}",
         summary.averaged,
