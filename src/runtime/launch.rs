@@ -239,8 +239,7 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
                 children[rank] = None;
                 status[rank] = Some(st);
                 if st.success() {
-                    display.mark(rank, "done");
-                    continue;
+                    continue; // its last progress line already says "done"
                 }
                 let why = describe(&st);
                 display.mark(rank, &format!("LOST: {why}"));
