@@ -690,17 +690,32 @@ impl Worker {
             .check(self.grads, self.global_grads(), self.wall())
     }
 
+    /// A fresh run starts every worker from rank 0's parameters (x̃ = x); a resumed one from its
+    /// checkpoint.
+    fn start_identical(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        mesh: &mut Mesh,
+    ) -> anyhow::Result<()> {
+        if self.resumed {
+            return Ok(());
+        }
+        let mut x: Vec<f32> = self.mlp.params()?;
+        rt.block_on(mesh.broadcast(0, &mut x))
+            .context("broadcasting the initial parameters")?;
+        self.mlp.set_params(&x)?;
+        if let Some(t) = &self.x_tilde {
+            self.ctx.write(t, 0, &x);
+        }
+        Ok(())
+    }
+
     fn train_allreduce(
         &mut self,
         rt: &tokio::runtime::Runtime,
         mesh: &mut Mesh,
     ) -> anyhow::Result<StopReason> {
-        if !self.resumed {
-            let mut x: Vec<f32> = self.mlp.params()?;
-            rt.block_on(mesh.broadcast(0, &mut x))
-                .context("broadcasting the initial parameters")?;
-            self.mlp.set_params(&x)?;
-        }
+        self.start_identical(rt, mesh)?;
         loop {
             while let Some(ev) = mesh.try_next_event() {
                 if matches!(ev, MeshEvent::ShutdownRequested) {
@@ -721,16 +736,7 @@ impl Worker {
         rt: &tokio::runtime::Runtime,
         mesh: &mut Mesh,
     ) -> anyhow::Result<StopReason> {
-        if !self.resumed {
-            // All workers start from identical parameters (rank 0's).
-            let mut x: Vec<f32> = self.mlp.params()?;
-            rt.block_on(mesh.broadcast(0, &mut x))
-                .context("broadcasting the initial parameters")?;
-            self.mlp.set_params(&x)?;
-            if let Some(t) = &self.x_tilde {
-                self.ctx.write(t, 0, &x);
-            }
-        }
+        self.start_identical(rt, mesh)?;
         loop {
             if let Some(reason) = self.check_stop() {
                 return Ok(reason);
