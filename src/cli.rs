@@ -147,6 +147,10 @@ pub struct RunArgs {
     /// Steps between two train-loss records [default: 20].
     #[arg(long)]
     pub log_every: Option<usize>,
+    /// Steps between two test-set evaluations of each worker's own model (multi-worker runs;
+    /// single-worker runs evaluate every epoch); 0: only at the end [default: 100].
+    #[arg(long, value_name = "K")]
+    pub eval_every: Option<usize>,
     /// No progress bar (per-epoch lines are printed instead).
     #[arg(long)]
     pub no_progress: bool,
@@ -197,7 +201,8 @@ impl RunArgs {
             seed,
             data_dir,
             adapter,
-            log_every
+            log_every,
+            eval_every
         );
         if self.nesterov {
             cfg.nesterov = true;

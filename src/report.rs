@@ -1,8 +1,10 @@
 //! `a2cid report RUN_DIR [RUN_DIR...]`: plots of one or several runs (overlaid, so methods can be
 //! compared) and one HTML page that shows them.
 //!
-//! Plots: train loss against wall time and against each worker's gradients, the neighbour
-//! disagreement ‖s_i − s_j‖² of every exchange, gradients and averagings per worker. Each is written
+//! Plots: train loss and test accuracy (each worker's own model, every `eval_every` steps) against
+//! training wall time and against each worker's gradients, the neighbour disagreement ‖s_i − s_j‖²
+//! of every exchange, gradients and averagings per worker. Wall time excludes the evaluation
+//! pauses. Each is written
 //! as SVG and, where a font is available for the bitmap backend, as PNG.
 use std::path::{Path, PathBuf};
 
@@ -25,6 +27,8 @@ pub struct ReportArgs {
 struct WorkerSeries {
     /// (wall, gradients, train loss)
     train: Vec<(f64, f64, f64)>,
+    /// (wall, gradients, test accuracy in %) of the worker's own model
+    eval: Vec<(f64, f64, f64)>,
     /// (wall, ‖s_i − s_j‖²)
     exchanges: Vec<(f64, f64)>,
 }
@@ -45,16 +49,26 @@ fn read_series(path: &Path) -> anyhow::Result<WorkerSeries> {
             continue; // a line cut by a crash
         };
         let f = |k: &str| v.get(k).and_then(Value::as_f64);
+        // Training time: evaluation pauses excluded where the worker logged them.
+        let wall = f("train_wall").or(f("wall"));
         match v.get("event").and_then(Value::as_str) {
             Some("train") => {
                 if let (Some(w), Some(g), Some(l)) =
-                    (f("wall"), f("step").or(f("grads")), f("train_loss"))
+                    (wall, f("step").or(f("grads")), f("train_loss"))
                 {
                     s.train.push((w, g, l));
                 }
             }
+            // `eval` (workers), `end` (a worker's last own evaluation), `epoch` (single worker).
+            Some("eval" | "end" | "epoch") => {
+                if let (Some(w), Some(g), Some(a)) = (wall, f("step"), f("test_accuracy")) {
+                    if s.eval.last().is_none_or(|p| p.1 < g) {
+                        s.eval.push((w, g, 100.0 * a));
+                    }
+                }
+            }
             Some("exchange") => {
-                if let (Some(w), Some(d)) = (f("wall"), f("dist2")) {
+                if let (Some(w), Some(d)) = (wall, f("dist2")) {
                     s.exchanges.push((w, d));
                 }
             }
@@ -132,6 +146,9 @@ struct LineChart<'a> {
     x_desc: &'a str,
     y_desc: &'a str,
     log_y: bool,
+    /// Linear y axis fitted to the data (not from 0).
+    tight_y: bool,
+    legend: SeriesLabelPosition,
     lines: Vec<Line>,
     labels: Vec<String>,
 }
@@ -160,6 +177,9 @@ where
         (1e-3, 1.0)
     } else if c.log_y {
         (y_min * 0.8, y_max * 1.25)
+    } else if c.tight_y {
+        let pad = 0.05 * (y_max - y_min).max(1e-6);
+        (y_min - pad, y_max + pad)
     } else {
         (y_min.min(0.0), y_max * 1.1 + 1e-9)
     };
@@ -207,7 +227,7 @@ where
             }
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
+                .position(c.legend.clone())
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
                 .draw()
@@ -354,9 +374,11 @@ pub fn render(runs: &[PathBuf], out: &Path) -> anyhow::Result<PathBuf> {
             "loss_vs_time",
             LineChart {
                 title: "train loss against wall time (one line per worker)",
-                x_desc: "wall time (s)",
+                x_desc: "training wall time (s)",
                 y_desc: "train loss",
                 log_y: true,
+                tight_y: false,
+                legend: SeriesLabelPosition::UpperRight,
                 lines: lines(&|w| w.train.iter().map(|p| (p.0, p.2)).collect()),
                 labels: labels.clone(),
             },
@@ -368,7 +390,35 @@ pub fn render(runs: &[PathBuf], out: &Path) -> anyhow::Result<PathBuf> {
                 x_desc: "gradients computed by the worker",
                 y_desc: "train loss",
                 log_y: true,
+                tight_y: false,
+                legend: SeriesLabelPosition::UpperRight,
                 lines: lines(&|w| w.train.iter().map(|p| (p.1, p.2)).collect()),
+                labels: labels.clone(),
+            },
+        ),
+        (
+            "accuracy_vs_time",
+            LineChart {
+                title: "test accuracy of each worker's own model against wall time",
+                x_desc: "training wall time (s)",
+                y_desc: "test accuracy (%)",
+                log_y: false,
+                tight_y: true,
+                legend: SeriesLabelPosition::LowerRight,
+                lines: lines(&|w| w.eval.iter().map(|p| (p.0, p.2)).collect()),
+                labels: labels.clone(),
+            },
+        ),
+        (
+            "accuracy_vs_grads",
+            LineChart {
+                title: "test accuracy of each worker's own model against gradients",
+                x_desc: "gradients computed by the worker",
+                y_desc: "test accuracy (%)",
+                log_y: false,
+                tight_y: true,
+                legend: SeriesLabelPosition::LowerRight,
+                lines: lines(&|w| w.eval.iter().map(|p| (p.1, p.2)).collect()),
                 labels: labels.clone(),
             },
         ),
@@ -376,9 +426,11 @@ pub fn render(runs: &[PathBuf], out: &Path) -> anyhow::Result<PathBuf> {
             "disagreement",
             LineChart {
                 title: "neighbour disagreement ||s_i - s_j||^2 at each exchange",
-                x_desc: "wall time (s)",
+                x_desc: "training wall time (s)",
                 y_desc: "||s_i - s_j||^2",
                 log_y: true,
+                tight_y: false,
+                legend: SeriesLabelPosition::UpperRight,
                 lines: lines(&|w| w.exchanges.clone()),
                 labels: labels.clone(),
             },

@@ -62,6 +62,9 @@ pub struct RunConfig {
     pub adapter: String,
     /// Steps between two train-loss records in the metrics.
     pub log_every: usize,
+    /// Steps between two test-set evaluations of each worker's own model in multi-worker runs
+    /// (0: only at the end). Training pauses meanwhile; the pause is not on the worker's clock.
+    pub eval_every: usize,
     pub out: Option<PathBuf>,
 }
 
@@ -91,6 +94,7 @@ impl Default for RunConfig {
             data_dir: PathBuf::from("data"),
             adapter: "auto".into(),
             log_every: 20,
+            eval_every: 100,
             out: None,
         }
     }

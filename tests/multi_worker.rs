@@ -192,6 +192,25 @@ fn four_workers_on_a_ring_train_digits_with_acid() {
     ] {
         assert!(train.get(k).is_some(), "train line lacks {k}: {train}");
     }
+    // The worker's own model on the test set every 100 steps (the default --eval-every), the last
+    // one being the accuracy the summary reports for it; evaluation pauses are off training time.
+    let evals: Vec<&Value> = m.iter().filter(|v| v["event"] == "eval").collect();
+    let steps: Vec<u64> = evals.iter().map(|v| v["step"].as_u64().unwrap()).collect();
+    assert_eq!(&steps[..3], &[100, 200, 300], "{evals:?}");
+    for e in &evals {
+        let a = e["test_accuracy"].as_f64().unwrap();
+        assert!(a > 0.3 && a <= 1.0, "{e}");
+        assert!(e["seconds"].as_f64().unwrap() > 0.0, "{e}");
+        assert!(
+            e["train_wall"].as_f64().unwrap() < e["wall"].as_f64().unwrap(),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        evals.last().unwrap()["test_accuracy"].as_f64(),
+        per[1]["test_accuracy"].as_f64(),
+        "the summary's own-model accuracy is the last evaluation's"
+    );
     let ex: Vec<&Value> = m.iter().filter(|v| v["event"] == "exchange").collect();
     assert!(!ex.is_empty());
     // Each exchange moves the whole model (64·64+64 + 64·10+10 = 4810 floats) plus the 8-float
@@ -233,10 +252,15 @@ fn four_workers_on_a_ring_train_digits_with_acid() {
         "loss_vs_time.svg",
         "loss_vs_grads.svg",
         "disagreement.svg",
+        "accuracy_vs_time.svg",
+        "accuracy_vs_grads.svg",
         "counts.svg",
     ] {
         assert!(out.join("report").join(f).exists(), "report/{f} missing");
     }
+    // One accuracy curve per worker.
+    let svg = std::fs::read_to_string(out.join("report/accuracy_vs_grads.svg")).unwrap();
+    assert!(svg.matches("<polyline").count() >= 4, "{svg}");
     let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
     assert!(html.contains("acid n=4 ring") && html.contains("loss_vs_time.svg"));
 }

@@ -40,6 +40,9 @@ pub struct WorkerState {
     pub final_train_loss: f64,
     /// Written at the end of training (not a periodic checkpoint).
     pub finished: bool,
+    /// Seconds of `wall` spent evaluating on the test set (paused training; not on the clock).
+    #[serde(default)]
+    pub eval_seconds: f64,
 }
 
 /// A checkpoint in memory.
@@ -198,6 +201,7 @@ mod tests {
                 generation: 0,
                 final_train_loss: 0.25,
                 finished: false,
+                eval_seconds: 0.75,
             },
             x: vec![1.0, -2.0, 3.5, 0.0, f32::MIN_POSITIVE],
             x_tilde: Some(vec![0.5; 5]),

@@ -319,6 +319,18 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
             if w.alive { "" } else { "  (lost)" }
         );
     }
+    if cfg.method != Method::AllReduce {
+        let (grads, comms) = summary
+            .per_worker
+            .iter()
+            .fold((0, 0), |(g, c), w| (g + w.grads, c + w.comms));
+        println!(
+            "achieved rate: {:.2} averagings per gradient per worker (rate_com {} asked; an \
+             averaging is missed when the peer is busy in another exchange)",
+            comms as f64 / grads.max(1) as f64,
+            cfg.rate_com
+        );
+    }
     println!(
         "summary {}, report {}",
         out.join("summary.json").display(),

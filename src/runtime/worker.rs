@@ -79,6 +79,9 @@ pub struct WorkerResult {
     /// Gradients of all workers together as this worker knew them at the end.
     pub known_total_grads: u64,
     pub adapter: String,
+    /// Seconds of `wall_seconds` spent evaluating on the test set (training paused).
+    #[serde(default)]
+    pub eval_seconds: f64,
 }
 
 /// The averaged model's evaluation, written by rank 0 after a successful final all-reduce.
@@ -298,6 +301,11 @@ struct Worker {
     t_last: f64,
     wall0: f64,
     start: Instant,
+    /// Seconds spent evaluating, over all sessions / in this process (off the clock).
+    eval_seconds: f64,
+    paused: f64,
+    /// (grads, averagings, test loss, test accuracy) of the last evaluation.
+    last_eval: Option<(u64, u64, f64, f64)>,
     generation: u64,
     resumed: bool,
     in_flight: Option<u64>,
@@ -467,6 +475,9 @@ impl Worker {
             t_last,
             wall0,
             start: Instant::now(),
+            eval_seconds: ckpt.as_ref().map_or(0.0, |c| c.state.eval_seconds),
+            paused: 0.0,
+            last_eval: None,
             generation,
             resumed: resume,
             in_flight: None,
@@ -483,6 +494,17 @@ impl Worker {
         self.wall0 + self.start.elapsed().as_secs_f64()
     }
 
+    /// Wall seconds spent training (evaluation pauses excluded): what the stop rule, the
+    /// learning-rate schedule and the plots against time use.
+    fn train_wall(&self) -> f64 {
+        self.wall() - self.eval_seconds
+    }
+
+    /// Seconds on this process's clock: training time since this process started.
+    fn clock_seconds(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() - self.paused
+    }
+
     fn submit(&self, d: &Dispatch) {
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         {
@@ -494,7 +516,7 @@ impl Worker {
 
     /// `(1 − e^(−2·eta·(tau − t_last)))/2`, and `t_last` moves to now.
     fn mix_to_now(&mut self) -> (f32, f64) {
-        let wall = self.start.elapsed().as_secs_f64();
+        let wall = self.clock_seconds();
         let tau = self.clock.tau(wall);
         let m = mix_factor(self.params.eta, tau - self.t_last) as f32;
         self.t_last = tau;
@@ -505,7 +527,7 @@ impl Worker {
         const SCALE: usize = 1_000_000;
         let p = self
             .stop
-            .progress(self.grads, self.global_grads(), self.wall());
+            .progress(self.grads, self.global_grads(), self.train_wall());
         let warmup = match self.stop.expected_steps(self.world) {
             Some(total) if total > 0 => self.cfg.warmup_steps * SCALE / total as usize,
             _ => 0,
@@ -578,6 +600,12 @@ impl Worker {
         if self.grads % self.cfg.log_every as u64 == 0 {
             self.log_train(lr, Some(mesh))?;
         }
+        if self.cfg.eval_every > 0 && self.grads % self.cfg.eval_every as u64 == 0 {
+            if self.window.1 > 0 {
+                self.log_train(lr, Some(mesh))?; // evaluation resets the loss accumulators
+            }
+            self.evaluate_own()?;
+        }
         self.maybe_progress(false);
         if self.cfg.checkpoint_every > 0
             && self.grads - self.last_checkpoint >= self.cfg.checkpoint_every as u64
@@ -605,9 +633,10 @@ impl Worker {
             None => (0, 0, 0),
         };
         let wall = self.wall();
-        let tau = self.clock.tau(self.start.elapsed().as_secs_f64());
+        let tau = self.clock.tau(self.clock_seconds());
         self.metrics.record(serde_json::json!({
-            "event": "train", "rank": self.rank, "wall": wall, "tau": tau, "step": self.grads,
+            "event": "train", "rank": self.rank, "wall": wall, "train_wall": self.train_wall(),
+            "tau": tau, "step": self.grads,
             "epoch": self.position.0, "averagings": self.comms, "missed": missed,
             "failed": self.failed, "train_loss": self.last_loss,
             "train_accuracy": s.correct / rows as f64, "lr": lr,
@@ -616,6 +645,28 @@ impl Worker {
         }))?;
         self.metrics.flush()?; // a killed worker loses at most one logging window
         Ok(())
+    }
+
+    /// The worker's own model on the test set, off the clock: the time it takes is neither on tau
+    /// (no mixing, no Poisson events accrue) nor in the training wall time.
+    fn evaluate_own(&mut self) -> anyhow::Result<(f64, f64)> {
+        let t0 = Instant::now();
+        let (test_loss, test_accuracy) = self
+            .mlp
+            .evaluate(&self.dataset.test.x, &self.dataset.test.y)?;
+        let dt = t0.elapsed().as_secs_f64();
+        self.paused += dt;
+        self.eval_seconds += dt;
+        let tau = self.clock.tau(self.clock_seconds());
+        self.metrics.record(serde_json::json!({
+            "event": "eval", "rank": self.rank, "wall": self.wall(),
+            "train_wall": self.train_wall(), "tau": tau, "step": self.grads,
+            "global_grads": self.global_grads(), "averagings": self.comms,
+            "test_loss": test_loss, "test_accuracy": test_accuracy, "seconds": dt,
+        }))?;
+        self.metrics.flush()?;
+        self.last_eval = Some((self.grads, self.comms, test_loss, test_accuracy));
+        Ok((test_loss, test_accuracy))
     }
 
     fn maybe_progress(&mut self, done: bool) {
@@ -650,7 +701,7 @@ impl Worker {
             None => None,
         };
         let momentum = self.ctx.read(&self.momentum, 0, self.d)?;
-        let tau = self.clock.tau(self.start.elapsed().as_secs_f64());
+        let tau = self.clock.tau(self.clock_seconds());
         let c = Checkpoint {
             state: WorkerState {
                 rank: self.rank,
@@ -672,6 +723,7 @@ impl Worker {
                 generation: self.generation,
                 final_train_loss: self.last_loss,
                 finished,
+                eval_seconds: self.eval_seconds,
             },
             x,
             x_tilde,
@@ -687,7 +739,7 @@ impl Worker {
             return Some(StopReason::Interrupted);
         }
         self.stop
-            .check(self.grads, self.global_grads(), self.wall())
+            .check(self.grads, self.global_grads(), self.train_wall())
     }
 
     /// A fresh run starts every worker from rank 0's parameters (x̃ = x); a resumed one from its
@@ -742,7 +794,7 @@ impl Worker {
                 return Ok(reason);
             }
             self.gradient_step(rt, mesh, false, false)?;
-            mesh.advance_clock(self.clock.tau(self.start.elapsed().as_secs_f64()));
+            mesh.advance_clock(self.clock.tau(self.clock_seconds()));
             while let Some(ev) = mesh.try_next_event() {
                 self.on_event(ev, mesh)?;
             }
@@ -784,6 +836,7 @@ impl Worker {
                 self.in_flight = None;
                 self.metrics.record(serde_json::json!({
                     "event": "exchange", "rank": self.rank, "peer": x.peer, "wall": self.wall(),
+                    "train_wall": self.train_wall(),
                     "tau": tau, "step": self.grads, "dist2": dist2,
                     "bytes_sent": x.stats.bytes_sent, "bytes_received": x.stats.bytes_received,
                     "seconds": x.stats.total.as_secs_f64(), "initiator": x.stats.initiator,
@@ -864,9 +917,11 @@ impl Worker {
             self.log_train(lr, Some(mesh))?;
         }
         self.checkpoint(true)?;
-        let (test_loss, test_accuracy) = self
-            .mlp
-            .evaluate(&self.dataset.test.x, &self.dataset.test.y)?;
+        let (test_loss, test_accuracy) = match self.last_eval {
+            // Evaluated at this very step and no averaging since: the same parameters.
+            Some((g, c, loss, acc)) if (g, c) == (self.grads, self.comms) => (loss, acc),
+            _ => self.evaluate_own()?,
+        };
         let stats = mesh.stats();
         let result = WorkerResult {
             rank: self.rank,
@@ -885,9 +940,11 @@ impl Worker {
             step_seconds: self.clock.step_seconds(),
             known_total_grads: self.global_grads(),
             adapter: self.ctx.adapter.name.clone(),
+            eval_seconds: self.eval_seconds,
         };
         self.metrics.record(serde_json::json!({
-            "event": "end", "rank": self.rank, "wall": self.wall(), "step": self.grads,
+            "event": "end", "rank": self.rank, "wall": self.wall(),
+            "train_wall": self.train_wall(), "step": self.grads,
             "averagings": self.comms, "test_accuracy": test_accuracy, "test_loss": test_loss,
             "stop_reason": reason,
         }))?;
