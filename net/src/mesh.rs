@@ -313,6 +313,7 @@ enum DriverIn {
         reason: String,
     },
     Retire,
+    Pause(bool),
     Shutdown {
         reason: String,
         done: oneshot::Sender<()>,
@@ -774,6 +775,13 @@ impl Mesh {
     /// (its events still arrive).
     pub fn retire(&self) {
         let _ = self.driver_tx.send(DriverIn::Retire);
+    }
+
+    /// Pause pairing for a while (`true`) or take it up again (`false`): while paused, as when
+    /// retired, owned edges do not propose and peers get `Busy` at once, so a worker that stops
+    /// stepping (to evaluate, say) does not leave a peer waiting on its snapshot.
+    pub fn pause(&self, paused: bool) {
+        let _ = self.driver_tx.send(DriverIn::Pause(paused));
     }
 
     /// The next event, waiting for one. `None` once the mesh has shut down.
@@ -1799,6 +1807,7 @@ impl Driver {
             DriverIn::Goodbye { peer, reason } => self.peer_lost(peer, &reason, true, false),
             DriverIn::PeerDownNote { rank } => self.note_failed(rank),
             DriverIn::Retire => self.pairing.retire(),
+            DriverIn::Pause(p) => self.pairing.set_paused(p),
             DriverIn::Interrupt { reason } => {
                 info!("rank {}: shutdown requested: {reason}", self.rank);
                 for p in self.links.keys().copied().collect::<Vec<_>>() {

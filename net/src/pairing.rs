@@ -106,6 +106,8 @@ pub struct Pairing {
     next_seq: u64,
     /// Retired workers neither propose nor accept (they have finished training).
     retired: bool,
+    /// Paused workers neither propose nor accept until resumed (e.g. while evaluating).
+    paused: bool,
 }
 
 fn splitmix(mut x: u64) -> u64 {
@@ -161,6 +163,7 @@ impl Pairing {
             status: Status::Idle,
             next_seq: 1,
             retired: false,
+            paused: false,
         }
     }
 
@@ -186,6 +189,19 @@ impl Pairing {
     }
     pub fn is_retired(&self) -> bool {
         self.retired
+    }
+    /// Pause (or resume) taking part in exchanges, as `retire` does but for a while: a worker that
+    /// stops stepping for a moment (an evaluation) must not leave a peer waiting on its snapshot.
+    /// An exchange already agreed runs to its end.
+    pub fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
+    }
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+    /// Whether this worker can start an exchange now (idle, neither retired nor paused).
+    fn available(&self) -> bool {
+        self.status == Status::Idle && !self.retired && !self.paused
     }
     /// Clock value of the next owned edge event, if any (so the I/O layer can sleep until then).
     pub fn next_due(&self) -> Option<f64> {
@@ -215,7 +231,7 @@ impl Pairing {
                 .min_by(|a, b| a.1.next_fire.total_cmp(&b.1.next_fire))
                 .map(|(i, _)| i);
             let Some(i) = due else { break };
-            let idle = self.status == Status::Idle && !self.retired;
+            let idle = self.available();
             let seq = self.next_seq;
             let e = &mut self.edges[i];
             e.next_fire += exp_draw(&mut e.rng, e.rate);
@@ -240,7 +256,7 @@ impl Pairing {
     /// A pairing message arrived from `from`.
     pub fn on_msg(&mut self, from: usize, msg: PairMsg) -> Vec<Action> {
         let status = self.status;
-        let retired = self.retired;
+        let available = self.available();
         let Some(e) = self.edge_mut(from) else {
             return Vec::new();
         };
@@ -249,7 +265,7 @@ impl Pairing {
         }
         match msg {
             PairMsg::Propose { seq } => {
-                if status == Status::Idle && !retired {
+                if available {
                     e.counters.started += 1;
                     self.status = Status::Exchanging {
                         peer: from,
@@ -458,6 +474,43 @@ mod tests {
             }]
         );
         assert_eq!(a.status(), Status::Idle);
+    }
+
+    #[test]
+    fn a_paused_worker_refuses_until_resumed() {
+        let g = ring(3, 1.0);
+        let mut a = Pairing::new(0, &g, 7, 0.0);
+        a.set_paused(true);
+        assert!(a.poll(50.0).is_empty(), "paused: nothing proposed");
+        assert_eq!(
+            a.on_msg(2, PairMsg::Propose { seq: 4 }),
+            vec![Action::Send {
+                to: 2,
+                msg: PairMsg::Busy { seq: 4 }
+            }]
+        );
+        assert_eq!(a.counters(2).map(|c| c.refused), Some(1));
+        a.set_paused(false);
+        assert!(!a.is_paused());
+        // Resumed: the next proposal is accepted and the next owned event is proposed again.
+        let acts = a.on_msg(2, PairMsg::Propose { seq: 5 });
+        assert!(acts.contains(&Action::Send {
+            to: 2,
+            msg: PairMsg::Accept { seq: 5 }
+        }));
+        assert!(a.on_exchange_done(2, 5).is_empty());
+        assert_eq!(a.status(), Status::Idle);
+        let acts = a.poll(100.0);
+        assert!(
+            acts.iter().any(|x| matches!(
+                x,
+                Action::Send {
+                    msg: PairMsg::Propose { .. },
+                    ..
+                }
+            )),
+            "{acts:?}"
+        );
     }
 
     #[test]

@@ -604,7 +604,7 @@ impl Worker {
             if self.window.1 > 0 {
                 self.log_train(lr, Some(mesh))?; // evaluation resets the loss accumulators
             }
-            self.evaluate_own()?;
+            self.evaluate_own(mesh)?;
         }
         self.maybe_progress(false);
         if self.cfg.checkpoint_every > 0
@@ -649,11 +649,15 @@ impl Worker {
 
     /// The worker's own model on the test set, off the clock: the time it takes is neither on tau
     /// (no mixing, no Poisson events accrue) nor in the training wall time.
-    fn evaluate_own(&mut self) -> anyhow::Result<(f64, f64)> {
+    /// Pairing pauses meanwhile, so no peer waits on this worker's snapshot.
+    fn evaluate_own(&mut self, mesh: &Mesh) -> anyhow::Result<(f64, f64)> {
         let t0 = Instant::now();
-        let (test_loss, test_accuracy) = self
+        mesh.pause(true);
+        let evaluated = self
             .mlp
-            .evaluate(&self.dataset.test.x, &self.dataset.test.y)?;
+            .evaluate(&self.dataset.test.x, &self.dataset.test.y);
+        mesh.pause(false);
+        let (test_loss, test_accuracy) = evaluated?;
         let dt = t0.elapsed().as_secs_f64();
         self.paused += dt;
         self.eval_seconds += dt;
@@ -920,7 +924,7 @@ impl Worker {
         let (test_loss, test_accuracy) = match self.last_eval {
             // Evaluated at this very step and no averaging since: the same parameters.
             Some((g, c, loss, acc)) if (g, c) == (self.grads, self.comms) => (loss, acc),
-            _ => self.evaluate_own()?,
+            _ => self.evaluate_own(mesh)?,
         };
         let stats = mesh.stats();
         let result = WorkerResult {
