@@ -111,6 +111,8 @@ def main(runs):
         steps = sorted(set.intersection(*(set(d["evals"]) for k in ks for d in groups[k])))
         if not steps:
             continue
+        stride = -(-len(steps) // 7)  # at most 7 columns, always ending at the last one
+        steps = steps[::-1][::stride][::-1]
         print("| n = %d: gradients per worker | " % n + " | ".join(str(s) for s in steps) + " |")
         print("|---|" + "--:|" * len(steps))
         for k in ks:
