@@ -1,5 +1,8 @@
-//! The `a2cid` command line: devices, run, worker, report, topology, simulate.
+//! The `a2cid` binary: the command line over the crates of the workspace (see
+//! docs/architecture.md).
 use clap::{Parser, Subcommand};
+
+mod cli;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -15,29 +18,29 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// List the GPU adapters wgpu sees and which one would be used.
-    Devices(a2cid::cli::DevicesArgs),
+    Devices(cli::devices::DevicesArgs),
     /// Train: N local worker processes (default 4, ring, acid, digits); `--workers 1` in-process.
-    Run(Box<a2cid::cli::RunArgs>),
+    Run(Box<cli::run::RunArgs>),
     /// Run one worker of a multi-worker run (for SLURM's srun or other cluster launchers).
-    Worker(Box<a2cid::runtime::WorkerArgs>),
+    Worker(Box<cli::run::WorkerArgs>),
     /// Plots and an HTML page of one or several run directories (overlaid).
-    Report(a2cid::report::ReportArgs),
+    Report(cli::report::ReportArgs),
     /// Print a graph's size, degrees and A²CiD² constants (chi_1, chi_2, eta, alpha_tilde).
-    Topology(a2cid::topology::TopologyArgs),
+    Topology(cli::topology::TopologyArgs),
     /// Simulate n workers with the exact continuized dynamics (acid, gossip, allreduce).
-    Simulate(Box<a2cid::sim::SimulateArgs>),
+    Simulate(Box<a2cid_sim::SimulateArgs>),
 }
 
 fn main() -> std::process::ExitCode {
-    a2cid::cli::init_tracing();
+    cli::init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Devices(args) => a2cid::cli::devices(&args),
-        Command::Run(args) => a2cid::cli::run(&args),
-        Command::Worker(args) => a2cid::runtime::run_worker(&args),
-        Command::Report(args) => a2cid::report::run_report(&args),
-        Command::Topology(args) => a2cid::topology::run_topology(&args),
-        Command::Simulate(args) => a2cid::sim::run_simulate(&args),
+        Command::Devices(args) => cli::devices::devices(&args),
+        Command::Run(args) => cli::run::run(&args),
+        Command::Worker(args) => cli::run::worker(&args),
+        Command::Report(args) => cli::report::report(&args),
+        Command::Topology(args) => cli::topology::topology(&args),
+        Command::Simulate(args) => a2cid_sim::run_simulate(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

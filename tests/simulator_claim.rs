@@ -1,6 +1,6 @@
 //! The simulator end to end, through the same flags as `a2cid simulate`: reproducibility, the
 //! time and rate semantics, and the paper's qualitative claim on a ring.
-use a2cid::sim::{simulate_runs, RunReport, SimulateArgs};
+use a2cid_sim::{simulate_runs, RunReport, SimulateArgs};
 use clap::Parser;
 
 #[derive(Parser)]

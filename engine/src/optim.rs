@@ -88,12 +88,26 @@ impl Sgd {
 }
 
 /// Learning-rate schedule over a known number of steps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum LrSchedule {
     Constant,
     /// Linear warm-up, then cosine decay to zero at the last step.
     #[default]
     Cosine,
+}
+
+impl std::str::FromStr for LrSchedule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "constant" => Ok(LrSchedule::Constant),
+            "cosine" => Ok(LrSchedule::Cosine),
+            _ => Err(format!(
+                "unknown schedule `{s}`: expected constant or cosine"
+            )),
+        }
+    }
 }
 
 impl LrSchedule {

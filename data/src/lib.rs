@@ -1,0 +1,15 @@
+//! # a2cid-data — datasets, shards and batches
+//!
+//! **Owns:** reading IDX files (gzip detected by content) with errors that name the file and the
+//! fault, the datasets (`digits` embedded through smartcore; `mnist` and `fashion-mnist` fetched by
+//! `scripts/fetch-datasets.sh`), normalisation, the seeded per-rank shards and the background
+//! batch thread.
+//!
+//! **Must not touch:** GPUs, the network, run directories. It hands out `f32` rows and `u32`
+//! labels; what is done with them is the engine's and the runtime's business.
+pub mod datasets;
+pub mod idx;
+pub mod loader;
+
+pub use datasets::{load, DataError, Dataset, DatasetName, Split};
+pub use loader::{shard_indices, Batch, BatchLoader};

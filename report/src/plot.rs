@@ -1,0 +1,378 @@
+//! The project's one plotting stack: line charts (linear, fitted or logarithmic y), bar charts,
+//! grids of charts, one palette, written as SVG (always) and PNG (where the bitmap backend finds a
+//! font). The report and the simulator both draw with it, so every figure looks alike.
+use std::path::Path;
+
+use anyhow::Context;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+/// The palette, in the order series take their colours (Tableau-like, distinguishable in print).
+pub const PALETTE: [RGBColor; 8] = [
+    RGBColor(214, 39, 40),
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(23, 190, 207),
+    RGBColor(140, 86, 75),
+    RGBColor(0, 0, 0),
+];
+
+/// The `i`-th colour of the palette (cycling).
+pub fn color(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+/// How a chart's y axis is scaled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum YScale {
+    /// Linear, from 0 (or below, if the data goes below) to the maximum.
+    FromZero,
+    /// Linear, fitted to the data's range.
+    Fitted,
+    /// Logarithmic (non-positive values are left out).
+    Log,
+}
+
+/// Where a chart's legend stands.
+pub use plotters::chart::SeriesLabelPosition as LegendPosition;
+
+/// One line of a chart.
+#[derive(Clone, Debug)]
+pub struct Line {
+    /// Shown in the legend; `None` for lines that repeat an entry already there.
+    pub label: Option<String>,
+    /// Index into the palette.
+    pub color: usize,
+    /// Stroke width in pixels.
+    pub width: u32,
+    pub points: Vec<(f64, f64)>,
+}
+
+impl Line {
+    pub fn new(label: impl Into<String>, color: usize, points: Vec<(f64, f64)>) -> Line {
+        Line {
+            label: Some(label.into()),
+            color,
+            width: 2,
+            points,
+        }
+    }
+}
+
+/// A line chart.
+#[derive(Clone, Debug)]
+pub struct LineChart {
+    pub title: String,
+    pub x_desc: String,
+    pub y_desc: String,
+    pub y_scale: YScale,
+    /// `None`: no legend.
+    pub legend: Option<LegendPosition>,
+    pub lines: Vec<Line>,
+}
+
+/// A bar chart: groups of bars (one group per x label), one bar per series in each group.
+#[derive(Clone, Debug)]
+pub struct BarChart {
+    pub title: String,
+    pub x_desc: String,
+    /// One label per group.
+    pub groups: Vec<String>,
+    /// `(label, values per group)`; series k takes palette colour k.
+    pub series: Vec<(String, Vec<f64>)>,
+}
+
+/// A figure: one chart, or several side by side and one above the other.
+#[derive(Clone, Debug)]
+pub enum Chart {
+    Lines(LineChart),
+    Bars(BarChart),
+}
+
+fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("plot: {e:?}")
+}
+
+fn format_tick(v: f64) -> String {
+    if v == v.round() && v.abs() < 1e6 {
+        format!("{v:.0}")
+    } else if (0.01..1000.0).contains(&v.abs()) {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.1e}")
+    }
+}
+
+fn draw_lines<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    c: &LineChart,
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let log = c.y_scale == YScale::Log;
+    let keep = |p: &(f64, f64)| p.0.is_finite() && p.1.is_finite() && (!log || p.1 > 0.0);
+    let lines: Vec<Vec<(f64, f64)>> = c
+        .lines
+        .iter()
+        .map(|l| l.points.iter().copied().filter(keep).collect())
+        .collect();
+    let all = lines.iter().flatten();
+    let x_min = all.clone().map(|p| p.0).fold(0.0, f64::min);
+    let x_max = all
+        .clone()
+        .map(|p| p.0)
+        .fold(0.0, f64::max)
+        .max(x_min + 1e-9);
+    let y_min = all.clone().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let y_max = all.map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+    let empty = !y_min.is_finite();
+    let (y_lo, y_hi) = match c.y_scale {
+        _ if empty => (1e-3, 1.0),
+        YScale::Log => (y_min * 0.8, y_max * 1.25),
+        YScale::Fitted => {
+            let pad = 0.05 * (y_max - y_min).max(1e-6);
+            (y_min - pad, y_max + pad)
+        }
+        YScale::FromZero => (y_min.min(0.0), y_max * 1.1 + 1e-9),
+    };
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(&c.title, ("sans-serif", 17))
+        .margin(10)
+        .margin_right(24)
+        .x_label_area_size(36)
+        .y_label_area_size(70);
+    macro_rules! finish {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc(c.x_desc.as_str())
+                .y_desc(c.y_desc.as_str())
+                .x_labels(6)
+                .y_labels(8)
+                .x_label_formatter(&|v| {
+                    if v.abs() >= 100.0 || *v == v.round() {
+                        format!("{v:.0}")
+                    } else {
+                        format!("{v:.2}")
+                    }
+                })
+                .y_label_formatter(&|v| format_tick(*v))
+                .max_light_lines(0)
+                .draw()
+                .map_err(plot_err)?;
+            for (line, points) in c.lines.iter().zip(lines) {
+                if points.is_empty() {
+                    continue;
+                }
+                let color = color(line.color);
+                let series = chart
+                    .draw_series(LineSeries::new(points, color.stroke_width(line.width)))
+                    .map_err(plot_err)?;
+                if let Some(label) = &line.label {
+                    series.label(label.clone()).legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                    });
+                }
+            }
+            if let Some(position) = &c.legend {
+                chart
+                    .configure_series_labels()
+                    .position(position.clone())
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK)
+                    .draw()
+                    .map_err(plot_err)?;
+            }
+        }};
+    }
+    if log {
+        // Base-2 key points give several labels on the narrow ranges training curves span.
+        let range = (y_lo..y_hi).log_scale();
+        let range = if y_hi / y_lo < 1e3 {
+            range.base(2.0)
+        } else {
+            range
+        };
+        finish!(builder
+            .build_cartesian_2d(x_min..x_max, range)
+            .map_err(plot_err)?);
+    } else {
+        finish!(builder
+            .build_cartesian_2d(x_min..x_max, y_lo..y_hi)
+            .map_err(plot_err)?);
+    }
+    Ok(())
+}
+
+fn draw_bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &BarChart) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let groups = c.groups.len().max(1);
+    let y_max = c
+        .series
+        .iter()
+        .flat_map(|s| s.1.iter().copied())
+        .filter(|v| v.is_finite())
+        .fold(1.0, f64::max)
+        * 1.15;
+    let mut chart = ChartBuilder::on(area)
+        .caption(&c.title, ("sans-serif", 17))
+        .margin(10)
+        .x_label_area_size(36)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-0.5..(groups as f64 - 0.5), 0.0..y_max)
+        .map_err(plot_err)?;
+    let labels = c.groups.clone();
+    chart
+        .configure_mesh()
+        .x_desc(c.x_desc.as_str())
+        .x_labels(groups.min(16))
+        .x_label_formatter(&|v| {
+            let i = v.round();
+            if i >= 0.0 && (i as usize) < labels.len() && (v - i).abs() < 1e-6 {
+                labels[i as usize].clone()
+            } else {
+                String::new()
+            }
+        })
+        .y_label_formatter(&|v| format_tick(*v))
+        .max_light_lines(0)
+        .draw()
+        .map_err(plot_err)?;
+    let width = 0.8 / c.series.len().max(1) as f64;
+    for (k, (label, values)) in c.series.iter().enumerate() {
+        let color = color(k);
+        let series = chart
+            .draw_series(values.iter().enumerate().map(|(g, &v)| {
+                let x0 = g as f64 - 0.4 + k as f64 * width;
+                Rectangle::new([(x0, 0.0), (x0 + width * 0.9, v)], color.filled())
+            }))
+            .map_err(plot_err)?;
+        series
+            .label(label.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(LegendPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_err)?;
+    Ok(())
+}
+
+fn draw_grid<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    (rows, cols): (usize, usize),
+    charts: &[Chart],
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(plot_err)?;
+    let cells = root.split_evenly((rows.max(1), cols.max(1)));
+    for (cell, chart) in cells.iter().zip(charts) {
+        match chart {
+            Chart::Lines(c) => draw_lines(cell, c)?,
+            Chart::Bars(c) => draw_bars(cell, c)?,
+        }
+    }
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+/// Draws `charts` in a grid of `rows × cols` cells (row by row) into `path`: PNG if it ends in
+/// `.png`, else SVG. `size` is the whole figure's, in pixels.
+pub fn write_figure(
+    path: &Path,
+    size: (u32, u32),
+    grid: (usize, usize),
+    charts: &[Chart],
+) -> anyhow::Result<()> {
+    let png = path
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("png"));
+    let drawn = if png {
+        // The bitmap backend needs a system font for text; without one it panics inside plotters.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            draw_grid(
+                BitMapBackend::new(path, size).into_drawing_area(),
+                grid,
+                charts,
+            )
+        }))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no font for the bitmap backend")))
+    } else {
+        draw_grid(
+            SVGBackend::new(path, size).into_drawing_area(),
+            grid,
+            charts,
+        )
+    };
+    drawn.with_context(|| format!("writing the plot {}", path.display()))
+}
+
+/// Writes `dir/name.svg` and, where the bitmap backend can render text here, `dir/name.png`.
+/// Returns whether the PNG was written.
+pub fn write_svg_and_png(
+    dir: &Path,
+    name: &str,
+    size: (u32, u32),
+    grid: (usize, usize),
+    charts: &[Chart],
+) -> anyhow::Result<bool> {
+    write_figure(&dir.join(format!("{name}.svg")), size, grid, charts)?;
+    let png = dir.join(format!("{name}.png"));
+    match write_figure(&png, size, grid, charts) {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            let _ = std::fs::remove_file(&png);
+            tracing::debug!("{name}.png skipped: {e:#}");
+            Ok(false)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_figure_holds_every_line_and_the_legend() {
+        let dir = tempfile::tempdir().unwrap();
+        let chart = Chart::Lines(LineChart {
+            title: "t".into(),
+            x_desc: "x".into(),
+            y_desc: "y".into(),
+            y_scale: YScale::Log,
+            legend: Some(LegendPosition::UpperRight),
+            lines: vec![
+                Line::new("first", 0, vec![(0.0, 1.0), (1.0, 0.5), (2.0, 0.25)]),
+                Line::new("second", 1, vec![(0.0, 2.0), (1.0, -1.0), (2.0, 0.1)]),
+            ],
+        });
+        let bars = Chart::Bars(BarChart {
+            title: "b".into(),
+            x_desc: "rank".into(),
+            groups: vec!["0".into(), "1".into()],
+            series: vec![("run".into(), vec![3.0, 4.0])],
+        });
+        write_svg_and_png(dir.path(), "fig", (800, 400), (1, 2), &[chart, bars]).unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("fig.svg")).unwrap();
+        // Each line and its legend mark in the line's palette colour; both labels in the legend.
+        for (hex, label) in [("#D62728", "first"), ("#1F77B4", "second")] {
+            let strokes = svg.matches(&format!("stroke=\"{hex}\"")).count();
+            assert_eq!(strokes, 2, "{hex}: the line and its legend mark");
+            assert!(svg.lines().any(|l| l.trim() == label), "{label} missing");
+        }
+        // The bars, in the first palette colour.
+        assert!(svg.matches("fill=\"#D62728\"").count() >= 2, "two bars");
+    }
+}

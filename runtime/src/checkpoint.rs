@@ -1,0 +1,252 @@
+//! Worker checkpoints: x, x̃, the momentum and the counters in one safetensors file per worker,
+//! written atomically (temporary file, then rename) so a crash never leaves a torn checkpoint.
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+
+use a2cid_schema::write_atomic;
+
+/// Everything but the tensors: enough to continue exactly where the worker was.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerState {
+    pub rank: usize,
+    pub world: usize,
+    pub method: String,
+    /// Model fingerprint (layout hash) the tensors belong to.
+    pub fingerprint: u64,
+    pub parameters: usize,
+    pub grads: u64,
+    pub comms: u64,
+    pub missed: u64,
+    /// Data position: the next batch is batch `batch` of epoch `epoch` (the shuffles are seeded
+    /// by seed and epoch, so this is the whole state of the data RNG).
+    pub epoch: usize,
+    pub batch: usize,
+    pub seed: u64,
+    /// Worker clock and the time of the last event that touched (x, x̃).
+    pub tau: f64,
+    pub t_last: f64,
+    pub step_seconds: Option<f64>,
+    /// Training seconds before this checkpoint (over all previous sessions).
+    pub wall: f64,
+    /// This worker's view of every worker's gradient count.
+    pub counts: Vec<u64>,
+    /// How many times the run was resumed (seeds the next session's Poisson clocks).
+    pub generation: u64,
+    pub final_train_loss: f64,
+    /// Written at the end of training (not a periodic checkpoint).
+    pub finished: bool,
+    /// Seconds of `wall` spent evaluating on the test set (paused training; not on the clock).
+    #[serde(default)]
+    pub eval_seconds: f64,
+}
+
+/// A checkpoint in memory.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub state: WorkerState,
+    pub x: Vec<f32>,
+    pub x_tilde: Option<Vec<f32>>,
+    pub momentum: Vec<f32>,
+}
+
+fn view<'a>(v: &'a [f32]) -> anyhow::Result<TensorView<'a>> {
+    Ok(TensorView::new(
+        Dtype::F32,
+        vec![v.len()],
+        bytemuck::cast_slice(v),
+    )?)
+}
+
+impl Checkpoint {
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let mut tensors = vec![("x", view(&self.x)?), ("momentum", view(&self.momentum)?)];
+        if let Some(t) = &self.x_tilde {
+            tensors.push(("x_tilde", view(t)?));
+        }
+        let meta = HashMap::from([(
+            "a2cid_state".to_string(),
+            serde_json::to_string(&self.state)?,
+        )]);
+        let bytes = safetensors::serialize(tensors, Some(meta))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        write_atomic(path, &bytes)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Checkpoint> {
+        let bytes = std::fs::read(path).with_context(|| {
+            format!(
+                "reading checkpoint {} (was the run started with this run directory?)",
+                path.display()
+            )
+        })?;
+        let bad = |why: String| {
+            anyhow::anyhow!(
+                "checkpoint {} is not usable: {why}; delete it to start that worker afresh",
+                path.display()
+            )
+        };
+        let (_, meta) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+        let state_json = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("a2cid_state"))
+            .ok_or_else(|| bad("no a2cid_state metadata".into()))?;
+        let state: WorkerState = serde_json::from_str(state_json)
+            .map_err(|e| bad(format!("bad a2cid_state metadata ({e})")))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+        let read = |name: &str| -> anyhow::Result<Option<Vec<f32>>> {
+            let t = match st.tensor(name) {
+                Ok(t) => t,
+                Err(_) => return Ok(None),
+            };
+            if t.dtype() != Dtype::F32 || t.shape() != [state.parameters] {
+                return Err(bad(format!(
+                    "tensor {name} is {:?} {:?}, expected F32 [{}]",
+                    t.dtype(),
+                    t.shape(),
+                    state.parameters
+                )));
+            }
+            Ok(Some(
+                t.data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            ))
+        };
+        let x = read("x")?.ok_or_else(|| bad("tensor x is missing".into()))?;
+        let momentum = read("momentum")?.ok_or_else(|| bad("tensor momentum is missing".into()))?;
+        let x_tilde = read("x_tilde")?;
+        Ok(Checkpoint {
+            state,
+            x,
+            x_tilde,
+            momentum,
+        })
+    }
+
+    /// Refuses a checkpoint of another model, method, rank or world.
+    pub fn check_matches(
+        &self,
+        rank: usize,
+        world: usize,
+        method: &str,
+        fingerprint: u64,
+    ) -> anyhow::Result<()> {
+        let s = &self.state;
+        if s.rank != rank || s.world != world {
+            bail!(
+                "the checkpoint is rank {} of {} but this worker is rank {rank} of {world}: resume \
+                 with the same number of workers",
+                s.rank,
+                s.world
+            );
+        }
+        if s.method != method {
+            bail!(
+                "the checkpoint was written by method {} but this run uses {method}: resume with \
+                 the run directory's own config.toml",
+                s.method
+            );
+        }
+        if s.fingerprint != fingerprint {
+            bail!(
+                "the checkpoint holds another model (layout fingerprint {:016x}, this model \
+                 {fingerprint:016x}): resume with the run directory's own config.toml",
+                s.fingerprint
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Checkpoint {
+        Checkpoint {
+            state: WorkerState {
+                rank: 2,
+                world: 4,
+                method: "acid".into(),
+                fingerprint: 0xdead_beef,
+                parameters: 5,
+                grads: 123,
+                comms: 45,
+                missed: 6,
+                epoch: 3,
+                batch: 7,
+                seed: 9,
+                tau: 130.5,
+                t_last: 130.25,
+                step_seconds: Some(0.01),
+                wall: 1.5,
+                counts: vec![120, 119, 123, 121],
+                generation: 0,
+                final_train_loss: 0.25,
+                finished: false,
+                eval_seconds: 0.75,
+            },
+            x: vec![1.0, -2.0, 3.5, 0.0, f32::MIN_POSITIVE],
+            x_tilde: Some(vec![0.5; 5]),
+            momentum: vec![-0.25; 5],
+        }
+    }
+
+    #[test]
+    fn round_trips_exactly_and_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = a2cid_schema::RunDir::new(dir.path()).checkpoint(2);
+        let c = sample();
+        c.save(&p).unwrap();
+        let back = Checkpoint::load(&p).unwrap();
+        assert_eq!(back.state, c.state);
+        assert_eq!(back.x, c.x);
+        assert_eq!(back.x_tilde, c.x_tilde);
+        assert_eq!(back.momentum, c.momentum);
+        // No temporary file is left next to it.
+        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("rank2.safetensors")]);
+        // Gossip checkpoints have no x̃.
+        let mut g = sample();
+        g.x_tilde = None;
+        g.save(&p).unwrap();
+        assert_eq!(Checkpoint::load(&p).unwrap().x_tilde, None);
+    }
+
+    #[test]
+    fn corrupt_or_mismatched_checkpoints_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = a2cid_schema::RunDir::new(dir.path()).checkpoint(2);
+        let e = format!("{:#}", Checkpoint::load(&p).unwrap_err());
+        assert!(e.contains("reading checkpoint"), "{e}");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, b"garbage, not a checkpoint").unwrap();
+        let e = format!("{:#}", Checkpoint::load(&p).unwrap_err());
+        assert!(
+            e.contains("is not usable") && e.contains("delete it"),
+            "{e}"
+        );
+        let c = sample();
+        assert!(c.check_matches(2, 4, "acid", 0xdead_beef).is_ok());
+        let e = c.check_matches(2, 8, "acid", 0xdead_beef).unwrap_err();
+        assert!(e.to_string().contains("same number of workers"), "{e}");
+        let e = c.check_matches(2, 4, "gossip", 0xdead_beef).unwrap_err();
+        assert!(e.to_string().contains("method acid"), "{e}");
+        let e = c.check_matches(2, 4, "acid", 1).unwrap_err();
+        assert!(e.to_string().contains("another model"), "{e}");
+    }
+}

@@ -1,0 +1,257 @@
+//! Pure pieces of the worker runtime (no I/O, time passed in): the worker clock `tau`, the
+//! decentralised gradient count that drives `--grad-budget`, and the stop rule.
+//!
+//! The same code runs in every worker process; unit tests drive it with synthetic times.
+
+use a2cid_schema::StopReason;
+
+/// The worker clock of SPEC §1: `tau = wall_seconds / dt_grad`, where `dt_grad` is an exponential
+/// moving average of the worker's own time per gradient step. `tau` never goes backwards (a
+/// slower EMA would otherwise pull it back) and continues from `offset` after a resume.
+#[derive(Clone, Debug)]
+pub struct StepClock {
+    /// EMA of the seconds per gradient step; `None` before the first step.
+    ema: Option<f64>,
+    /// Weight of a new observation in the EMA.
+    beta: f64,
+    /// Clock value at wall time 0 of this process (non-zero after a resume).
+    offset: f64,
+    /// Wall seconds at which `offset` was reached.
+    wall_offset: f64,
+    last: f64,
+}
+
+impl StepClock {
+    pub fn new(beta: f64) -> StepClock {
+        StepClock {
+            ema: None,
+            beta,
+            offset: 0.0,
+            wall_offset: 0.0,
+            last: 0.0,
+        }
+    }
+
+    /// Continue a clock saved at `tau` with step time `ema` (resume): at wall time `wall` of the
+    /// new process the clock reads `tau`.
+    pub fn resumed(beta: f64, tau: f64, ema: Option<f64>, wall: f64) -> StepClock {
+        StepClock {
+            ema,
+            beta,
+            offset: tau,
+            wall_offset: wall,
+            last: tau,
+        }
+    }
+
+    /// A gradient step took `seconds`.
+    pub fn record_step(&mut self, seconds: f64) {
+        if !(seconds.is_finite() && seconds > 0.0) {
+            return;
+        }
+        self.ema = Some(match self.ema {
+            None => seconds,
+            Some(e) => e + self.beta * (seconds - e),
+        });
+    }
+
+    /// Seconds per gradient step, as currently estimated.
+    pub fn step_seconds(&self) -> Option<f64> {
+        self.ema
+    }
+
+    /// The clock at wall time `wall` (seconds since this process started training). Before the
+    /// first measured step the clock stands at its offset.
+    pub fn tau(&mut self, wall: f64) -> f64 {
+        let t = match self.ema {
+            Some(e) => self.offset + (wall - self.wall_offset).max(0.0) / e,
+            None => self.offset,
+        };
+        self.last = self.last.max(t);
+        self.last
+    }
+}
+
+/// What each worker knows of every worker's gradient count. Counts only grow, so merging two views
+/// is an element-wise maximum; the views travel with the snapshots of the pairwise exchanges, so
+/// the knowledge spreads through the graph like a gossip (no master, no extra messages).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GlobalCounts {
+    rank: usize,
+    counts: Vec<u64>,
+}
+
+/// Floats appended to a snapshot to carry a [`GlobalCounts`] of `world` workers.
+pub fn meta_len(world: usize) -> usize {
+    2 * world
+}
+
+impl GlobalCounts {
+    pub fn new(rank: usize, world: usize) -> GlobalCounts {
+        GlobalCounts {
+            rank,
+            counts: vec![0; world],
+        }
+    }
+    pub fn from_counts(rank: usize, counts: Vec<u64>) -> GlobalCounts {
+        GlobalCounts { rank, counts }
+    }
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
+    }
+    /// This worker's own count changed.
+    pub fn set_own(&mut self, grads: u64) {
+        self.counts[self.rank] = grads;
+    }
+    /// The total this worker knows of (a lower bound of the true total).
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+    /// Merge a peer's view.
+    pub fn merge(&mut self, other: &[u64]) {
+        for (mine, &theirs) in self.counts.iter_mut().zip(other) {
+            *mine = (*mine).max(theirs);
+        }
+    }
+    /// Appends the view to a snapshot: each count as two f32 bit patterns (low, high 32 bits), so
+    /// it crosses the network exactly.
+    pub fn encode_into(&self, out: &mut Vec<f32>) {
+        for &c in &self.counts {
+            out.push(f32::from_bits(c as u32));
+            out.push(f32::from_bits((c >> 32) as u32));
+        }
+    }
+    /// Reads a view written by [`encode_into`](Self::encode_into).
+    pub fn decode(meta: &[f32]) -> Vec<u64> {
+        meta.chunks_exact(2)
+            .map(|p| u64::from(p[0].to_bits()) | (u64::from(p[1].to_bits()) << 32))
+            .collect()
+    }
+}
+
+/// `--grad-budget`, `--epochs`, `--max-seconds`: whichever comes first.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StopRule {
+    /// Gradients computed by all workers together.
+    pub grad_budget: Option<u64>,
+    /// Gradient steps of this worker that make its epochs (its batches per epoch × epochs).
+    pub epoch_steps: Option<u64>,
+    pub max_seconds: Option<f64>,
+}
+
+impl StopRule {
+    /// Should a worker that has done `own_steps`, knows of `global_grads` in total and has run
+    /// `wall` seconds stop?
+    pub fn check(&self, own_steps: u64, global_grads: u64, wall: f64) -> Option<StopReason> {
+        if self.grad_budget.is_some_and(|g| global_grads >= g) {
+            return Some(StopReason::GradBudget);
+        }
+        if self.epoch_steps.is_some_and(|e| own_steps >= e) {
+            return Some(StopReason::Epochs);
+        }
+        if self.max_seconds.is_some_and(|s| wall >= s) {
+            return Some(StopReason::MaxSeconds);
+        }
+        None
+    }
+
+    /// Fraction of the run done, in [0, 1]: the largest of the three criteria's fractions (drives
+    /// the learning-rate schedule and the progress display).
+    pub fn progress(&self, own_steps: u64, global_grads: u64, wall: f64) -> f64 {
+        let mut p: f64 = 0.0;
+        if let Some(g) = self.grad_budget {
+            p = p.max(global_grads as f64 / g.max(1) as f64);
+        }
+        if let Some(e) = self.epoch_steps {
+            p = p.max(own_steps as f64 / e.max(1) as f64);
+        }
+        if let Some(s) = self.max_seconds {
+            p = p.max(wall / s.max(1e-9));
+        }
+        p.clamp(0.0, 1.0)
+    }
+
+    /// This worker's expected number of steps, when it can be told in advance (`world` workers of
+    /// equal speed share the budget).
+    pub fn expected_steps(&self, world: usize) -> Option<u64> {
+        let from_budget = self.grad_budget.map(|g| g.div_ceil(world.max(1) as u64));
+        match (from_budget, self.epoch_steps) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tau_counts_steps_of_the_measured_duration_and_never_goes_back() {
+        let mut c = StepClock::new(0.1);
+        assert_eq!(c.tau(5.0), 0.0, "no step measured yet");
+        c.record_step(0.5);
+        assert!((c.tau(10.0) - 20.0).abs() < 1e-12);
+        // Slower steps raise the EMA: the clock would read less, but it never goes back.
+        for _ in 0..50 {
+            c.record_step(2.0);
+        }
+        assert!(c.step_seconds().unwrap() > 1.9);
+        assert_eq!(c.tau(10.0), 20.0);
+        assert!(c.tau(100.0) > 40.0);
+        // Nonsense durations are ignored.
+        let e = c.step_seconds();
+        c.record_step(f64::NAN);
+        c.record_step(0.0);
+        assert_eq!(c.step_seconds(), e);
+    }
+
+    #[test]
+    fn resumed_clock_continues_from_its_offset() {
+        let mut c = StepClock::resumed(0.1, 300.0, Some(0.25), 0.0);
+        assert_eq!(c.tau(0.0), 300.0);
+        assert!((c.tau(1.0) - 304.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn counts_merge_by_maximum_and_cross_as_f32_bits() {
+        let mut a = GlobalCounts::new(0, 3);
+        a.set_own(10);
+        let mut b = GlobalCounts::new(2, 3);
+        b.set_own(u64::MAX - 7); // exercises both halves and NaN bit patterns
+        b.merge(&[4, 9, 0]);
+        let mut wire = vec![1.5f32]; // a parameter in front, as in a snapshot
+        b.encode_into(&mut wire);
+        assert_eq!(wire.len(), 1 + meta_len(3));
+        let got = GlobalCounts::decode(&wire[1..]);
+        assert_eq!(got, vec![4, 9, u64::MAX - 7]);
+        a.merge(&got);
+        assert_eq!(a.counts(), &[10, 9, u64::MAX - 7]);
+        // Merging an older view never lowers a count.
+        a.merge(&[0, 0, 0]);
+        assert_eq!(a.counts(), &[10, 9, u64::MAX - 7]);
+    }
+
+    #[test]
+    fn whichever_criterion_comes_first_stops() {
+        let rule = StopRule {
+            grad_budget: Some(1000),
+            epoch_steps: Some(300),
+            max_seconds: Some(60.0),
+        };
+        assert_eq!(rule.check(10, 100, 1.0), None);
+        assert_eq!(rule.check(10, 1000, 1.0), Some(StopReason::GradBudget));
+        assert_eq!(rule.check(300, 999, 1.0), Some(StopReason::Epochs));
+        assert_eq!(rule.check(299, 999, 60.0), Some(StopReason::MaxSeconds));
+        assert!((rule.progress(150, 100, 0.0) - 0.5).abs() < 1e-12);
+        assert!((rule.progress(0, 900, 30.0) - 0.9).abs() < 1e-12);
+        assert_eq!(rule.expected_steps(4), Some(250));
+        let budget_only = StopRule {
+            grad_budget: Some(1001),
+            epoch_steps: None,
+            max_seconds: None,
+        };
+        assert_eq!(budget_only.expected_steps(4), Some(251));
+        assert_eq!(budget_only.check(u64::MAX, 1000, 1e9), None);
+    }
+}

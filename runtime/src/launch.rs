@@ -1,0 +1,332 @@
+//! `a2cid run --workers N`: starts N worker processes of this same binary on this machine (direct
+//! children), shows their progress in one display and gathers their results into `summary.json`.
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use a2cid_schema::{write_atomic, Method, Progress, RunConfig, RunDir, Summary};
+
+fn describe(status: &ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            return format!("was killed by signal {sig}");
+        }
+    }
+    match status.code() {
+        Some(c) => format!("exited with status {c}"),
+        None => "exited".into(),
+    }
+}
+
+/// The last lines of a worker's log that say what went wrong.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+        .collect();
+    let from = lines.len().saturating_sub(3);
+    lines[from..].join("\n    ")
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free local port")?;
+    Ok(l.local_addr()?.port())
+}
+
+struct Display {
+    multi: Option<MultiProgress>,
+    bars: Vec<ProgressBar>,
+    last_print: Instant,
+    latest: Vec<Option<Progress>>,
+}
+
+impl Display {
+    fn new(n: usize, tty: bool) -> Display {
+        let multi = tty.then(MultiProgress::new);
+        let bars = (0..n)
+            .map(|r| {
+                let bar = match &multi {
+                    Some(m) => m.add(ProgressBar::new(0)),
+                    None => ProgressBar::hidden(),
+                };
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "rank {prefix:>3} [{bar:28}] {pos:>6}/{len:6} steps  {msg}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+                bar.set_prefix(r.to_string());
+                bar.set_message("starting");
+                bar
+            })
+            .collect();
+        Display {
+            multi,
+            bars,
+            last_print: Instant::now(),
+            latest: vec![None; n],
+        }
+    }
+
+    fn update(&mut self, p: Progress) {
+        let bar = &self.bars[p.rank];
+        if let Some(t) = p.target {
+            bar.set_length(t.max(p.grads));
+        }
+        bar.set_position(p.grads);
+        bar.set_message(format!(
+            "loss {:.4}  averagings {}{}",
+            p.loss,
+            p.comms,
+            if p.done { "  done" } else { "" }
+        ));
+        let r = p.rank;
+        self.latest[r] = Some(p);
+        if self.multi.is_none() && self.last_print.elapsed() > Duration::from_secs(10) {
+            self.print_lines();
+        }
+    }
+
+    fn print_lines(&mut self) {
+        self.last_print = Instant::now();
+        for p in self.latest.iter().flatten() {
+            println!(
+                "rank {:>3}: {:>6} steps  loss {:.4}  averagings {}  {:.0}s",
+                p.rank, p.grads, p.loss, p.comms, p.wall
+            );
+        }
+    }
+
+    fn note(&self, line: &str) {
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn mark(&self, rank: usize, what: &str) {
+        self.bars[rank].set_message(what.to_string());
+    }
+
+    fn finish(&self) {
+        for b in &self.bars {
+            b.abandon();
+        }
+    }
+}
+
+/// Runs `cfg.workers` local worker processes. `resume`: continue from the run directory's
+/// checkpoints.
+pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Summary> {
+    let n = cfg.workers;
+    let out = cfg.out_dir();
+    let topology = cfg.topology()?;
+    for w in topology.warnings() {
+        eprintln!("warning: {w}");
+    }
+    // Fail here, once, with a clear message, rather than in N workers.
+    let dataset = a2cid_data::load(cfg.dataset, &cfg.data_dir)?;
+    let run = RunDir::new(&out);
+    std::fs::create_dir_all(run.workers())
+        .with_context(|| format!("creating run directory {}", out.display()))?;
+    let mut resolved = cfg.clone();
+    resolved.out = Some(out.clone());
+    let config_path = run.config();
+    write_atomic(&config_path, toml::to_string_pretty(&resolved)?.as_bytes())?;
+    for stale in [run.average(), run.summary()] {
+        let _ = std::fs::remove_file(stale);
+    }
+    for rank in 0..n {
+        let _ = std::fs::remove_file(run.result(rank));
+    }
+    let c = topology.constants();
+    println!(
+        "{} workers, {} on {} (rate_com {}: chi_1 {:.3}, chi_2 {:.3}, eta {:.4}, alpha_tilde {:.3}), \
+         {} ({} train / {} test), mlp {:?}; run directory {}",
+        n,
+        cfg.method.name(),
+        topology.name(),
+        cfg.rate_com,
+        c.chi_1,
+        c.chi_2,
+        c.eta,
+        c.alpha_tilde,
+        cfg.dataset,
+        dataset.train.len(),
+        dataset.test.len(),
+        cfg.hidden,
+        out.display()
+    );
+    drop(dataset);
+
+    let secret = a2cid_net::Secret::generate();
+    let master = format!("127.0.0.1:{}", free_port()?);
+    let exe = std::env::current_exe().context("locating the a2cid executable")?;
+    let (tx, rx) = mpsc::channel::<Progress>();
+    let mut children: Vec<Option<Child>> = Vec::with_capacity(n);
+    let mut logs: Vec<PathBuf> = Vec::with_capacity(n);
+    let start = Instant::now();
+    for rank in 0..n {
+        let log = run.log(rank);
+        let log_file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = Command::new(&exe);
+        cmd.arg("worker")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--out")
+            .arg(&out)
+            .args(["--rank", &rank.to_string(), "--world", &n.to_string()])
+            .args(["--master", &master, "--progress-lines"])
+            .env(a2cid_net::SECRET_ENV, secret.as_env_value())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file));
+        if resume {
+            cmd.arg("--resume").arg(&out);
+        }
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn,a2cid=info,a2cid_net=warn");
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting worker {rank} ({})", exe.display()))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(json) = line.strip_prefix(Progress::PREFIX) {
+                    if let Ok(p) = serde_json::from_str::<Progress>(json) {
+                        let _ = tx.send(p);
+                    }
+                }
+            }
+        });
+        children.push(Some(child));
+        logs.push(log);
+    }
+    drop(tx);
+
+    let mut display = Display::new(n, tty);
+    let mut status: Vec<Option<ExitStatus>> = vec![None; n];
+    let mut first_failure: Option<(usize, String)> = None;
+    let mut kill_at: Option<Instant> = None;
+    loop {
+        while let Ok(p) = rx.try_recv() {
+            if p.rank < n {
+                display.update(p);
+            }
+        }
+        for rank in 0..n {
+            let Some(child) = children[rank].as_mut() else {
+                continue;
+            };
+            if let Some(st) = child.try_wait()? {
+                children[rank] = None;
+                status[rank] = Some(st);
+                if st.success() {
+                    continue; // its last progress line already says "done"
+                }
+                let why = describe(&st);
+                display.mark(rank, &format!("LOST: {why}"));
+                display.note(&format!(
+                    "worker {rank} {why}; its log ({}):\n    {}",
+                    logs[rank].display(),
+                    log_tail(&logs[rank])
+                ));
+                if first_failure.is_none() {
+                    first_failure = Some((rank, why));
+                    if cfg.method == Method::AllReduce {
+                        // The others fail at their next all-reduce; make sure nothing lingers.
+                        kill_at = Some(Instant::now() + Duration::from_secs(30));
+                    } else {
+                        display.note(&format!(
+                            "{} goes on with the other workers",
+                            cfg.method.name()
+                        ));
+                    }
+                }
+            }
+        }
+        if children.iter().all(Option::is_none) {
+            break;
+        }
+        if kill_at.is_some_and(|t| Instant::now() > t) {
+            for c in children.iter_mut().flatten() {
+                let _ = c.kill();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    while let Ok(p) = rx.try_recv() {
+        if p.rank < n {
+            display.update(p);
+        }
+    }
+    display.finish();
+    if !tty {
+        display.print_lines();
+    }
+    let launcher_wall = start.elapsed().as_secs_f64();
+    let ok: Vec<bool> = status
+        .iter()
+        .map(|s| s.is_some_and(|s| s.success()))
+        .collect();
+    if let Some((rank, why)) = &first_failure {
+        if cfg.method == Method::AllReduce {
+            bail!(
+                "worker {rank} {why}: an `allreduce` run is synchronous and stops without it \
+                 (the other workers' errors are in {}). Resume with `a2cid run --resume {}`",
+                run.workers().display(),
+                out.display()
+            );
+        }
+    }
+    let summary = crate::gather(&run, cfg, Some(&ok))?;
+    println!(
+        "done in {launcher_wall:.1}s: averaged model ({}) test accuracy {:.2}%, test loss {:.4}",
+        summary.averaged,
+        100.0 * summary.test_accuracy,
+        summary.test_loss
+    );
+    for w in &summary.per_worker {
+        println!(
+            "  rank {:>3}: {:>6} gradients, {:>6} averagings, train loss {:.4}, own test accuracy {}{}",
+            w.rank,
+            w.grads,
+            w.comms,
+            w.final_train_loss,
+            if w.test_accuracy.is_finite() {
+                format!("{:.2}%", 100.0 * w.test_accuracy)
+            } else {
+                "-".into()
+            },
+            if w.alive { "" } else { "  (lost)" }
+        );
+    }
+    if cfg.method != Method::AllReduce {
+        let (grads, comms) = summary
+            .per_worker
+            .iter()
+            .fold((0, 0), |(g, c), w| (g + w.grads, c + w.comms));
+        println!(
+            "achieved rate: {:.2} averagings per gradient per worker (rate_com {} asked; an \
+             averaging is missed when the peer is busy in another exchange)",
+            comms as f64 / grads.max(1) as f64,
+            cfg.rate_com
+        );
+    }
+    println!("summary {}", run.summary().display());
+    Ok(summary)
+}

@@ -1,0 +1,173 @@
+//! The run configuration: everything that defines a run, saved resolved as `config.toml` in the
+//! run directory. Defaults, then a TOML file, then command-line flags (the binary merges those).
+use std::path::PathBuf;
+
+use a2cid_data::DatasetName;
+use a2cid_engine::{LrSchedule, SgdConfig};
+use a2cid_topology::{GraphSpec, Topology};
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
+
+use crate::method::Method;
+
+/// Which model to train (the engine builds it; `hidden` sets the MLP's widths).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// Multi-layer perceptron (`--hidden` sets its hidden widths).
+    Mlp,
+}
+
+impl std::str::FromStr for ModelKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "mlp" => Ok(ModelKind::Mlp),
+            _ => Err(format!("unknown model `{s}`: expected mlp")),
+        }
+    }
+}
+
+/// Everything that defines a run. Saved, resolved, as `config.toml` in the run directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    pub workers: usize,
+    /// acid, gossip or allreduce (multi-worker runs).
+    pub method: Method,
+    /// Communication graph (see `a2cid topology --help`): ring, torus, exponential, ...
+    pub graph: String,
+    /// Seed of the random graph families.
+    pub graph_seed: u64,
+    /// Expected pairwise averagings per worker per gradient step (acid, gossip).
+    pub rate_com: f64,
+    /// Stop when all workers together have computed this many gradients.
+    pub grad_budget: Option<u64>,
+    /// Stop after this many seconds of training.
+    pub max_seconds: Option<f64>,
+    /// Steps between two checkpoints of each worker (0: only at the end).
+    pub checkpoint_every: usize,
+    pub dataset: DatasetName,
+    pub model: ModelKind,
+    pub hidden: Vec<usize>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub nesterov: bool,
+    pub schedule: LrSchedule,
+    pub warmup_steps: usize,
+    pub seed: u64,
+    pub data_dir: PathBuf,
+    pub adapter: String,
+    /// Steps between two train-loss records in the metrics.
+    pub log_every: usize,
+    /// Steps between two test-set evaluations of each worker's own model in multi-worker runs
+    /// (0: only at the end). Training pauses meanwhile; the pause is not on the worker's clock.
+    pub eval_every: usize,
+    pub out: Option<PathBuf>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            workers: 4,
+            method: Method::Acid,
+            graph: "ring".into(),
+            graph_seed: 0,
+            rate_com: 1.0,
+            grad_budget: None,
+            max_seconds: None,
+            checkpoint_every: 200,
+            dataset: DatasetName::Digits,
+            model: ModelKind::Mlp,
+            hidden: vec![256, 128],
+            epochs: 40,
+            batch_size: 32,
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            nesterov: false,
+            schedule: LrSchedule::Cosine,
+            warmup_steps: 0,
+            seed: 0,
+            data_dir: PathBuf::from("data"),
+            adapter: "auto".into(),
+            log_every: 20,
+            eval_every: 100,
+            out: None,
+        }
+    }
+}
+
+impl RunConfig {
+    /// Checks the values that would otherwise fail deep inside a run.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.workers == 0 {
+            bail!("--workers must be at least 1");
+        }
+        if self.batch_size == 0 {
+            bail!("--batch-size must be at least 1");
+        }
+        if self.epochs == 0 && self.grad_budget.is_none() && self.max_seconds.is_none() {
+            bail!(
+                "nothing would stop the run: give --epochs (>= 1), --grad-budget or --max-seconds"
+            );
+        }
+        if self.grad_budget == Some(0) {
+            bail!("--grad-budget must be at least 1");
+        }
+        if let Some(s) = self.max_seconds {
+            if !(s.is_finite() && s > 0.0) {
+                bail!("--max-seconds must be a positive number, got {s}");
+            }
+        }
+        if self.workers > 1 {
+            self.topology()?;
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("--lr must be a positive number, got {}", self.lr);
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            bail!("--momentum must be in [0, 1), got {}", self.momentum);
+        }
+        if self.hidden.contains(&0) {
+            bail!("--hidden widths must be positive, got {:?}", self.hidden);
+        }
+        if self.log_every == 0 {
+            bail!("log_every must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The communication graph with its rates and A²CiD² constants.
+    pub fn topology(&self) -> anyhow::Result<Topology> {
+        let spec: GraphSpec = self
+            .graph
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--graph {:?}: {e}", self.graph))?;
+        Topology::from_spec(&spec, self.workers, self.rate_com, self.graph_seed)
+            .map_err(|e| anyhow::anyhow!("--graph {} on {} workers: {e}", self.graph, self.workers))
+    }
+
+    pub fn sgd(&self) -> SgdConfig {
+        SgdConfig {
+            lr: self.lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            nesterov: self.nesterov,
+        }
+    }
+
+    /// The run directory: `--out`, or `runs/<dataset>-<unix time>`.
+    pub fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            PathBuf::from("runs").join(format!("{}-{t}", self.dataset))
+        })
+    }
+}

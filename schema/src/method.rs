@@ -1,0 +1,89 @@
+//! The training methods (docs/algorithm.md §4) and the parameters each gives the update rules.
+use a2cid_engine::acid::AcidParams;
+use a2cid_topology::Topology;
+use serde::{Deserialize, Serialize};
+
+/// How workers combine their models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// A²CiD²: asynchronous pairwise averaging plus the continuous momentum x̃.
+    Acid,
+    /// Asynchronous pairwise gossip (eta = 0, no x̃).
+    Gossip,
+    /// Synchronous SGD, gradients averaged by all-reduce every step.
+    #[serde(rename = "allreduce")]
+    AllReduce,
+}
+
+impl Method {
+    pub const ALL: [Method; 3] = [Method::Acid, Method::Gossip, Method::AllReduce];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Acid => "acid",
+            Method::Gossip => "gossip",
+            Method::AllReduce => "allreduce",
+        }
+    }
+
+    /// Whether workers keep the companion x̃.
+    pub fn uses_x_tilde(self) -> bool {
+        self == Method::Acid
+    }
+
+    /// Whether workers average pairwise at Poisson times (acid, gossip).
+    pub fn is_asynchronous(self) -> bool {
+        self != Method::AllReduce
+    }
+
+    /// The parameters of the update rules for this method on `topology`: the graph's A²CiD²
+    /// constants for `acid` (docs/algorithm.md §5), plain gossip's for the others.
+    pub fn acid_params(self, topology: &Topology) -> AcidParams {
+        match self {
+            Method::Acid => {
+                let c = topology.constants();
+                AcidParams {
+                    eta: c.eta,
+                    alpha: c.alpha,
+                    alpha_tilde: c.alpha_tilde,
+                }
+            }
+            Method::Gossip | Method::AllReduce => AcidParams::GOSSIP,
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown method `{s}`: expected acid, gossip or allreduce"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_say_what_is_expected() {
+        for m in Method::ALL {
+            assert_eq!(m.name().parse::<Method>(), Ok(m));
+            assert_eq!(
+                serde_json::to_string(&m).unwrap(),
+                format!("\"{}\"", m.name())
+            );
+        }
+        let e = "adam".parse::<Method>().unwrap_err();
+        assert!(e.contains("acid, gossip or allreduce"), "{e}");
+    }
+}

@@ -1,0 +1,273 @@
+//! The typed records a run writes: metric events (one JSON line each, the same schema from every
+//! writer: the worker runtime, the single-worker loop), a worker's result, the averaged model's
+//! evaluation, the launcher's progress lines and `summary.json`. The report reads these types.
+use std::io::Write;
+use std::path::Path;
+
+use a2cid_data::DatasetName;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::config::ModelKind;
+
+/// Where and when a metric event happened: on which worker, at which wall time (seconds since the
+/// run started, over all resumed sessions), training wall time (evaluation pauses excluded),
+/// worker clock tau (units of one gradient; absent for a single worker) and after how many of this
+/// worker's own gradient steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct At {
+    pub rank: usize,
+    pub wall: f64,
+    pub train_wall: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tau: Option<f64>,
+    /// Gradient steps this worker has computed.
+    pub step: u64,
+}
+
+/// One line of a worker's metrics file (`workers/rank<R>.jsonl`, or `metrics.jsonl` for a single
+/// worker), tagged by `"event"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum MetricEvent {
+    /// Training loss over the last logging window.
+    Train {
+        #[serde(flatten)]
+        at: At,
+        epoch: usize,
+        train_loss: f64,
+        train_accuracy: f64,
+        lr: f32,
+        /// Pairwise averagings (all-reduces for `allreduce`) completed so far.
+        averagings: u64,
+        /// Pairing opportunities missed so far (all edges, both directions).
+        missed: u64,
+        failed: u64,
+        bytes_sent: u64,
+        bytes_received: u64,
+        /// Gradients of all workers together as this worker knows them.
+        global_grads: u64,
+        step_seconds: Option<f64>,
+    },
+    /// The worker's own model on the test set (off the clock).
+    Eval {
+        #[serde(flatten)]
+        at: At,
+        /// Set at the end of an epoch of a single-worker run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<usize>,
+        test_loss: f64,
+        test_accuracy: f64,
+        averagings: u64,
+        global_grads: u64,
+        /// How long the evaluation took.
+        seconds: f64,
+    },
+    /// A completed pairwise exchange.
+    Exchange {
+        #[serde(flatten)]
+        at: At,
+        peer: usize,
+        /// ‖s_i − s_j‖²: the disagreement between the two snapshots.
+        dist2: f64,
+        bytes_sent: u64,
+        bytes_received: u64,
+        /// From agreement to both snapshots having crossed.
+        seconds: f64,
+        initiator: bool,
+        /// Pairing opportunities missed since the previous exchange.
+        missed_before: u64,
+    },
+    /// A neighbour left (gracefully or not).
+    PeerLost {
+        #[serde(flatten)]
+        at: At,
+        peer: usize,
+        why: String,
+        graceful: bool,
+    },
+    /// The worker resumed from its checkpoint.
+    Resume {
+        #[serde(flatten)]
+        at: At,
+        epoch: usize,
+        batch: usize,
+    },
+    /// The worker stopped training.
+    End {
+        #[serde(flatten)]
+        at: At,
+        averagings: u64,
+        test_loss: f64,
+        test_accuracy: f64,
+        stop_reason: StopReason,
+    },
+}
+
+impl MetricEvent {
+    pub fn at(&self) -> &At {
+        match self {
+            MetricEvent::Train { at, .. }
+            | MetricEvent::Eval { at, .. }
+            | MetricEvent::Exchange { at, .. }
+            | MetricEvent::PeerLost { at, .. }
+            | MetricEvent::Resume { at, .. }
+            | MetricEvent::End { at, .. } => at,
+        }
+    }
+}
+
+/// The JSON-lines file of one worker's metric events.
+pub struct MetricsLog {
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl MetricsLog {
+    /// Creates the file, or appends to it when `append` (a resumed worker).
+    pub fn open(path: &Path, append: bool) -> anyhow::Result<Self> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(MetricsLog {
+            out: std::io::BufWriter::new(f),
+        })
+    }
+
+    pub fn record(&mut self, event: &MetricEvent) -> anyhow::Result<()> {
+        serde_json::to_writer(&mut self.out, event)?;
+        self.out.write_all(b"\n")?;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        self.out.flush()?;
+        Ok(())
+    }
+
+    /// Every event of a metrics file, in order; lines that do not parse (a line cut by a crash)
+    /// are skipped.
+    pub fn read(path: &Path) -> anyhow::Result<Vec<MetricEvent>> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+}
+
+/// Why a worker stopped training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopReason {
+    GradBudget,
+    Epochs,
+    MaxSeconds,
+    Interrupted,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopReason::GradBudget => "the global gradient budget is spent",
+            StopReason::Epochs => "the epochs are done",
+            StopReason::MaxSeconds => "the wall-time limit is reached",
+            StopReason::Interrupted => "interrupted",
+        })
+    }
+}
+
+/// What a worker writes at the end (`workers/rank<R>.json`); the launcher builds `summary.json`
+/// from these.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerResult {
+    pub rank: usize,
+    pub grads: u64,
+    pub comms: u64,
+    pub missed: u64,
+    pub failed_exchanges: u64,
+    pub final_train_loss: f64,
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+    pub wall_seconds: f64,
+    pub stop_reason: StopReason,
+    pub lost_peers: Vec<usize>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub step_seconds: Option<f64>,
+    /// Gradients of all workers together as this worker knew them at the end.
+    pub known_total_grads: u64,
+    pub adapter: String,
+    /// Seconds of `wall_seconds` spent evaluating on the test set (training paused).
+    #[serde(default)]
+    pub eval_seconds: f64,
+}
+
+/// The averaged model's evaluation, written by rank 0 after a successful final all-reduce.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AverageResult {
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+    pub workers: usize,
+    pub via: String,
+}
+
+/// Progress line for the launcher's display (`@progress {json}` on a worker's stdout).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Progress {
+    pub rank: usize,
+    pub grads: u64,
+    pub target: Option<u64>,
+    pub loss: f64,
+    pub comms: u64,
+    pub wall: f64,
+    pub done: bool,
+}
+
+impl Progress {
+    pub const PREFIX: &'static str = "@progress ";
+}
+
+/// One worker's line in `summary.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerSummary {
+    pub rank: usize,
+    /// Gradients this worker computed.
+    pub grads: u64,
+    /// Pairwise averagings it completed (all-reduces for `allreduce`).
+    pub comms: u64,
+    pub final_train_loss: f64,
+    /// Test accuracy of this worker's own final model (before the final average).
+    pub test_accuracy: f64,
+    pub alive: bool,
+}
+
+/// `summary.json`: the keys scripts rely on are kept stable (`method`, `graph`, `workers`,
+/// `dataset`, `model`, `wall_seconds`, `test_accuracy`, `test_loss`, `per_worker`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    pub method: String,
+    pub graph: String,
+    pub dataset: DatasetName,
+    pub model: ModelKind,
+    pub workers: usize,
+    pub wall_seconds: f64,
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+    pub per_worker: Vec<WorkerSummary>,
+    pub parameters: usize,
+    pub architecture: String,
+    pub adapter: String,
+    pub epochs: usize,
+    /// How the final model was averaged: "single worker", "all-reduce", or from the survivors'
+    /// checkpoints.
+    #[serde(default)]
+    pub averaged: String,
+    /// Gradients computed by all workers together.
+    #[serde(default)]
+    pub total_grads: u64,
+}

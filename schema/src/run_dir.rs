@@ -1,0 +1,103 @@
+//! The run directory's layout (one place names every file) and the atomic write every writer uses.
+//!
+//! ```text
+//! RUN_DIR/config.toml                 the resolved configuration
+//! RUN_DIR/summary.json                the run's summary (written last)
+//! RUN_DIR/average.json                the averaged model's evaluation (rank 0, after the final all-reduce)
+//! RUN_DIR/metrics.jsonl               metric events of a single-worker run
+//! RUN_DIR/workers/rank<R>.jsonl       metric events of worker R
+//! RUN_DIR/workers/rank<R>.json        worker R's result
+//! RUN_DIR/workers/rank<R>.log         worker R's log (local launcher)
+//! RUN_DIR/workers/rank<R>.pid         worker R's process id
+//! RUN_DIR/checkpoints/rank<R>.safetensors
+//! RUN_DIR/report/                     plots and index.html
+//! ```
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// The files of one run directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(root: impl Into<PathBuf>) -> RunDir {
+        RunDir { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    pub fn summary(&self) -> PathBuf {
+        self.root.join("summary.json")
+    }
+    pub fn average(&self) -> PathBuf {
+        self.root.join("average.json")
+    }
+    /// Metric events of a single-worker run.
+    pub fn single_metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    pub fn workers(&self) -> PathBuf {
+        self.root.join("workers")
+    }
+    pub fn metrics(&self, rank: usize) -> PathBuf {
+        self.workers().join(format!("rank{rank}.jsonl"))
+    }
+    pub fn result(&self, rank: usize) -> PathBuf {
+        self.workers().join(format!("rank{rank}.json"))
+    }
+    pub fn log(&self, rank: usize) -> PathBuf {
+        self.workers().join(format!("rank{rank}.log"))
+    }
+    pub fn pid(&self, rank: usize) -> PathBuf {
+        self.workers().join(format!("rank{rank}.pid"))
+    }
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+    pub fn checkpoint(&self, rank: usize) -> PathBuf {
+        self.checkpoints().join(format!("rank{rank}.safetensors"))
+    }
+    pub fn report(&self) -> PathBuf {
+        self.root.join("report")
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsynced, then a
+/// rename, so a crash leaves either the old file or the new one, never a torn one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    {
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// `value` as pretty JSON, written atomically.
+pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    write_atomic(path, text.as_bytes())
+}
+
+/// Reads a JSON file written by [`write_json_atomic`], or `None` if it is missing or unreadable.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}

@@ -1,0 +1,501 @@
+//! `a2cid simulate`: n virtual workers in one process, with the exact continuized dynamics of
+//! A²CiD² (SPEC §1–4), to study methods, graphs and rates without a cluster.
+//!
+//! This module tree owns the event loop (`runner`), the `Problem` abstraction and its CPU
+//! implementation (`problem`), the `quadratic` problem, heterogeneous speeds (`speeds`), and the
+//! outputs (`output`). The update rules come from `a2cid_engine::acid` and the rates and constants
+//! from `crate::topology`: nothing here re-implements them.
+//!
+//! Plugging in another problem (e.g. the engine's MLP on the GPU): implement `Problem` (or
+//! `Objective` for a CPU one), add a `ProblemKind` variant and build it in `build_problem`.
+
+pub mod events;
+pub mod mlp;
+pub mod output;
+pub mod problem;
+pub mod quadratic;
+pub mod runner;
+pub mod speeds;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use a2cid_engine::acid::SgdParams;
+use anyhow::Context;
+
+pub use a2cid_schema::Method;
+pub use output::RunSummary;
+pub use problem::{CpuWorkers, Metrics, Objective, Problem};
+pub use quadratic::{Quadratic, QuadraticConfig};
+pub use runner::{simulate, Sample, SimConfig, SimOutcome};
+pub use speeds::SpeedSpec;
+
+use a2cid_topology::{GraphSpec, Topology, TorusShape};
+
+/// The problems the simulator can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProblemKind {
+    /// Distributed least squares, heterogeneous local optima, noisy gradients (CPU).
+    Quadratic,
+    /// The engine's MLP on a real dataset, all workers' states on the GPU (fused kernels).
+    Mlp,
+}
+
+/// `a2cid simulate`. `--workers`, `--method`, `--rate-com` and `--seed` take comma-separated
+/// lists: every combination is run (allreduce once per worker count and seed, it has no rate).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimulateArgs {
+    /// Number(s) of workers n, e.g. 16 or 16,32,64.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub workers: Vec<usize>,
+    /// ring, complete, exponential, torus, torus:RxC, star, hypercube, regular:D, erdos-renyi:P,
+    /// file:PATH.
+    #[arg(long, default_value = "ring")]
+    pub graph: GraphSpec,
+    /// Torus shape RxC (R*C = workers).
+    #[arg(long)]
+    pub torus_shape: Option<TorusShape>,
+    /// Seed of the random graph families.
+    #[arg(long, default_value_t = 0)]
+    pub graph_seed: u64,
+    #[arg(long, value_enum, default_value = "quadratic")]
+    pub problem: ProblemKind,
+    /// acid, gossip, allreduce (or a list, e.g. gossip,acid).
+    #[arg(long, value_delimiter = ',', default_value = "acid")]
+    pub method: Vec<Method>,
+    /// Expected pairwise averagings per worker per unit of time (or a list, e.g. 1,2).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub rate_com: Vec<f64>,
+    /// Seed(s) of the clocks, the data and the gradient noise.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub seed: Vec<u64>,
+    /// Simulated time, in gradients per (speed-1) worker.
+    #[arg(long, default_value_t = 2000.0)]
+    pub time: f64,
+    /// Interval between recorded samples [default: time/500].
+    #[arg(long)]
+    pub sample_every: Option<f64>,
+    /// Worker speeds: homogeneous, slow:FRACTION:SPEED, lognormal:SIGMA, list:S0,S1,...
+    #[arg(long, default_value = "homogeneous")]
+    pub speeds: SpeedSpec,
+    /// Learning rate of the local SGD.
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f32,
+    /// Momentum of the local SGD, in [0, 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub momentum: f32,
+    /// Weight decay of the local SGD (added to the gradient as wd * x).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Use Nesterov momentum.
+    #[arg(long)]
+    pub nesterov: bool,
+    /// quadratic: dimension of the parameters.
+    #[arg(long, default_value_t = 64)]
+    pub dim: usize,
+    /// quadratic: condition number of the data covariance.
+    #[arg(long, default_value_t = 10.0)]
+    pub condition: f64,
+    /// quadratic: spread of the workers' local optima (data heterogeneity).
+    #[arg(long, default_value_t = 1.0)]
+    pub heterogeneity: f64,
+    /// quadratic: standard deviation of the gradient noise per coordinate.
+    #[arg(long, default_value_t = 1.0)]
+    pub noise: f64,
+    /// mlp: dataset (digits is embedded; mnist and fashion-mnist need scripts/fetch-datasets.sh).
+    #[arg(long, default_value = "digits")]
+    pub dataset: a2cid_data::DatasetName,
+    /// mlp: hidden layer widths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "32")]
+    pub hidden: Vec<usize>,
+    /// mlp: batch size of one gradient.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// mlp: training rows on which the losses are measured (a fixed subset, for speed).
+    #[arg(long, default_value_t = 1024)]
+    pub eval_rows: usize,
+    /// mlp: folder holding the fetched datasets.
+    #[arg(long, env = "A2CID_DATA", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// mlp: GPU adapter (index or part of its name).
+    #[arg(long, env = "A2CID_ADAPTER", default_value = "auto")]
+    pub adapter: String,
+    /// Print the final summary as JSON (one object; an array when several runs).
+    #[arg(long)]
+    pub json: bool,
+    /// Write series.csv, series.jsonl, summary.json and plot.svg here (one sub-folder per run
+    /// and a comparison.svg when several runs).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// One run's summary and series.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub summary: RunSummary,
+    pub outcome: SimOutcome,
+}
+
+/// The (workers, method, rate, seed) combinations `args` asks for, in a stable order.
+fn combinations(args: &SimulateArgs) -> Vec<(usize, Method, f64, u64)> {
+    let mut runs = Vec::new();
+    for &n in &args.workers {
+        for &method in &args.method {
+            let rates: &[f64] = if method == Method::AllReduce {
+                &args.rate_com[..1]
+            } else {
+                &args.rate_com
+            };
+            for &rate in rates {
+                for &seed in &args.seed {
+                    runs.push((n, method, rate, seed));
+                }
+            }
+        }
+    }
+    runs
+}
+
+fn build_problem(
+    args: &SimulateArgs,
+    workers: usize,
+    method: Method,
+    seed: u64,
+) -> anyhow::Result<Box<dyn Problem>> {
+    match args.problem {
+        ProblemKind::Quadratic => {
+            let config = QuadraticConfig {
+                workers,
+                dim: args.dim,
+                condition: args.condition,
+                heterogeneity: args.heterogeneity,
+                noise: args.noise,
+            };
+            let objective = Quadratic::new(config, seed)?;
+            Ok(Box::new(CpuWorkers::new(
+                objective,
+                method.uses_x_tilde(),
+                seed,
+            )))
+        }
+        ProblemKind::Mlp => {
+            let config = mlp::MlpProblemConfig {
+                dataset: args.dataset,
+                data_dir: args.data_dir.clone(),
+                hidden: args.hidden.clone(),
+                batch_size: args.batch_size,
+                eval_rows: args.eval_rows,
+                adapter: args.adapter.clone(),
+                seed,
+                with_tilde: method.uses_x_tilde(),
+            };
+            Ok(Box::new(mlp::GpuMlpWorkers::new(workers, &config)?))
+        }
+    }
+}
+
+/// Runs every combination `args` asks for and returns their reports (writes nothing).
+pub fn simulate_runs(args: &SimulateArgs) -> anyhow::Result<Vec<RunReport>> {
+    anyhow::ensure!(
+        !args.rate_com.is_empty() && !args.seed.is_empty(),
+        "--rate-com and --seed need a value"
+    );
+    let spec = args.graph.clone().with_torus_shape(args.torus_shape)?;
+    let sample_every = args.sample_every.unwrap_or(args.time / 500.0);
+    let sgd = SgdParams {
+        lr: args.lr,
+        momentum: args.momentum,
+        weight_decay: args.weight_decay,
+        nesterov: args.nesterov,
+    };
+    anyhow::ensure!(
+        args.lr > 0.0 && args.lr.is_finite() && (0.0..1.0).contains(&args.momentum),
+        "--lr must be positive and --momentum in [0, 1), got {} and {}",
+        args.lr,
+        args.momentum
+    );
+    let mut reports = Vec::new();
+    let mut warned = false;
+    for (workers, method, rate_com, seed) in combinations(args) {
+        let topology = Topology::from_spec(&spec, workers, rate_com, args.graph_seed)?;
+        if method == Method::Acid && !warned {
+            for warning in topology.warnings() {
+                eprintln!("warning: {warning}");
+                warned = true;
+            }
+        }
+        let speeds = args.speeds.speeds(workers, seed)?;
+        let params = method.acid_params(&topology);
+        let config = SimConfig {
+            method,
+            topology,
+            speeds,
+            sgd,
+            horizon: args.time,
+            sample_every,
+            seed,
+        };
+        let mut problem = build_problem(args, workers, method, seed)?;
+        let started = Instant::now();
+        let outcome = simulate(problem.as_mut(), &config)?;
+        let wall_seconds = started.elapsed().as_secs_f64();
+        reports.push(RunReport {
+            summary: summarize(args, &config, &spec, &outcome, params, wall_seconds),
+            outcome,
+        });
+    }
+    Ok(reports)
+}
+
+fn summarize(
+    args: &SimulateArgs,
+    config: &SimConfig,
+    spec: &GraphSpec,
+    outcome: &SimOutcome,
+    params: a2cid_engine::acid::AcidParams,
+    wall_seconds: f64,
+) -> RunSummary {
+    let horizon = config.horizon;
+    let samples = &outcome.samples;
+    let loss = output::second_half_mean(samples, horizon, |s| s.mean_worker_loss);
+    let last = samples.last().copied();
+    let (method, n) = (config.method, config.topology.workers());
+    let rate = if method == Method::AllReduce {
+        0.0
+    } else {
+        config.topology.rate_com()
+    };
+    let (eta, alpha_tilde) = match method {
+        Method::Acid => (params.eta, params.alpha_tilde),
+        _ => (0.0, params.alpha),
+    };
+    RunSummary {
+        label: match method {
+            Method::AllReduce => format!("allreduce n={n} seed={}", config.seed),
+            _ => format!("{}@{rate} n={n} seed={}", method.name(), config.seed),
+        },
+        problem: format!("{:?}", args.problem).to_lowercase(),
+        graph: spec.to_string(),
+        method: method.name().to_string(),
+        workers: n,
+        rate_com: rate,
+        seed: config.seed,
+        time: horizon,
+        consensus_distance: output::second_half_mean(samples, horizon, |s| s.consensus_distance),
+        loss,
+        loss_of_average_model: output::second_half_mean(samples, horizon, |s| s.average_model_loss),
+        excess_loss: outcome.optimal_loss.map(|f| loss - f),
+        optimal_loss: outcome.optimal_loss,
+        final_consensus_distance: last.map_or(f64::NAN, |s| s.consensus_distance),
+        final_loss: last.map_or(f64::NAN, |s| s.mean_worker_loss),
+        gradients: outcome.gradients_per_worker.iter().sum(),
+        averagings: outcome.averagings_per_worker.iter().sum::<u64>() / 2,
+        allreduce_steps: outcome.allreduce_steps,
+        min_gradients_per_worker: outcome
+            .gradients_per_worker
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(0),
+        max_gradients_per_worker: outcome
+            .gradients_per_worker
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0),
+        mean_pair_distance: outcome.mean_pair_distance,
+        eta,
+        alpha: params.alpha,
+        alpha_tilde,
+        wall_seconds,
+    }
+}
+
+/// Mean of per-seed series (all runs of one simulation share the sampling grid).
+fn mean_series(runs: &[&RunReport]) -> Vec<Sample> {
+    let mut mean = runs[0].outcome.samples.clone();
+    let k = runs.len() as f64;
+    for (t, sample) in mean.iter_mut().enumerate() {
+        let at =
+            |f: fn(&Sample) -> f64| runs.iter().map(|r| f(&r.outcome.samples[t])).sum::<f64>() / k;
+        sample.mean_worker_loss = at(|s| s.mean_worker_loss);
+        sample.average_model_loss = at(|s| s.average_model_loss);
+        sample.consensus_distance = at(|s| s.consensus_distance);
+    }
+    mean
+}
+
+/// Writes each run into its own folder, plus summary.json, summary.csv and comparison.svg.
+fn write_outputs(dir: &std::path::Path, reports: &[RunReport]) -> anyhow::Result<()> {
+    if let [single] = reports {
+        return output::write_run(dir, &single.summary, &single.outcome);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for report in reports {
+        let s = &report.summary;
+        let folder = match s.method.as_str() {
+            "allreduce" => format!("allreduce-n{}-seed{}", s.workers, s.seed),
+            method => format!("{method}-rate{}-n{}-seed{}", s.rate_com, s.workers, s.seed),
+        };
+        output::write_run(&dir.join(folder), &report.summary, &report.outcome)?;
+    }
+    let summaries: Vec<&RunSummary> = reports.iter().map(|r| &r.summary).collect();
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_string_pretty(&summaries)? + "\n",
+    )?;
+    std::fs::write(dir.join("summary.csv"), summary_table(reports, ','))?;
+    std::fs::write(dir.join("summary_over_seeds.tsv"), aggregate_table(reports))?;
+    // One column per worker count; one curve per (method, rate), averaged over seeds.
+    let mut worker_counts: Vec<usize> = reports.iter().map(|r| r.summary.workers).collect();
+    worker_counts.dedup();
+    let mut panels = Vec::new();
+    for n in worker_counts {
+        let mut variants: Vec<(String, f64)> = Vec::new();
+        for r in reports.iter().filter(|r| r.summary.workers == n) {
+            let key = (r.summary.method.clone(), r.summary.rate_com);
+            if !variants.contains(&key) {
+                variants.push(key);
+            }
+        }
+        let curves = variants
+            .iter()
+            .map(|(method, rate)| {
+                let runs: Vec<&RunReport> = reports
+                    .iter()
+                    .filter(|r| {
+                        r.summary.workers == n
+                            && &r.summary.method == method
+                            && r.summary.rate_com == *rate
+                    })
+                    .collect();
+                let label = if method == "allreduce" {
+                    method.clone()
+                } else {
+                    format!("{method} @ rate {rate}")
+                };
+                output::Curve {
+                    label,
+                    samples: mean_series(&runs),
+                    optimal_loss: runs[0].outcome.optimal_loss,
+                }
+            })
+            .collect();
+        panels.push(output::Panel {
+            title: format!("{} n = {n}", reports[0].summary.graph),
+            curves,
+        });
+    }
+    output::plot_panels(&dir.join("comparison.svg"), &panels)
+}
+
+/// A table of the runs: one line each.
+fn summary_table(reports: &[RunReport], separator: char) -> String {
+    let header = [
+        "workers",
+        "method",
+        "rate_com",
+        "seed",
+        "consensus_distance",
+        "loss",
+        "excess_loss",
+        "gradients",
+        "averagings",
+        "wall_seconds",
+    ];
+    let mut table = header.join(&separator.to_string()) + "\n";
+    for r in reports {
+        let s = &r.summary;
+        let row = [
+            s.workers.to_string(),
+            s.method.clone(),
+            s.rate_com.to_string(),
+            s.seed.to_string(),
+            format!("{:.6e}", s.consensus_distance),
+            format!("{:.6}", s.loss),
+            s.excess_loss.map_or(String::new(), |e| format!("{e:.6e}")),
+            s.gradients.to_string(),
+            s.averagings.to_string(),
+            format!("{:.2}", s.wall_seconds),
+        ];
+        table += &(row.join(&separator.to_string()) + "\n");
+    }
+    table
+}
+
+/// Mean and sample standard deviation.
+fn mean_sd(values: &[f64]) -> (f64, f64) {
+    let k = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / k;
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (k - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// One line per (workers, method, rate): mean ± standard deviation over the seeds.
+fn aggregate_table(reports: &[RunReport]) -> String {
+    let mut variants: Vec<(usize, String, f64)> = Vec::new();
+    for r in reports {
+        let key = (
+            r.summary.workers,
+            r.summary.method.clone(),
+            r.summary.rate_com,
+        );
+        if !variants.contains(&key) {
+            variants.push(key);
+        }
+    }
+    let mut table = String::from("workers\tmethod\trate_com\tseeds\tconsensus_distance (mean ± sd)\texcess_loss (mean ± sd)\n");
+    for (n, method, rate) in variants {
+        let runs: Vec<&RunSummary> = reports
+            .iter()
+            .map(|r| &r.summary)
+            .filter(|s| s.workers == n && s.method == method && s.rate_com == rate)
+            .collect();
+        let (cd, cd_sd) = mean_sd(
+            &runs
+                .iter()
+                .map(|s| s.consensus_distance)
+                .collect::<Vec<_>>(),
+        );
+        let (el, el_sd) = mean_sd(
+            &runs
+                .iter()
+                .map(|s| s.excess_loss.unwrap_or(s.loss))
+                .collect::<Vec<_>>(),
+        );
+        table += &format!(
+            "{n}\t{method}\t{rate}\t{}\t{cd:.4} ± {cd_sd:.4}\t{el:.4} ± {el_sd:.4}\n",
+            runs.len()
+        );
+    }
+    table
+}
+
+/// Runs `a2cid simulate`.
+pub fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
+    let reports = simulate_runs(args)?;
+    if let Some(dir) = &args.out {
+        write_outputs(dir, &reports)?;
+    }
+    if args.json {
+        let summaries: Vec<&RunSummary> = reports.iter().map(|r| &r.summary).collect();
+        match summaries.as_slice() {
+            [single] => println!("{}", serde_json::to_string_pretty(single)?),
+            many => println!("{}", serde_json::to_string_pretty(many)?),
+        }
+    } else {
+        print!("{}", summary_table(&reports, '\t'));
+        if args.seed.len() > 1 {
+            println!("\nmean over seeds (time averages over [T/2, T]):");
+            print!("{}", aggregate_table(&reports));
+        }
+        if let Some(dir) = &args.out {
+            println!("wrote {}", dir.display());
+        }
+    }
+    Ok(())
+}

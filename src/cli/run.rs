@@ -1,0 +1,272 @@
+//! `a2cid run` and `a2cid worker`: the run's settings from defaults, a TOML file and flags.
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use a2cid_data::DatasetName;
+use a2cid_engine::LrSchedule;
+use a2cid_runtime::{Placement, WorkerOptions};
+use a2cid_schema::{Method, ModelKind, RunConfig, RunDir};
+use anyhow::Context;
+
+/// `a2cid run`: flags override the values of `--config FILE`, which override the defaults.
+#[derive(clap::Args, Debug, Default)]
+pub struct RunArgs {
+    /// TOML file with any of the run's settings (keys as in the run directory's config.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Number of workers: N > 1 starts N local worker processes; 1 trains in-process [default: 4].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// acid (A²CiD²), gossip (asynchronous pairwise averaging) or allreduce (synchronous
+    /// data-parallel SGD) [default: acid].
+    #[arg(long)]
+    pub method: Option<Method>,
+    /// Communication graph: ring, complete, exponential, torus, torus:RxC, star, hypercube,
+    /// regular:D, erdos-renyi:P, file:PATH [default: ring].
+    #[arg(long)]
+    pub graph: Option<String>,
+    /// Seed of the random graph families [default: 0].
+    #[arg(long)]
+    pub graph_seed: Option<u64>,
+    /// Expected pairwise averagings per worker per gradient step [default: 1].
+    #[arg(long)]
+    pub rate_com: Option<f64>,
+    /// Stop when all workers together have computed G gradients (faster workers do more).
+    #[arg(long, value_name = "G")]
+    pub grad_budget: Option<u64>,
+    /// Stop after S seconds of training.
+    #[arg(long, value_name = "S")]
+    pub max_seconds: Option<f64>,
+    /// Steps between two checkpoints of each worker; 0: only at the end [default: 200].
+    #[arg(long, value_name = "K")]
+    pub checkpoint_every: Option<usize>,
+    /// Continue the run in RUN_DIR from its checkpoints (its config.toml, then any flags).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    /// Dataset: digits, mnist or fashion-mnist [default: digits].
+    #[arg(long)]
+    pub dataset: Option<DatasetName>,
+    /// Model: mlp [default: mlp].
+    #[arg(long)]
+    pub model: Option<ModelKind>,
+    /// Hidden layer widths of the MLP, comma-separated [default: 256,128].
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Option<Vec<usize>>,
+    /// Epochs over each worker's shard; 0: no epoch limit [default: 40].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Batch size per worker [default: 32].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Learning rate [default: 0.05].
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// SGD momentum [default: 0.9].
+    #[arg(long)]
+    pub momentum: Option<f32>,
+    /// Weight decay [default: 1e-4].
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// Use Nesterov momentum.
+    #[arg(long)]
+    pub nesterov: bool,
+    /// Learning-rate schedule: constant or cosine [default: cosine].
+    #[arg(long)]
+    pub schedule: Option<LrSchedule>,
+    /// Linear warm-up steps [default: 0].
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// Seed of the initial parameters, the shards and the shuffles [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run directory [default: runs/<dataset>-<unix time>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Folder holding the fetched datasets [default: data].
+    #[arg(long, env = "A2CID_DATA")]
+    pub data_dir: Option<PathBuf>,
+    /// GPU adapter: index (see `a2cid devices`) or part of its name [default: auto].
+    #[arg(long, env = "A2CID_ADAPTER")]
+    pub adapter: Option<String>,
+    /// Steps between two train-loss records [default: 20].
+    #[arg(long)]
+    pub log_every: Option<usize>,
+    /// Steps between two test-set evaluations of each worker's own model (multi-worker runs;
+    /// single-worker runs evaluate every epoch); 0: only at the end [default: 100].
+    #[arg(long, value_name = "K")]
+    pub eval_every: Option<usize>,
+    /// No progress bar (per-epoch lines are printed instead).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl RunArgs {
+    /// Defaults, then the TOML file, then the flags.
+    pub fn resolve(&self) -> anyhow::Result<RunConfig> {
+        let resume_config = self.resume.as_ref().map(|d| d.join("config.toml"));
+        let config = self.config.as_ref().or(resume_config.as_ref());
+        let mut cfg = match config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("config {} is not valid", path.display()))?
+            }
+            None => RunConfig::default(),
+        };
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = &self.$f { cfg.$f = v.clone(); } )* };
+        }
+        if self.rate_com.is_some() {
+            cfg.rate_com = self.rate_com.unwrap_or_default();
+        }
+        if self.grad_budget.is_some() {
+            cfg.grad_budget = self.grad_budget;
+        }
+        if self.max_seconds.is_some() {
+            cfg.max_seconds = self.max_seconds;
+        }
+        set!(
+            workers,
+            method,
+            graph,
+            graph_seed,
+            checkpoint_every,
+            dataset,
+            model,
+            hidden,
+            epochs,
+            batch_size,
+            lr,
+            momentum,
+            weight_decay,
+            schedule,
+            warmup_steps,
+            seed,
+            data_dir,
+            adapter,
+            log_every,
+            eval_every
+        );
+        if self.nesterov {
+            cfg.nesterov = true;
+        }
+        if self.out.is_some() {
+            cfg.out = self.out.clone();
+        }
+        if let Some(dir) = &self.resume {
+            if !dir.join("config.toml").exists() {
+                anyhow::bail!(
+                    "--resume {}: no config.toml there; give the run directory of an earlier                      `a2cid run`",
+                    dir.display()
+                );
+            }
+            cfg.out = Some(dir.clone());
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// `a2cid run`: one worker in-process, or N local worker processes; then the report.
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let cfg = args.resolve()?;
+    let progress = !args.no_progress && std::io::stderr().is_terminal();
+    if cfg.workers == 1 {
+        if args.resume.is_some() {
+            anyhow::bail!("--resume needs a multi-worker run (--workers N, N >= 2)");
+        }
+        a2cid_runtime::run_single(&cfg, progress)?;
+    } else {
+        a2cid_runtime::run_local(&cfg, args.resume.is_some(), progress)?;
+        let run = RunDir::new(cfg.out_dir());
+        let report = a2cid_report::render(&[run.root().to_path_buf()], &run.report())?;
+        println!("report {}", report.display());
+    }
+    Ok(())
+}
+
+/// `a2cid worker`: one worker of a multi-worker run, for cluster launchers (SLURM's `srun`) and for
+/// `a2cid run`, which starts N of them.
+#[derive(clap::Args, Debug, Default)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// This worker's rank (default: SLURM_PROCID).
+    #[arg(long)]
+    pub rank: Option<usize>,
+    /// Number of workers (default: SLURM_NTASKS, else `workers` of the config).
+    #[arg(long)]
+    pub world: Option<usize>,
+    /// Rank 0's HOST:PORT: rank 0 listens there, the others register with it (torchrun style).
+    #[arg(long, conflicts_with = "peers")]
+    pub master: Option<String>,
+    /// Every rank's HOST:PORT, comma-separated, in rank order (instead of --master).
+    #[arg(long, value_delimiter = ',')]
+    pub peers: Option<Vec<String>>,
+    /// File holding the cluster secret (default: the A2CID_SECRET environment variable).
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+    /// Longest wait for the other workers to join, in seconds.
+    #[arg(long, default_value_t = 120.0)]
+    pub connect_timeout: f64,
+    /// Print machine-readable progress lines on stdout (used by `a2cid run`).
+    #[arg(long, hide = true)]
+    pub progress_lines: bool,
+}
+
+pub fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
+    let cfg = args.run.resolve()?;
+    let place = Placement::resolve(
+        args.rank,
+        args.world,
+        args.master.as_deref(),
+        args.peers.as_deref(),
+        cfg.workers,
+    )?;
+    let options = WorkerOptions {
+        secret: a2cid_net::Secret::resolve(args.secret_file.as_deref())?,
+        connect_timeout: std::time::Duration::from_secs_f64(args.connect_timeout.max(1.0)),
+        progress_lines: args.progress_lines,
+        resume: args.run.resume.is_some(),
+    };
+    a2cid_runtime::run_worker(cfg, place, options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "epochs = 7\nlr = 0.2\ndataset = \"mnist\"\n").unwrap();
+        let args = RunArgs {
+            config: Some(path.clone()),
+            lr: Some(0.3),
+            ..Default::default()
+        };
+        let cfg = args.resolve().unwrap();
+        assert_eq!(
+            (cfg.epochs, cfg.lr, cfg.dataset, cfg.batch_size),
+            (7, 0.3, DatasetName::Mnist, 32)
+        );
+
+        std::fs::write(&path, "epochs = 7\nlearning_rate = 0.2\n").unwrap();
+        let e = format!("{:#}", args.resolve().unwrap_err());
+        assert!(
+            e.contains("not valid") && e.contains("learning_rate"),
+            "{e}"
+        );
+        let bad = RunArgs {
+            batch_size: Some(0),
+            ..Default::default()
+        };
+        assert!(bad
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("--batch-size"));
+    }
+}
