@@ -1,22 +1,25 @@
-//! # a2cid-engine
+//! # a2cid-engine — GPU compute on wgpu
 //!
-//! GPU compute for a2cid on wgpu: the device context ([`device`]), the flat parameter arena
-//! ([`arena`]), the WGSL kernels of `shaders/` with their Rust launch wrappers ([`kernels`]) and
-//! CPU reference twins ([`cpu`]), models ([`mlp`]) and the optimizer ([`optim`]).
+//! **Owns:** the device context ([`device`]), the flat parameter arena ([`arena`]), the WGSL
+//! kernels of `shaders/` with their Rust launch wrappers and CPU reference twins ([`kernels`],
+//! [`cpu`]), the models on the arena ([`models`]), the optimizer ([`optim`]), the A²CiD² math on
+//! the CPU ([`acid`], docs/algorithm.md §3) and a worker's training state with its fused
+//! dispatches ([`trainer`]).
 //!
-//! It owns everything that touches the GPU and must not touch the network: exchanging parameters
-//! with peers is the job of `a2cid-net`, and the root package joins the two.
+//! **Must not touch:** the network, run directories, graphs. Exchanging parameters with peers is
+//! the mesh's job (`a2cid-net`); the runtime joins the two.
 pub mod acid;
 pub mod arena;
 pub mod cpu;
 pub mod device;
 pub mod error;
 pub mod kernels;
-pub mod mlp;
+pub mod models;
 pub mod optim;
+pub mod trainer;
 
 pub use arena::{ParamLayout, TensorView};
 pub use device::{AdapterChoice, AdapterSummary, GpuContext};
 pub use error::{EngineError, Result};
-pub use mlp::{Mlp, MlpSpec};
+pub use models::mlp::{Mlp, MlpSpec};
 pub use optim::{LrSchedule, Sgd, SgdConfig};

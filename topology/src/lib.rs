@@ -285,7 +285,7 @@ impl GraphSpec {
             GraphSpec::Ring => {
                 too_few(3)?;
                 for i in 0..n {
-                    edges.insert(i, (i + 1) % n);
+                    edges.insert(i, ring_neighbours(i, n).1);
                 }
             }
             GraphSpec::Complete => {
@@ -551,29 +551,78 @@ pub struct Graph {
 impl Graph {
     /// Number of connected components and, if more than one, a worker outside 0's component.
     fn components(&self) -> (usize, Option<usize>) {
-        let adjacency = adjacency(self.n, &self.edges);
-        let mut component = vec![usize::MAX; self.n];
-        let mut count = 0;
-        for start in 0..self.n {
-            if component[start] != usize::MAX {
-                continue;
-            }
-            component[start] = count;
-            let mut queue = VecDeque::from([start]);
-            while let Some(v) = queue.pop_front() {
-                for &w in &adjacency[v] {
-                    if component[w] == usize::MAX {
-                        component[w] = count;
-                        queue.push_back(w);
-                    }
-                }
-            }
-            count += 1;
-        }
-        (count, component.iter().position(|&c| c != 0))
+        let parts = components(self.n, self.edges.iter().copied(), |_| true);
+        let outside = parts.get(1).map(|part| part[0]);
+        (parts.len(), outside)
     }
 }
 
+/// The connected components of the graph on workers `0..n` restricted to those `keep` accepts
+/// (edges touching a dropped worker are ignored): each component sorted, components in order of
+/// their smallest worker. The one connectivity check of the project: topologies use it to refuse
+/// disconnected graphs, the mesh to notice that losing workers split the graph.
+pub fn components(
+    n: usize,
+    edges: impl IntoIterator<Item = (usize, usize)>,
+    keep: impl Fn(usize) -> bool,
+) -> Vec<Vec<usize>> {
+    let kept = |v: usize| v < n && keep(v);
+    let edges: Vec<(usize, usize)> = edges
+        .into_iter()
+        .filter(|&(i, j)| i != j && kept(i) && kept(j))
+        .collect();
+    let adjacency = adjacency(n, &edges);
+    let mut seen = vec![false; n];
+    let mut parts = Vec::new();
+    for start in (0..n).filter(|&v| kept(v)) {
+        if seen[start] {
+            continue;
+        }
+        seen[start] = true;
+        let mut part = vec![start];
+        let mut queue = VecDeque::from([start]);
+        while let Some(v) = queue.pop_front() {
+            for &w in &adjacency[v] {
+                if !seen[w] {
+                    seen[w] = true;
+                    part.push(w);
+                    queue.push_back(w);
+                }
+            }
+        }
+        part.sort_unstable();
+        parts.push(part);
+    }
+    parts
+}
+
+/// The neighbours of `v` in an edge list: sorted, each once, never `v` itself.
+pub fn neighbours_of(v: usize, edges: impl IntoIterator<Item = (usize, usize)>) -> Vec<usize> {
+    let touching: Vec<(usize, usize)> = edges
+        .into_iter()
+        .filter(|&(i, j)| (i == v) != (j == v))
+        .collect();
+    let n = touching
+        .iter()
+        .map(|&(i, j)| i.max(j) + 1)
+        .max()
+        .unwrap_or(0);
+    if v >= n {
+        return Vec::new();
+    }
+    let mut list = adjacency(n, &touching).swap_remove(v);
+    list.dedup();
+    list
+}
+
+/// The two ring neighbours of `rank` among `world` workers, `(left, right)` = `(rank − 1, rank + 1)`
+/// modulo `world`: the `ring` family's edges and the path the mesh's collectives take.
+pub fn ring_neighbours(rank: usize, world: usize) -> (usize, usize) {
+    let world = world.max(1);
+    ((rank + world - 1) % world, (rank + 1) % world)
+}
+
+/// Every worker's neighbours, sorted: the one neighbour-list builder.
 fn adjacency(n: usize, edges: &[(usize, usize)]) -> Vec<Vec<usize>> {
     let mut adjacency = vec![Vec::new(); n];
     for &(i, j) in edges {
@@ -816,6 +865,22 @@ fn spectral_constants(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn components_neighbours_and_ring_neighbours() {
+        let ring: Vec<(usize, usize)> = (0..6).map(|i| (i, ring_neighbours(i, 6).1)).collect();
+        assert_eq!(components(6, ring.iter().copied(), |_| true).len(), 1);
+        assert_eq!(
+            components(6, ring.iter().copied(), |v| v != 1 && v != 4),
+            vec![vec![0, 5], vec![2, 3]]
+        );
+        assert_eq!(components(3, [], |_| true), vec![vec![0], vec![1], vec![2]]);
+        assert_eq!(neighbours_of(0, ring.iter().copied()), vec![1, 5]);
+        assert_eq!(neighbours_of(3, [(3, 1), (1, 3), (0, 2)]), vec![1]);
+        assert_eq!(neighbours_of(9, ring.iter().copied()), Vec::<usize>::new());
+        assert_eq!(ring_neighbours(0, 4), (3, 1));
+        assert_eq!(ring_neighbours(3, 4), (2, 0));
+    }
     use std::f64::consts::PI;
 
     fn topo(spec: &str, n: usize, rate: f64) -> Topology {

@@ -1,0 +1,2 @@
+//! Models on the flat parameter arena.
+pub mod mlp;
