@@ -11,6 +11,7 @@
 mod common;
 
 use a2cid_bench::burn_ref::burn_device_on;
+use a2cid_engine::models::Model;
 use a2cid_engine::{GpuContext, Mlp, MlpSpec};
 use burn::tensor::activation::{log_softmax, relu};
 use burn::tensor::{Device, Tensor, TensorData};

@@ -96,7 +96,11 @@ impl Split {
 #[derive(Clone, Debug)]
 pub struct Dataset {
     pub name: DatasetName,
+    /// Values per row: `shape[0] · shape[1] · shape[2]`.
     pub features: usize,
+    /// One image's shape, `[channels, height, width]` (rows are stored channel by channel,
+    /// row-major: NCHW).
+    pub shape: [usize; 3],
     pub classes: usize,
     pub train: Split,
     pub test: Split,
@@ -131,6 +135,7 @@ fn normalise(train: &mut [f32], test: &mut [f32]) {
 fn digits() -> Dataset {
     let d = smartcore::dataset::digits::load_dataset();
     let features = d.num_features;
+    let side = (features as f64).sqrt().round() as usize;
     let mut order: Vec<usize> = (0..d.num_samples).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(0x00d1_6175));
     let n_test = d.num_samples / 5;
@@ -147,6 +152,7 @@ fn digits() -> Dataset {
     Dataset {
         name: DatasetName::Digits,
         features,
+        shape: [1, side, features / side.max(1)],
         classes: 10,
         train,
         test,
@@ -167,7 +173,11 @@ fn find(name: DatasetName, dir: &Path, stem: &str) -> Result<PathBuf, DataError>
     })
 }
 
-fn idx_split(name: DatasetName, dir: &Path, prefix: &str) -> Result<(Split, usize), DataError> {
+fn idx_split(
+    name: DatasetName,
+    dir: &Path,
+    prefix: &str,
+) -> Result<(Split, [usize; 3]), DataError> {
     let images_path = find(name, dir, &format!("{prefix}-images-idx3-ubyte"))?;
     let labels_path = find(name, dir, &format!("{prefix}-labels-idx1-ubyte"))?;
     let images = read_idx(&images_path)?;
@@ -198,29 +208,32 @@ fn idx_split(name: DatasetName, dir: &Path, prefix: &str) -> Result<(Split, usiz
             labels_path.display()
         )));
     }
-    let features = images.dims[1] * images.dims[2];
     Ok((
         Split {
             x: images.data.iter().map(|&p| f32::from(p)).collect(),
             y: labels.data.iter().map(|&l| u32::from(l)).collect(),
         },
-        features,
+        [1, images.dims[1], images.dims[2]],
     ))
 }
 
 fn idx_dataset(name: DatasetName, dir: &Path) -> Result<Dataset, DataError> {
-    let (mut train, features) = idx_split(name, dir, "train")?;
-    let (mut test, test_features) = idx_split(name, dir, "t10k")?;
-    if features != test_features {
+    let (mut train, shape) = idx_split(name, dir, "train")?;
+    let (mut test, test_shape) = idx_split(name, dir, "t10k")?;
+    if shape != test_shape {
         return Err(DataError::Inconsistent {
             dataset: name,
-            detail: format!("train images have {features} pixels but test images {test_features}"),
+            detail: format!(
+                "train images are {}×{} but test images {}×{}",
+                shape[1], shape[2], test_shape[1], test_shape[2]
+            ),
         });
     }
     normalise(&mut train.x, &mut test.x);
     Ok(Dataset {
         name,
-        features,
+        features: shape.iter().product(),
+        shape,
         classes: 10,
         train,
         test,
@@ -235,7 +248,7 @@ mod tests {
     #[test]
     fn digits_is_embedded_split_and_normalised() {
         let d = load(DatasetName::Digits, Path::new("/nonexistent")).unwrap();
-        assert_eq!((d.features, d.classes), (64, 10));
+        assert_eq!((d.features, d.shape, d.classes), (64, [1, 8, 8], 10));
         assert_eq!(d.train.len() + d.test.len(), 1797);
         assert_eq!(d.test.len(), 359);
         let mean = d.train.x.iter().map(|&v| f64::from(v)).sum::<f64>() / d.train.x.len() as f64;

@@ -15,6 +15,8 @@
 //! Every function asserts that the slices it is given have the same length: a mismatch is a
 //! programming error of the caller, not bad user input.
 
+use crate::optim::SgdConfig;
+
 /// The A²CiD² constants of one graph and communication rate (SPEC §4).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AcidParams {
@@ -34,10 +36,6 @@ impl AcidParams {
         alpha_tilde: 0.5,
     };
 }
-
-/// The local optimizer of SPEC §3 (SGD with momentum, weight decay and optional Nesterov): the
-/// engine's one definition, `optim::SgdConfig` / `optim::sgd_update`.
-pub type SgdParams = crate::optim::SgdConfig;
 
 /// The mixing coefficient (1 - e)/2 with e = exp(-2 eta d): how far x and x̃ each move towards the
 /// other over an interval `elapsed` = d. Computed as -expm1(-2 eta d)/2, accurate for tiny eta·d.
@@ -80,7 +78,7 @@ pub fn mix_and_step(
     grad: &[f32],
     eta: f64,
     elapsed: f64,
-    sgd: &SgdParams,
+    sgd: &SgdConfig,
 ) {
     let n = x.len();
     assert_eq!(
@@ -180,12 +178,81 @@ pub fn mix_and_average(
     squared_distance
 }
 
+/// One worker's state on the CPU (docs/algorithm.md §2): x, x̃ (`acid` only), the momentum and
+/// `t_last`, the clock value of the last event that touched (x, x̃). The CPU twin of
+/// [`crate::trainer::TrainState`]: every event takes the clock value `now` at which it happens and
+/// mixes up to it first.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub x: Vec<f32>,
+    pub x_tilde: Option<Vec<f32>>,
+    pub momentum: Vec<f32>,
+    pub t_last: f64,
+    pub params: AcidParams,
+}
+
+impl State {
+    /// A worker at `x0` (x̃ = x0 when `with_tilde`), zero momentum, clock 0.
+    pub fn new(x0: Vec<f32>, params: AcidParams, with_tilde: bool) -> State {
+        State {
+            x_tilde: with_tilde.then(|| x0.clone()),
+            momentum: vec![0.0; x0.len()],
+            x: x0,
+            t_last: 0.0,
+            params,
+        }
+    }
+
+    /// The interval since the last event; `t_last` moves to `now`.
+    fn elapsed_until(&mut self, now: f64) -> f64 {
+        let elapsed = now - self.t_last;
+        self.t_last = self.t_last.max(now);
+        elapsed
+    }
+
+    /// Mixes (x, x̃) up to `now` (a no-op without x̃).
+    pub fn mix_until(&mut self, now: f64) {
+        let elapsed = self.elapsed_until(now);
+        if let Some(x_tilde) = self.x_tilde.as_mut() {
+            mix(&mut self.x, x_tilde, self.params.eta, elapsed);
+        }
+    }
+
+    /// A gradient event at `now` with gradient `grad`: mix, then the SGD step on x and x̃.
+    pub fn step(&mut self, grad: &[f32], now: f64, sgd: &SgdConfig) {
+        let elapsed = self.elapsed_until(now);
+        mix_and_step(
+            &mut self.x,
+            self.x_tilde.as_deref_mut(),
+            &mut self.momentum,
+            grad,
+            self.params.eta,
+            elapsed,
+            sgd,
+        );
+    }
+
+    /// The receiving half of an exchange at `now`: mix, then average against the snapshot this
+    /// worker sent (`sent`) with the peer's (`peer`). Returns ‖s_i − s_j‖².
+    pub fn average(&mut self, sent: &[f32], peer: &[f32], now: f64) -> f64 {
+        let elapsed = self.elapsed_until(now);
+        mix_and_average(
+            &mut self.x,
+            self.x_tilde.as_deref_mut(),
+            sent,
+            peer,
+            elapsed,
+            &self.params,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const SGD: SgdParams = SgdParams {
+    const SGD: SgdConfig = SgdConfig {
         lr: 0.1,
         momentum: 0.9,
         weight_decay: 0.01,
@@ -234,7 +301,7 @@ mod tests {
 
     #[test]
     fn nesterov_uses_the_lookahead_momentum() {
-        let sgd = SgdParams {
+        let sgd = SgdConfig {
             nesterov: true,
             ..SGD
         };
@@ -301,7 +368,7 @@ mod tests {
             (x0, t0) in vec_pair(13), (m0, g) in vec_pair(13),
             eta in 0.0f64..1.0, elapsed in 0.0f64..4.0, nesterov: bool,
         ) {
-            let sgd = SgdParams { nesterov, ..SGD };
+            let sgd = SgdConfig { nesterov, ..SGD };
             let (mut x, mut t, mut m) = (x0.clone(), t0.clone(), m0.clone());
             mix_and_step(&mut x, Some(&mut t), &mut m, &g, eta, elapsed, &sgd);
             let (mut xr, mut tr) = (x0, t0);

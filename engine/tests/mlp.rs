@@ -2,6 +2,7 @@
 //! CPU composition against finite differences, deterministic init, and a convergence check.
 mod common;
 
+use a2cid_engine::models::Model;
 use a2cid_engine::{cpu, Mlp, MlpSpec, Sgd, SgdConfig};
 use common::*;
 

@@ -13,6 +13,7 @@
 pub mod checkpoint;
 pub mod clock;
 pub mod launch;
+pub mod learner;
 pub mod single;
 pub mod summary;
 pub mod worker;

@@ -1,14 +1,16 @@
-//! The single-worker loop: one worker in-process, no mesh, evaluated every epoch.
-use std::sync::Arc;
+//! The single-worker loop: one worker in-process, no mesh, evaluated every epoch. It trains with
+//! the same [`Learner`] as each worker of a multi-worker run: the `gossip` path (no x̃) without
+//! peers, so its step is plain SGD.
 use std::time::Instant;
 
-use a2cid_data::{self as data, BatchLoader};
-use a2cid_engine::{AdapterChoice, GpuContext, Mlp, MlpSpec, Sgd};
+use a2cid_engine::acid::AcidParams;
 use a2cid_schema::{
     write_atomic, write_json_atomic, At, MetricEvent, MetricsLog, RunConfig, RunDir, Summary,
     WorkerSummary,
 };
 use anyhow::{bail, Context};
+
+use crate::learner::{DataPlan, Learner};
 
 /// Trains one worker in-process and writes the run directory. Returns the summary.
 pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
@@ -24,40 +26,24 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
     resolved.out = Some(out.clone());
     write_atomic(&run.config(), toml::to_string_pretty(&resolved)?.as_bytes())?;
 
-    let dataset = data::load(cfg.dataset, &cfg.data_dir)?;
-    let ctx = GpuContext::new(&cfg.adapter.parse::<AdapterChoice>().expect("infallible"))?;
-    let spec = MlpSpec::new(dataset.features, &cfg.hidden, dataset.classes)?;
+    let plan = DataPlan {
+        rank: 0,
+        world: 1,
+        shuffle_seed: cfg.seed,
+        epochs: Some(cfg.epochs),
+        position: (0, 0),
+    };
+    let mut learner = Learner::new(cfg, AcidParams::GOSSIP, false, plan)?;
     tracing::info!(
-        "dataset {} ({} train / {} test), model mlp {}, adapter {:?}",
-        dataset.name,
-        dataset.train.len(),
-        dataset.test.len(),
-        spec.describe(),
-        ctx.adapter.name
+        "dataset {} ({} train / {} test), model {} {}, adapter {:?}",
+        learner.dataset.name,
+        learner.dataset.train.len(),
+        learner.dataset.test.len(),
+        cfg.model,
+        learner.model.describe(),
+        learner.ctx.adapter.name
     );
-    let eval_batch = 1024.max(cfg.batch_size);
-    let mut mlp = Mlp::new(ctx.clone(), spec.clone(), eval_batch)?;
-    mlp.set_params(&spec.init(cfg.seed))?;
-    let mut sgd = Sgd::new(
-        ctx.clone(),
-        mlp.params_buffer(),
-        mlp.grads_buffer(),
-        spec.layout().len(),
-        cfg.sgd(),
-    )?;
-
-    let train = Arc::new(dataset.train);
-    let shard = data::shard_indices(train.len(), 0, 1, cfg.seed);
-    let loader = BatchLoader::spawn(
-        train.clone(),
-        dataset.features,
-        shard,
-        cfg.batch_size,
-        cfg.seed,
-        Some(cfg.epochs),
-    );
-    let total_steps = loader.batches_per_epoch * cfg.epochs;
-
+    let total_steps = learner.batches_per_epoch() * cfg.epochs;
     let mut metrics = MetricsLog::open(&run.single_metrics(), false)?;
     let bar = if progress {
         let bar = indicatif::ProgressBar::new(total_steps as u64);
@@ -74,7 +60,6 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
     };
 
     let start = Instant::now();
-    let schedule = cfg.schedule;
     let mut eval_seconds = 0.0;
     let at = |step: usize, eval_seconds: f64| {
         let wall = start.elapsed().as_secs_f64();
@@ -89,37 +74,26 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
     let mut step = 0usize;
     let mut since_log = 0usize;
     let mut epoch_loss = (0f64, 0f64, 0usize); // loss sum, correct, samples
-    let mut window_samples = 0usize;
     let mut last_train_loss = f64::NAN;
     let (mut test_loss, mut test_acc) = (f64::NAN, f64::NAN);
-    while let Some(batch) = loader.next_batch() {
-        let lr = schedule.lr(cfg.lr, step, total_steps, cfg.warmup_steps);
-        sgd.set_lr(lr)?;
-        let rows = mlp.load_batch(&batch.x, &batch.y)?;
-        let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            mlp.record_train(&mut pass, rows)?;
-            sgd.record(&mut pass);
-        }
-        ctx.queue.submit(Some(encoder.finish()));
+    while let Some(batch) = learner.next_batch() {
+        let lr = cfg.schedule.lr(cfg.lr, step, total_steps, cfg.warmup_steps);
+        // A single worker's clock never advances a mixing: tau stays 0 (eta = 0 anyway).
+        let stepped = learner.step(&batch, lr, 0.0)?;
         step += 1;
         since_log += 1;
-        window_samples += rows;
         bar.inc(1);
-        let end_of_epoch = batch.index + 1 == batch.batches_in_epoch;
-        if since_log >= cfg.log_every || end_of_epoch {
-            let s = mlp.read_stats()?;
-            mlp.reset_stats()?;
-            last_train_loss = s.loss_sum / window_samples as f64;
-            epoch_loss.0 += s.loss_sum;
-            epoch_loss.1 += s.correct;
-            epoch_loss.2 += window_samples;
+        if since_log >= cfg.log_every || stepped.ends_epoch() {
+            let window = learner.take_window()?;
+            last_train_loss = window.loss();
+            epoch_loss.0 += window.loss_sum;
+            epoch_loss.1 += window.correct;
+            epoch_loss.2 += window.rows;
             metrics.record(&MetricEvent::Train {
                 at: at(step, eval_seconds),
-                epoch: batch.epoch,
+                epoch: stepped.epoch,
                 train_loss: last_train_loss,
-                train_accuracy: s.correct / window_samples as f64,
+                train_accuracy: window.accuracy(),
                 lr,
                 averagings: 0,
                 missed: 0,
@@ -131,21 +105,20 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
             })?;
             bar.set_message(format!(
                 "epoch {} loss {last_train_loss:.4}",
-                batch.epoch + 1
+                stepped.epoch + 1
             ));
             since_log = 0;
-            window_samples = 0;
         }
-        if end_of_epoch {
+        if stepped.ends_epoch() {
             let t0 = Instant::now();
-            (test_loss, test_acc) = mlp.evaluate(&dataset.test.x, &dataset.test.y)?;
+            (test_loss, test_acc) = learner.evaluate_test()?;
             let seconds = t0.elapsed().as_secs_f64();
             eval_seconds += seconds;
             let train_loss = epoch_loss.0 / epoch_loss.2 as f64;
             let train_acc = epoch_loss.1 / epoch_loss.2 as f64;
             metrics.record(&MetricEvent::Eval {
                 at: at(step, eval_seconds),
-                epoch: Some(batch.epoch + 1),
+                epoch: Some(stepped.epoch + 1),
                 test_loss,
                 test_accuracy: test_acc,
                 averagings: 0,
@@ -153,32 +126,29 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
                 seconds,
             })?;
             metrics.flush()?;
-            bar.println(format!(
-                "epoch {:>3}/{}  train loss {train_loss:.4}  train acc {:.2}%  test loss {test_loss:.4}  test acc {:.2}%",
-                batch.epoch + 1,
+            let line = format!(
+                "epoch {:>3}/{}  train loss {train_loss:.4}  train acc {:.2}%  test loss \
+                 {test_loss:.4}  test acc {:.2}%",
+                stepped.epoch + 1,
                 cfg.epochs,
                 100.0 * train_acc,
                 100.0 * test_acc
-            ));
-            if !progress {
-                println!(
-                    "epoch {:>3}/{}  train loss {train_loss:.4}  train acc {:.2}%  test loss {test_loss:.4}  test acc {:.2}%",
-                    batch.epoch + 1,
-                    cfg.epochs,
-                    100.0 * train_acc,
-                    100.0 * test_acc
-                );
+            );
+            if progress {
+                bar.println(line);
+            } else {
+                println!("{line}");
             }
             epoch_loss = (0.0, 0.0, 0);
         }
     }
     bar.finish_and_clear();
-    ctx.sync()?;
+    learner.ctx.sync()?;
     let wall = start.elapsed().as_secs_f64();
     let summary = Summary {
         method: "sgd".into(),
         graph: "none".into(),
-        dataset: dataset.name,
+        dataset: learner.dataset.name,
         model: cfg.model,
         workers: 1,
         wall_seconds: wall,
@@ -192,9 +162,9 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
             test_accuracy: test_acc,
             alive: true,
         }],
-        parameters: spec.layout().len(),
-        architecture: spec.describe(),
-        adapter: ctx.adapter.name.clone(),
+        parameters: learner.model.parameters(),
+        architecture: learner.model.describe(),
+        adapter: learner.ctx.adapter.name.clone(),
         epochs: cfg.epochs,
         averaged: "single worker".into(),
         total_grads: step as u64,

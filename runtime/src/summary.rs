@@ -2,7 +2,8 @@
 //! lost (so the final all-reduce could not run) the averaged model is the mean of the survivors'
 //! final checkpoints, evaluated here.
 
-use a2cid_engine::{AdapterChoice, GpuContext, Mlp, MlpSpec};
+use a2cid_engine::models::{InputShape, ModelSpec};
+use a2cid_engine::{AdapterChoice, GpuContext};
 use anyhow::Context;
 use tracing::info;
 
@@ -62,7 +63,12 @@ pub fn gather(
         );
     }
     let dataset = a2cid_data::load(cfg.dataset, &cfg.data_dir)?;
-    let spec = MlpSpec::new(dataset.features, &cfg.hidden, dataset.classes)?;
+    let spec = ModelSpec::new(
+        cfg.model,
+        &cfg.hidden,
+        InputShape(dataset.shape),
+        dataset.classes,
+    )?;
     let all_alive = alive.len() == n;
     let from_allreduce: Option<AverageResult> = if all_alive {
         read_json(&run.average())
@@ -87,9 +93,9 @@ pub fn gather(
             }
             let x: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
             let ctx = GpuContext::new(&cfg.adapter.parse::<AdapterChoice>().expect("infallible"))?;
-            let mut mlp = Mlp::new(ctx.clone(), spec.clone(), 1024)?;
-            mlp.set_params(&x)?;
-            let (loss, acc) = mlp.evaluate(&dataset.test.x, &dataset.test.y)?;
+            let mut model = spec.build(ctx.clone(), 1024)?;
+            model.set_params(&x)?;
+            let (loss, acc) = model.evaluate(&dataset.test.x, &dataset.test.y)?;
             let lost: Vec<usize> = (0..n).filter(|r| !alive.contains(r)).collect();
             info!(
                 "averaged the final checkpoints of the {} surviving workers (lost: {lost:?})",

@@ -10,24 +10,20 @@
 //! `allreduce`: synchronous data-parallel SGD, the gradient averaged by the mesh's ring all-reduce
 //! every step (with one extra float: a stop vote, so every rank stops at the same step).
 use std::io::Write;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use a2cid_engine::acid::{mix_factor, AcidParams};
-use a2cid_engine::kernels::{self, AcidUniform, Dispatch};
-use a2cid_engine::{AdapterChoice, GpuContext, Mlp, MlpSpec};
+use a2cid_engine::models::Model;
 use a2cid_net::{Fingerprint, Mesh, MeshConfig, MeshEvent, Rendezvous, Secret};
-use anyhow::{bail, Context};
-use tracing::{info, warn};
-
-use a2cid_data::{self as data, BatchLoader, Dataset};
 use a2cid_schema::{
     write_atomic, write_json_atomic, At, AverageResult, Method, MetricEvent, MetricsLog, Progress,
     RunConfig, RunDir, StopReason, WorkerResult,
 };
+use anyhow::{bail, Context};
+use tracing::{info, warn};
 
 use crate::checkpoint::{Checkpoint, WorkerState};
 use crate::clock::{meta_len, GlobalCounts, StepClock, StopRule};
+use crate::learner::{DataPlan, Learner};
 
 /// The run's id: a hash of its run directory, so workers of another run are refused (a worker of
 /// this run with another model is refused by the model fingerprint, with a message saying so).
@@ -37,26 +33,17 @@ pub fn run_id(cfg: &RunConfig) -> anyhow::Result<String> {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    Ok(format!("a2cid-{h:016x}"))
+    let mut h = fnv::FnvHasher::default();
+    std::hash::Hasher::write(&mut h, text.as_bytes());
+    Ok(format!("a2cid-{:016x}", std::hash::Hasher::finish(&h)))
 }
 
-/// The mesh fingerprint: the model layout and the method (acid and gossip workers must not mix);
-/// the snapshot carries the parameters plus the gradient-count view.
-pub fn fingerprint(spec: &MlpSpec, method: Method, world: usize) -> Fingerprint {
-    let layout = spec.layout();
+/// The mesh fingerprint: the model's architecture and the method (acid and gossip workers must
+/// not mix); the snapshot carries the parameters plus the gradient-count view.
+pub fn fingerprint(model: &dyn Model, method: Method, world: usize) -> Fingerprint {
     Fingerprint::new(
-        (layout.len() + meta_len(world)) as u64,
-        &format!(
-            "mlp {} layout {:016x} method {}",
-            spec.describe(),
-            layout.fingerprint(),
-            method.name()
-        ),
+        (model.parameters() + meta_len(world)) as u64,
+        &format!("{} method {}", model.fingerprint(), method.name()),
     )
 }
 
@@ -172,7 +159,7 @@ pub fn run_worker(
         place.rendezvous,
         w.edges.clone(),
         run_id(&cfg)?,
-        fingerprint(&w.spec, cfg.method, place.world),
+        fingerprint(w.learner.model.as_ref(), cfg.method, place.world),
         secret,
     );
     mc.seed = cfg.seed ^ 0x5eed_0000 ^ w.generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -208,23 +195,10 @@ struct Worker {
     world: usize,
     run: RunDir,
     progress_lines: bool,
-    ctx: Arc<GpuContext>,
-    spec: MlpSpec,
-    mlp: Mlp,
-    dataset: Dataset,
-    loader: BatchLoader,
+    learner: Learner,
+    /// Parameters in the model (the snapshot sent to peers carries `meta_len(world)` more floats).
     d: usize,
     edges: Vec<(usize, usize, f64)>,
-    params: AcidParams,
-    x_tilde: Option<wgpu::Buffer>,
-    momentum: wgpu::Buffer,
-    snapshot: wgpu::Buffer,
-    received: wgpu::Buffer,
-    partials: wgpu::Buffer,
-    step: Dispatch,
-    snap: Dispatch,
-    average: Dispatch,
-    base: AcidUniform,
     metrics: MetricsLog,
     clock: StepClock,
     counts: GlobalCounts,
@@ -234,7 +208,6 @@ struct Worker {
     comms: u64,
     failed: u64,
     position: (usize, usize),
-    t_last: f64,
     wall0: f64,
     start: Instant,
     /// Seconds spent evaluating, over all sessions / in this process (off the clock).
@@ -248,7 +221,6 @@ struct Worker {
     lost: Vec<usize>,
     interrupted: bool,
     last_loss: f64,
-    window: (f64, usize),
     last_progress: Instant,
     last_checkpoint: u64,
 }
@@ -262,11 +234,6 @@ impl Worker {
         progress_lines: bool,
     ) -> anyhow::Result<Worker> {
         let (rank, world) = (place.rank, place.world);
-        let dataset = data::load(cfg.dataset, &cfg.data_dir)?;
-        let ctx = GpuContext::new(&cfg.adapter.parse::<AdapterChoice>().expect("infallible"))?;
-        let spec = MlpSpec::new(dataset.features, &cfg.hidden, dataset.classes)?;
-        let d = spec.layout().len();
-        let mlp = Mlp::new(ctx.clone(), spec.clone(), 1024.max(cfg.batch_size))?;
         let topology = cfg.topology()?;
         let edges: Vec<(usize, usize, f64)> = topology
             .edges()
@@ -274,59 +241,52 @@ impl Worker {
             .zip(topology.rates())
             .map(|(&(i, j), &r)| (i, j, r))
             .collect();
-        let params = cfg.method.acid_params(&topology);
         let ckpt = if resume {
-            let c = Checkpoint::load(&run.checkpoint(rank))?;
-            c.check_matches(rank, world, cfg.method.name(), spec.layout().fingerprint())?;
-            Some(c)
+            Some(Checkpoint::load(&run.checkpoint(rank))?)
         } else {
             None
         };
-        let init = spec.init(cfg.seed);
-        let (x0, xt0, m0) = match &ckpt {
-            Some(c) => (
-                c.x.clone(),
-                c.x_tilde.clone().unwrap_or_else(|| c.x.clone()),
-                c.momentum.clone(),
-            ),
-            None => (init.clone(), init, vec![0.0; d]),
-        };
-        mlp.set_params(&x0)?;
-        let x_tilde = match cfg.method {
-            Method::Acid => Some(ctx.storage_buffer_from("x_tilde", &xt0)?),
-            _ => None,
-        };
-        let momentum = ctx.storage_buffer_from("momentum", &m0)?;
-        let snapshot = ctx.storage_buffer("snapshot sent", d)?;
-        let received = ctx.storage_buffer("snapshot received", d)?;
-        let partials = ctx.storage_buffer("partials", kernels::acid_partials_len(d))?;
-        let base = AcidUniform::new(d)?.with_sgd(&cfg.sgd());
-        let x = mlp.params_buffer();
-        let xt = x_tilde.as_ref();
-        let step = kernels::mix_and_step(&ctx, x, xt, &momentum, mlp.grads_buffer(), &base)?;
-        let snap = kernels::mix_and_snapshot(&ctx, x, xt, &snapshot, &base)?;
-        let average =
-            kernels::mix_and_average(&ctx, x, xt, &snapshot, &received, &partials, &base)?;
-
-        let train = Arc::new(dataset.train.clone());
-        let shard = data::shard_indices(train.len(), rank, world, cfg.seed);
         let position = ckpt
             .as_ref()
             .map(|c| (c.state.epoch, c.state.batch))
             .unwrap_or((0, 0));
-        let loader = BatchLoader::spawn_at(
-            train,
-            dataset.features,
-            shard,
-            cfg.batch_size,
-            cfg.seed ^ (rank as u64).wrapping_mul(0x9e37_79b9),
-            None,
+        let plan = DataPlan {
+            rank,
+            world,
+            shuffle_seed: cfg.seed ^ (rank as u64).wrapping_mul(0x9e37_79b9),
+            epochs: None,
             position,
-        );
+        };
+        let mut learner = Learner::new(
+            cfg,
+            cfg.method.acid_params(&topology),
+            cfg.method.uses_x_tilde(),
+            plan,
+        )?;
+        let d = learner.model.parameters();
+        if let Some(c) = &ckpt {
+            c.check_matches(
+                rank,
+                world,
+                cfg.method.name(),
+                learner.model.layout().fingerprint(),
+            )?;
+            learner.state.load(
+                &c.x,
+                c.x_tilde.as_deref(),
+                Some(&c.momentum),
+                c.state.t_last,
+            )?;
+        }
         let batches_per_epoch = match cfg.method {
             // Synchronous: every rank must count the same steps per epoch.
-            Method::AllReduce => dataset.train.len().div_ceil(world).div_ceil(cfg.batch_size),
-            _ => loader.batches_per_epoch,
+            Method::AllReduce => learner
+                .dataset
+                .train
+                .len()
+                .div_ceil(world)
+                .div_ceil(cfg.batch_size),
+            _ => learner.batches_per_epoch(),
         };
         let stop = StopRule {
             grad_budget: cfg.grad_budget,
@@ -347,7 +307,7 @@ impl Worker {
                 batch: c.state.batch,
             })?;
         }
-        let (clock, counts, grads, comms, t_last, wall0, generation, last_loss) = match &ckpt {
+        let (clock, counts, grads, comms, wall0, generation, last_loss) = match &ckpt {
             Some(c) => {
                 let s = &c.state;
                 (
@@ -355,7 +315,6 @@ impl Worker {
                     GlobalCounts::from_counts(rank, s.counts.clone()),
                     s.grads,
                     s.comms,
-                    s.t_last,
                     s.wall,
                     s.generation + 1,
                     s.final_train_loss,
@@ -366,7 +325,6 @@ impl Worker {
                 GlobalCounts::new(rank, world),
                 0,
                 0,
-                0.0,
                 0.0,
                 0,
                 f64::NAN,
@@ -387,23 +345,9 @@ impl Worker {
             world,
             run: run.clone(),
             progress_lines,
-            ctx,
-            spec,
-            mlp,
-            dataset,
-            loader,
+            learner,
             d,
             edges,
-            params,
-            x_tilde,
-            momentum,
-            snapshot,
-            received,
-            partials,
-            step,
-            snap,
-            average,
-            base,
             metrics,
             clock,
             counts,
@@ -412,7 +356,6 @@ impl Worker {
             comms,
             failed: 0,
             position,
-            t_last,
             wall0,
             start: Instant::now(),
             eval_seconds: ckpt.as_ref().map_or(0.0, |c| c.state.eval_seconds),
@@ -424,7 +367,6 @@ impl Worker {
             lost: Vec::new(),
             interrupted: false,
             last_loss,
-            window: (0.0, 0),
             last_progress: Instant::now(),
             last_checkpoint: grads,
         })
@@ -456,22 +398,9 @@ impl Worker {
         self.start.elapsed().as_secs_f64() - self.paused
     }
 
-    fn submit(&self, d: &Dispatch) {
-        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            d.record(&mut pass);
-        }
-        self.ctx.queue.submit(Some(encoder.finish()));
-    }
-
-    /// `(1 − e^(−2·eta·(tau − t_last)))/2`, and `t_last` moves to now.
-    fn mix_to_now(&mut self) -> (f32, f64) {
-        let wall = self.clock_seconds();
-        let tau = self.clock.tau(wall);
-        let m = mix_factor(self.params.eta, tau - self.t_last) as f32;
-        self.t_last = tau;
-        (m, tau)
+    /// The worker clock now.
+    fn tau(&mut self) -> f64 {
+        self.clock.tau(self.clock_seconds())
     }
 
     fn lr(&self) -> f32 {
@@ -505,20 +434,14 @@ impl Worker {
         stop_vote: bool,
     ) -> anyhow::Result<bool> {
         let batch = self
-            .loader
+            .learner
             .next_batch()
             .context("the batch loader stopped")?;
         let lr = self.lr();
         let t0 = Instant::now();
-        let rows = self.mlp.load_batch(&batch.x, &batch.y)?;
-        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            self.mlp.record_train(&mut pass, rows)?;
-        }
-        self.ctx.queue.submit(Some(encoder.finish()));
-        if allreduce {
-            let mut g: Vec<f32> = self.ctx.read(self.mlp.grads_buffer(), 0, self.d)?;
+        let stepped = if allreduce {
+            let stepped = self.learner.gradient(&batch)?;
+            let mut g: Vec<f32> = self.learner.model.grads()?;
             g.push(if stop_vote { 1.0 } else { 0.0 });
             rt.block_on(mesh.allreduce_mean(&mut g)).map_err(|e| {
                 anyhow::anyhow!(
@@ -529,30 +452,27 @@ impl Worker {
             if g[self.d] > 0.0 {
                 return Ok(false); // some rank stopped: everyone stops at this same step
             }
-            self.ctx.write(self.mlp.grads_buffer(), 0, &g[..self.d]);
+            self.learner
+                .ctx
+                .write(self.learner.model.grads_buffer(), 0, &g[..self.d]);
             self.comms += 1;
-        }
-        let (mix, _) = self.mix_to_now();
-        let mut u = self.base;
-        u.lr = lr;
-        u.mix = mix;
-        self.step.set_params(&self.ctx, &u);
-        self.submit(&self.step);
-        self.ctx.sync()?;
+            let tau = self.tau();
+            self.learner.apply_gradient(lr, tau);
+            stepped
+        } else {
+            let tau = self.tau();
+            self.learner.step(&batch, lr, tau)?
+        };
+        self.learner.ctx.sync()?;
         self.clock.record_step(t0.elapsed().as_secs_f64());
         self.grads += 1;
         self.counts.set_own(self.grads);
-        self.window.1 += rows;
-        self.position = if batch.index + 1 >= batch.batches_in_epoch {
-            (batch.epoch + 1, 0)
-        } else {
-            (batch.epoch, batch.index + 1)
-        };
+        self.position = stepped.next_position();
         if self.grads % self.cfg.log_every as u64 == 0 {
             self.log_train(lr, Some(mesh))?;
         }
         if self.cfg.eval_every > 0 && self.grads % self.cfg.eval_every as u64 == 0 {
-            if self.window.1 > 0 {
+            if self.learner.window_rows() > 0 {
                 self.log_train(lr, Some(mesh))?; // evaluation resets the loss accumulators
             }
             self.evaluate_own(mesh)?;
@@ -567,11 +487,8 @@ impl Worker {
     }
 
     fn log_train(&mut self, lr: f32, mesh: Option<&Mesh>) -> anyhow::Result<()> {
-        let s = self.mlp.read_stats()?;
-        self.mlp.reset_stats()?;
-        let rows = self.window.1.max(1);
-        self.last_loss = s.loss_sum / rows as f64;
-        self.window = (0.0, 0);
+        let window = self.learner.take_window()?;
+        self.last_loss = window.loss();
         let (missed, sent, recv) = match mesh {
             Some(m) => {
                 let st = m.stats();
@@ -587,7 +504,7 @@ impl Worker {
             at: self.at(),
             epoch: self.position.0,
             train_loss: self.last_loss,
-            train_accuracy: s.correct / rows as f64,
+            train_accuracy: window.accuracy(),
             lr,
             averagings: self.comms,
             missed,
@@ -608,9 +525,7 @@ impl Worker {
     fn evaluate_own(&mut self, mesh: &Mesh) -> anyhow::Result<(f64, f64)> {
         let t0 = Instant::now();
         mesh.pause(true);
-        let evaluated = self
-            .mlp
-            .evaluate(&self.dataset.test.x, &self.dataset.test.y);
+        let evaluated = self.learner.evaluate_test();
         mesh.pause(false);
         let (test_loss, test_accuracy) = evaluated?;
         let dt = t0.elapsed().as_secs_f64();
@@ -658,19 +573,14 @@ impl Worker {
     }
 
     fn checkpoint(&mut self, finished: bool) -> anyhow::Result<()> {
-        let x: Vec<f32> = self.ctx.read(self.mlp.params_buffer(), 0, self.d)?;
-        let x_tilde = match &self.x_tilde {
-            Some(b) => Some(self.ctx.read(b, 0, self.d)?),
-            None => None,
-        };
-        let momentum = self.ctx.read(&self.momentum, 0, self.d)?;
-        let tau = self.clock.tau(self.clock_seconds());
+        let (x, x_tilde, momentum) = self.learner.state.read()?;
+        let tau = self.tau();
         let c = Checkpoint {
             state: WorkerState {
                 rank: self.rank,
                 world: self.world,
                 method: self.cfg.method.name().to_string(),
-                fingerprint: self.spec.layout().fingerprint(),
+                fingerprint: self.learner.model.layout().fingerprint(),
                 parameters: self.d,
                 grads: self.grads,
                 comms: self.comms,
@@ -679,7 +589,7 @@ impl Worker {
                 batch: self.position.1,
                 seed: self.cfg.seed,
                 tau,
-                t_last: self.t_last,
+                t_last: self.learner.state.t_last(),
                 step_seconds: self.clock.step_seconds(),
                 wall: self.wall(),
                 counts: self.counts.counts().to_vec(),
@@ -715,13 +625,10 @@ impl Worker {
         if self.resumed {
             return Ok(());
         }
-        let mut x: Vec<f32> = self.mlp.params()?;
+        let mut x: Vec<f32> = self.learner.model.params()?;
         rt.block_on(mesh.broadcast(0, &mut x))
             .context("broadcasting the initial parameters")?;
-        self.mlp.set_params(&x)?;
-        if let Some(t) = &self.x_tilde {
-            self.ctx.write(t, 0, &x);
-        }
+        self.learner.state.load(&x, None, None, 0.0)?;
         Ok(())
     }
 
@@ -757,7 +664,8 @@ impl Worker {
                 return Ok(reason);
             }
             self.gradient_step(rt, mesh, false, false)?;
-            mesh.advance_clock(self.clock.tau(self.clock_seconds()));
+            let tau = self.tau();
+            mesh.advance_clock(tau);
             while let Some(ev) = mesh.try_next_event() {
                 self.on_event(ev, mesh)?;
             }
@@ -767,12 +675,11 @@ impl Worker {
     fn on_event(&mut self, ev: MeshEvent, mesh: &Mesh) -> anyhow::Result<()> {
         match ev {
             MeshEvent::Exchange(req) => {
-                let (mix, _) = self.mix_to_now();
-                let mut u = self.base;
-                u.mix = mix;
-                self.snap.set_params(&self.ctx, &u);
-                self.submit(&self.snap);
-                let mut buf: Vec<f32> = self.ctx.read(&self.snapshot, 0, self.d)?;
+                let tau = self.tau();
+                self.learner
+                    .state
+                    .submit(|state, pass| state.record_snapshot(pass, tau));
+                let mut buf: Vec<f32> = self.learner.state.read_snapshot()?;
                 self.counts.encode_into(&mut buf);
                 self.in_flight = Some(req.seq);
                 if let Err(e) = req.supply(buf) {
@@ -783,18 +690,12 @@ impl Worker {
             MeshEvent::Exchanged(x) => {
                 self.counts
                     .merge(&GlobalCounts::decode(&x.theirs[self.d..]));
-                self.ctx.write(&self.received, 0, &x.theirs[..self.d]);
-                let (mix, tau) = self.mix_to_now();
-                let mut u = self.base;
-                u.mix = mix;
-                u.alpha = self.params.alpha as f32;
-                u.alpha_tilde = self.params.alpha_tilde as f32;
-                self.average.set_params(&self.ctx, &u);
-                self.submit(&self.average);
-                let partials: Vec<f32> =
-                    self.ctx
-                        .read(&self.partials, 0, kernels::acid_partials_len(self.d))?;
-                let dist2: f64 = partials.iter().map(|&v| f64::from(v)).sum();
+                self.learner.state.write_received(&x.theirs[..self.d]);
+                let tau = self.tau();
+                self.learner
+                    .state
+                    .submit(|state, pass| state.record_average(pass, tau));
+                let dist2 = self.learner.state.read_distance()?;
                 self.comms += 1;
                 self.in_flight = None;
                 let event = MetricEvent::Exchange {
@@ -885,7 +786,7 @@ impl Worker {
             }
         }
         let lr = self.lr();
-        if self.window.1 > 0 {
+        if self.learner.window_rows() > 0 {
             self.log_train(lr, Some(mesh))?;
         }
         self.checkpoint(true)?;
@@ -911,7 +812,7 @@ impl Worker {
             bytes_received: stats.bytes_received,
             step_seconds: self.clock.step_seconds(),
             known_total_grads: self.global_grads(),
-            adapter: self.ctx.adapter.name.clone(),
+            adapter: self.learner.ctx.adapter.name.clone(),
             eval_seconds: self.eval_seconds,
         };
         let event = MetricEvent::End {
@@ -926,14 +827,11 @@ impl Worker {
         self.maybe_progress(true);
         // The final average over the workers: every one of them must be alive for the ring
         // all-reduce; if one was lost, the launcher averages the survivors' final checkpoints.
-        let mut x = self.mlp.params()?;
+        let mut x = self.learner.model.params()?;
         match rt.block_on(mesh.allreduce_mean(&mut x)) {
             Ok(_) => {
                 if self.rank == 0 {
-                    self.mlp.set_params(&x)?;
-                    let (loss, acc) = self
-                        .mlp
-                        .evaluate(&self.dataset.test.x, &self.dataset.test.y)?;
+                    let (loss, acc) = self.learner.evaluate_params(&x)?;
                     let avg = AverageResult {
                         test_accuracy: acc,
                         test_loss: loss,

@@ -3,30 +3,13 @@
 use std::path::PathBuf;
 
 use a2cid_data::DatasetName;
+use a2cid_engine::models::ModelKind;
 use a2cid_engine::{LrSchedule, SgdConfig};
 use a2cid_topology::{GraphSpec, Topology};
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use crate::method::Method;
-
-/// Which model to train (the engine builds it; `hidden` sets the MLP's widths).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ModelKind {
-    /// Multi-layer perceptron (`--hidden` sets its hidden widths).
-    Mlp,
-}
-
-impl std::str::FromStr for ModelKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "mlp" => Ok(ModelKind::Mlp),
-            _ => Err(format!("unknown model `{s}`: expected mlp")),
-        }
-    }
-}
 
 /// Everything that defines a run. Saved, resolved, as `config.toml` in the run directory.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -13,7 +13,8 @@ pub mod method;
 pub mod records;
 pub mod run_dir;
 
-pub use config::{ModelKind, RunConfig};
+pub use a2cid_engine::models::ModelKind;
+pub use config::RunConfig;
 pub use method::Method;
 pub use records::{
     At, AverageResult, MetricEvent, MetricsLog, Progress, StopReason, Summary, WorkerResult,

@@ -8,7 +8,7 @@ use a2cid_data::DatasetName;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ModelKind;
+use a2cid_engine::models::ModelKind;
 
 /// Where and when a metric event happened: on which worker, at which wall time (seconds since the
 /// run started, over all resumed sessions), training wall time (evaluation pauses excluded),

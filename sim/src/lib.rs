@@ -10,7 +10,7 @@
 //! `Objective` for a CPU one), add a `ProblemKind` variant and build it in `build_problem`.
 
 pub mod events;
-pub mod mlp;
+pub mod model;
 pub mod output;
 pub mod problem;
 pub mod quadratic;
@@ -20,12 +20,14 @@ pub mod speeds;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use a2cid_engine::acid::SgdParams;
+use a2cid_engine::acid::AcidParams;
+use a2cid_engine::models::ModelKind;
+use a2cid_engine::SgdConfig;
 use anyhow::Context;
 
 pub use a2cid_schema::Method;
 pub use output::RunSummary;
-pub use problem::{CpuWorkers, Metrics, Objective, Problem};
+pub use problem::{CpuWorkers, Objective, Problem, Quality};
 pub use quadratic::{Quadratic, QuadraticConfig};
 pub use runner::{simulate, Sample, SimConfig, SimOutcome};
 pub use speeds::SpeedSpec;
@@ -37,8 +39,10 @@ use a2cid_topology::{GraphSpec, Topology, TorusShape};
 pub enum ProblemKind {
     /// Distributed least squares, heterogeneous local optima, noisy gradients (CPU).
     Quadratic,
-    /// The engine's MLP on a real dataset, all workers' states on the GPU (fused kernels).
-    Mlp,
+    /// One of the engine's models (`--model`) on a real dataset, all workers' training states on
+    /// the GPU (the runtime's `TrainState` and fused kernels).
+    #[value(name = "model", alias = "mlp")]
+    Model,
 }
 
 /// `a2cid simulate`. `--workers`, `--method`, `--rate-com` and `--seed` take comma-separated
@@ -102,22 +106,25 @@ pub struct SimulateArgs {
     /// quadratic: standard deviation of the gradient noise per coordinate.
     #[arg(long, default_value_t = 1.0)]
     pub noise: f64,
-    /// mlp: dataset (digits is embedded; mnist and fashion-mnist need scripts/fetch-datasets.sh).
+    /// model: dataset (digits is embedded; mnist and fashion-mnist need scripts/fetch-datasets.sh).
     #[arg(long, default_value = "digits")]
     pub dataset: a2cid_data::DatasetName,
-    /// mlp: hidden layer widths, comma-separated.
+    /// model: which model (mlp).
+    #[arg(long, default_value = "mlp")]
+    pub model: ModelKind,
+    /// model: hidden layer widths of the MLP, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "32")]
     pub hidden: Vec<usize>,
-    /// mlp: batch size of one gradient.
+    /// model: batch size of one gradient.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
-    /// mlp: training rows on which the losses are measured (a fixed subset, for speed).
+    /// model: training rows on which the losses are measured (a fixed subset, for speed).
     #[arg(long, default_value_t = 1024)]
     pub eval_rows: usize,
-    /// mlp: folder holding the fetched datasets.
+    /// model: folder holding the fetched datasets.
     #[arg(long, env = "A2CID_DATA", default_value = "data")]
     pub data_dir: PathBuf,
-    /// mlp: GPU adapter (index or part of its name).
+    /// model: GPU adapter (index or part of its name).
     #[arg(long, env = "A2CID_ADAPTER", default_value = "auto")]
     pub adapter: String,
     /// Print the final summary as JSON (one object; an array when several runs).
@@ -160,6 +167,8 @@ fn build_problem(
     args: &SimulateArgs,
     workers: usize,
     method: Method,
+    params: AcidParams,
+    sgd: SgdConfig,
     seed: u64,
 ) -> anyhow::Result<Box<dyn Problem>> {
     match args.problem {
@@ -174,22 +183,26 @@ fn build_problem(
             let objective = Quadratic::new(config, seed)?;
             Ok(Box::new(CpuWorkers::new(
                 objective,
+                params,
                 method.uses_x_tilde(),
                 seed,
             )))
         }
-        ProblemKind::Mlp => {
-            let config = mlp::MlpProblemConfig {
+        ProblemKind::Model => {
+            let config = model::ModelProblemConfig {
                 dataset: args.dataset,
                 data_dir: args.data_dir.clone(),
+                model: args.model,
                 hidden: args.hidden.clone(),
                 batch_size: args.batch_size,
                 eval_rows: args.eval_rows,
                 adapter: args.adapter.clone(),
                 seed,
                 with_tilde: method.uses_x_tilde(),
+                params,
+                sgd,
             };
-            Ok(Box::new(mlp::GpuMlpWorkers::new(workers, &config)?))
+            Ok(Box::new(model::GpuModelWorkers::new(workers, &config)?))
         }
     }
 }
@@ -202,7 +215,7 @@ pub fn simulate_runs(args: &SimulateArgs) -> anyhow::Result<Vec<RunReport>> {
     );
     let spec = args.graph.clone().with_torus_shape(args.torus_shape)?;
     let sample_every = args.sample_every.unwrap_or(args.time / 500.0);
-    let sgd = SgdParams {
+    let sgd = SgdConfig {
         lr: args.lr,
         momentum: args.momentum,
         weight_decay: args.weight_decay,
@@ -235,7 +248,7 @@ pub fn simulate_runs(args: &SimulateArgs) -> anyhow::Result<Vec<RunReport>> {
             sample_every,
             seed,
         };
-        let mut problem = build_problem(args, workers, method, seed)?;
+        let mut problem = build_problem(args, workers, method, params, sgd, seed)?;
         let started = Instant::now();
         let outcome = simulate(problem.as_mut(), &config)?;
         let wall_seconds = started.elapsed().as_secs_f64();

@@ -1,19 +1,20 @@
 //! What the simulator simulates: the `Problem` trait (n workers' states plus the hooks the event
-//! loop calls), and `CpuWorkers`, a `Problem` for any CPU `Objective` that applies the A²CiD² update
-//! rules with `a2cid_engine::acid` (the one implementation of the math).
+//! loop calls), and `CpuWorkers`, a `Problem` for any CPU `Objective` whose workers are
+//! `a2cid_engine::acid::State`s (the one implementation of the A²CiD² math).
 //!
-//! The split: the event loop (`runner`) owns time, clocks, the method and the elapsed intervals; a
-//! `Problem` owns the parameters and applies updates when told. A GPU problem (the engine's MLP
-//! with all n workers' arenas on the device) implements `Problem` directly with the fused kernels
-//! `mix_and_step` / `mix_and_average`, whose CPU twins are the functions used here.
+//! The split: the event loop (`runner`) owns time, the Poisson clocks and the method; a `Problem`
+//! owns the workers' states (each with the clock value of its last event) and applies updates at
+//! the times it is told. The GPU problem (`mlp`) holds one `a2cid_engine::TrainState` per worker,
+//! the type the real runtime trains with.
 
-use a2cid_engine::acid::{self, AcidParams, SgdParams};
+use a2cid_engine::acid::{AcidParams, State};
+use a2cid_engine::SgdConfig;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// Quality of the n workers' models at one instant.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Metrics {
+pub struct Quality {
     /// (1/n) Σ_i f(x_i): the global objective at each worker's own model, averaged.
     pub mean_worker_loss: f64,
     /// f(x̄), the global objective at the average model x̄ = (1/n) Σ_i x_i.
@@ -22,8 +23,9 @@ pub struct Metrics {
     pub consensus_distance: f64,
 }
 
-/// n workers' states and the updates the event loop applies to them. Every hook receives the
-/// interval `elapsed` since the worker's previous event (the loop keeps the clocks).
+/// n workers' states and the updates the event loop applies to them. A problem is built for one
+/// method (it knows whether its workers keep x̃, and the A²CiD² parameters); every hook receives
+/// the clock value `now` of its event and each worker mixes from its own last event up to it.
 pub trait Problem {
     /// Number of workers.
     fn workers(&self) -> usize;
@@ -33,34 +35,23 @@ pub trait Problem {
         None
     }
 
-    /// Mixes worker `i`'s (x, x̃) over `elapsed` (a no-op for methods without x̃).
-    fn mix(&mut self, worker: usize, eta: f64, elapsed: f64) -> anyhow::Result<()>;
+    /// Mixes worker `i`'s (x, x̃) up to `now` (a no-op for methods without x̃).
+    fn mix(&mut self, worker: usize, now: f64) -> anyhow::Result<()>;
 
-    /// A gradient event of worker `i`: mix over `elapsed`, take a stochastic gradient at the mixed
-    /// x (the continuized model: the gradient is instantaneous), then the SGD step on x and x̃.
-    fn gradient_step(
-        &mut self,
-        worker: usize,
-        eta: f64,
-        elapsed: f64,
-        sgd: &SgdParams,
-    ) -> anyhow::Result<()>;
+    /// A gradient event of worker `i` at `now`: mix, take a stochastic gradient at the mixed x
+    /// (the continuized model: the gradient is instantaneous), then the SGD step on x and x̃.
+    fn gradient_step(&mut self, worker: usize, now: f64, sgd: &SgdConfig) -> anyhow::Result<()>;
 
-    /// A communication event on edge (i, j): both sides mix over their own elapsed interval, send
-    /// their snapshot, and average against the SENT snapshot. Returns ||s_i - s_j||².
-    fn pairwise_average(
-        &mut self,
-        pair: (usize, usize),
-        elapsed: (f64, f64),
-        params: &AcidParams,
-    ) -> anyhow::Result<f64>;
+    /// A communication event on edge (i, j) at `now`: both sides mix, send their snapshot, and
+    /// average against the SENT snapshot. Returns ||s_i - s_j||².
+    fn pairwise_average(&mut self, pair: (usize, usize), now: f64) -> anyhow::Result<f64>;
 
-    /// A synchronous all-reduce step: each worker takes a stochastic gradient at its x, and every
-    /// worker steps with their average.
-    fn allreduce_step(&mut self, sgd: &SgdParams) -> anyhow::Result<()>;
+    /// A synchronous all-reduce step at `now`: each worker takes a stochastic gradient at its x,
+    /// and every worker steps with their average.
+    fn allreduce_step(&mut self, now: f64, sgd: &SgdConfig) -> anyhow::Result<()>;
 
     /// Evaluates the workers' current x (the loop mixes everyone up to now first).
-    fn metrics(&mut self) -> anyhow::Result<Metrics>;
+    fn quality(&mut self) -> anyhow::Result<Quality>;
 }
 
 /// The average model x̄ = (1/n) Σ_i x_i and the consensus distance (1/n) Σ_i ||x_i − x̄||², in f64.
@@ -102,18 +93,10 @@ pub trait Objective {
     }
 }
 
-/// One worker's state (SPEC §2).
-#[derive(Debug, Clone)]
-struct WorkerState {
-    x: Vec<f32>,
-    x_tilde: Option<Vec<f32>>,
-    momentum: Vec<f32>,
-}
-
 /// n CPU workers optimising an `Objective` with the A²CiD² rules of `a2cid_engine::acid`.
 pub struct CpuWorkers<O: Objective> {
     objective: O,
-    states: Vec<WorkerState>,
+    states: Vec<State>,
     noise_rng: ChaCha8Rng,
     gradient: Vec<f32>,
     gradient_sum: Vec<f32>,
@@ -123,8 +106,9 @@ pub struct CpuWorkers<O: Objective> {
 
 impl<O: Objective> CpuWorkers<O> {
     /// Every worker starts from `objective.initial_params()`, with x̃ = x if `with_x_tilde` (the
-    /// `acid` method) and zero momentum. `noise_seed` seeds the gradient noise.
-    pub fn new(objective: O, with_x_tilde: bool, noise_seed: u64) -> Self {
+    /// `acid` method) and zero momentum; `params` are the update rules' constants. `noise_seed`
+    /// seeds the gradient noise.
+    pub fn new(objective: O, params: AcidParams, with_x_tilde: bool, noise_seed: u64) -> Self {
         let x0 = objective.initial_params();
         let dim = objective.dim();
         assert_eq!(
@@ -132,11 +116,7 @@ impl<O: Objective> CpuWorkers<O> {
             dim,
             "Objective::initial_params length differs from dim()"
         );
-        let state = WorkerState {
-            x: x0.clone(),
-            x_tilde: with_x_tilde.then(|| x0.clone()),
-            momentum: vec![0.0; dim],
-        };
+        let state = State::new(x0, params, with_x_tilde);
         let mut noise_rng = ChaCha8Rng::seed_from_u64(noise_seed);
         noise_rng.set_stream(2);
         CpuWorkers {
@@ -174,78 +154,40 @@ impl<O: Objective> Problem for CpuWorkers<O> {
         self.objective.optimal_loss()
     }
 
-    fn mix(&mut self, worker: usize, eta: f64, elapsed: f64) -> anyhow::Result<()> {
-        let state = &mut self.states[worker];
-        if let Some(x_tilde) = state.x_tilde.as_mut() {
-            acid::mix(&mut state.x, x_tilde, eta, elapsed);
-        }
+    fn mix(&mut self, worker: usize, now: f64) -> anyhow::Result<()> {
+        self.states[worker].mix_until(now);
         Ok(())
     }
 
-    fn gradient_step(
-        &mut self,
-        worker: usize,
-        eta: f64,
-        elapsed: f64,
-        sgd: &SgdParams,
-    ) -> anyhow::Result<()> {
-        // The gradient is taken at x(t), so mix first; the fused step then has nothing left to mix.
-        self.mix(worker, eta, elapsed)?;
+    fn gradient_step(&mut self, worker: usize, now: f64, sgd: &SgdConfig) -> anyhow::Result<()> {
+        // The gradient is taken at x(now), so mix first; the step then has nothing left to mix.
         let state = &mut self.states[worker];
+        state.mix_until(now);
         self.objective.stochastic_gradient(
             worker,
             &state.x,
             &mut self.noise_rng,
             &mut self.gradient,
         );
-        acid::mix_and_step(
-            &mut state.x,
-            state.x_tilde.as_deref_mut(),
-            &mut state.momentum,
-            &self.gradient,
-            eta,
-            0.0,
-            sgd,
-        );
+        state.step(&self.gradient, now, sgd);
         Ok(())
     }
 
-    fn pairwise_average(
-        &mut self,
-        (i, j): (usize, usize),
-        (elapsed_i, elapsed_j): (f64, f64),
-        params: &AcidParams,
-    ) -> anyhow::Result<f64> {
+    fn pairwise_average(&mut self, (i, j): (usize, usize), now: f64) -> anyhow::Result<f64> {
         anyhow::ensure!(
             i != j,
             "pairwise_average: a worker cannot average with itself ({i})"
         );
-        self.mix(i, params.eta, elapsed_i)?;
-        self.mix(j, params.eta, elapsed_j)?;
+        self.states[i].mix_until(now);
+        self.states[j].mix_until(now);
         self.sent_i.copy_from_slice(&self.states[i].x);
         self.sent_j.copy_from_slice(&self.states[j].x);
-        let state_i = &mut self.states[i];
-        let distance = acid::mix_and_average(
-            &mut state_i.x,
-            state_i.x_tilde.as_deref_mut(),
-            &self.sent_i,
-            &self.sent_j,
-            0.0,
-            params,
-        );
-        let state_j = &mut self.states[j];
-        acid::mix_and_average(
-            &mut state_j.x,
-            state_j.x_tilde.as_deref_mut(),
-            &self.sent_j,
-            &self.sent_i,
-            0.0,
-            params,
-        );
+        let distance = self.states[i].average(&self.sent_i, &self.sent_j, now);
+        self.states[j].average(&self.sent_j, &self.sent_i, now);
         Ok(distance)
     }
 
-    fn allreduce_step(&mut self, sgd: &SgdParams) -> anyhow::Result<()> {
+    fn allreduce_step(&mut self, now: f64, sgd: &SgdConfig) -> anyhow::Result<()> {
         self.gradient_sum.fill(0.0);
         for (worker, state) in self.states.iter().enumerate() {
             self.objective.stochastic_gradient(
@@ -261,20 +203,12 @@ impl<O: Objective> Problem for CpuWorkers<O> {
         let scale = 1.0 / self.states.len() as f32;
         self.gradient_sum.iter_mut().for_each(|g| *g *= scale);
         for state in &mut self.states {
-            acid::mix_and_step(
-                &mut state.x,
-                None,
-                &mut state.momentum,
-                &self.gradient_sum,
-                0.0,
-                0.0,
-                sgd,
-            );
+            state.step(&self.gradient_sum, now, sgd);
         }
         Ok(())
     }
 
-    fn metrics(&mut self) -> anyhow::Result<Metrics> {
+    fn quality(&mut self) -> anyhow::Result<Quality> {
         let n = self.states.len() as f64;
         let xs: Vec<&[f32]> = self.states.iter().map(|s| s.x.as_slice()).collect();
         let (mean, consensus_distance) = average_and_consensus_distance(&xs);
@@ -285,7 +219,7 @@ impl<O: Objective> Problem for CpuWorkers<O> {
             .sum::<f64>()
             / n;
         let mean_f32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
-        Ok(Metrics {
+        Ok(Quality {
             mean_worker_loss,
             average_model_loss: self.objective.global_loss(&mean_f32),
             consensus_distance,

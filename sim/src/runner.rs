@@ -10,7 +10,7 @@
 //! waits for the slowest; the all-reduce itself is free), so at equal time it has computed as many
 //! gradients per worker as a speed-1 asynchronous worker.
 
-use a2cid_engine::acid::SgdParams;
+use a2cid_engine::SgdConfig;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp};
@@ -29,7 +29,7 @@ pub struct SimConfig {
     pub topology: Topology,
     /// Gradients per unit of time of each worker.
     pub speeds: Vec<f64>,
-    pub sgd: SgdParams,
+    pub sgd: SgdConfig,
     /// Simulated time T.
     pub horizon: f64,
     /// Metrics are recorded at 0, dt, 2 dt, ..., T.
@@ -108,7 +108,6 @@ pub fn simulate<P: Problem + ?Sized>(
         }
         .into());
     }
-    let params = config.method.acid_params(&config.topology);
     let edges = config.topology.edges();
 
     let mut clock_rng = ChaCha8Rng::seed_from_u64(config.seed);
@@ -133,7 +132,6 @@ pub fn simulate<P: Problem + ?Sized>(
         }
     }
 
-    let mut last_event = vec![0.0f64; n];
     let mut gradients_per_worker = vec![0u64; n];
     let mut averagings_per_worker = vec![0u64; n];
     let (mut gradients, mut averagings, mut allreduce_steps) = (0u64, 0u64, 0u64);
@@ -150,11 +148,10 @@ pub fn simulate<P: Problem + ?Sized>(
             if t >= next_event {
                 break;
             }
-            for (worker, last) in last_event.iter_mut().enumerate() {
-                problem.mix(worker, params.eta, t - *last)?;
-                *last = t;
+            for worker in 0..n {
+                problem.mix(worker, t)?;
             }
-            let m = problem.metrics()?;
+            let m = problem.quality()?;
             samples.push(Sample {
                 time: t,
                 mean_worker_loss: m.mean_worker_loss,
@@ -172,21 +169,14 @@ pub fn simulate<P: Problem + ?Sized>(
         let now = event.time;
         match event.kind {
             EventKind::Gradient(worker) => {
-                problem.gradient_step(worker, params.eta, now - last_event[worker], &config.sgd)?;
-                last_event[worker] = now;
+                problem.gradient_step(worker, now, &config.sgd)?;
                 gradients += 1;
                 gradients_per_worker[worker] += 1;
                 queue.push(now + wait(config.speeds[worker]), event.kind);
             }
             EventKind::Averaging(edge) => {
                 let (i, j) = edges[edge];
-                let distance = problem.pairwise_average(
-                    (i, j),
-                    (now - last_event[i], now - last_event[j]),
-                    &params,
-                )?;
-                last_event[i] = now;
-                last_event[j] = now;
+                let distance = problem.pairwise_average((i, j), now)?;
                 pair_distance_sum += distance;
                 averagings += 1;
                 averagings_per_worker[i] += 1;
@@ -194,8 +184,7 @@ pub fn simulate<P: Problem + ?Sized>(
                 queue.push(now + wait(config.topology.rates()[edge]), event.kind);
             }
             EventKind::AllReduce => {
-                problem.allreduce_step(&config.sgd)?;
-                last_event.iter_mut().for_each(|last| *last = now);
+                problem.allreduce_step(now, &config.sgd)?;
                 gradients += n as u64;
                 gradients_per_worker.iter_mut().for_each(|g| *g += 1);
                 allreduce_steps += 1;

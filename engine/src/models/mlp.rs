@@ -13,6 +13,7 @@ use crate::cpu::LossStats;
 use crate::device::GpuContext;
 use crate::error::{EngineError, Result};
 use crate::kernels::{self, Dispatch, MatRef};
+use crate::models::{Model, ModelKind};
 
 /// The shape of an MLP: input width, hidden widths, number of classes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,75 +170,6 @@ impl Mlp {
     pub fn spec(&self) -> &MlpSpec {
         &self.spec
     }
-    pub fn layout(&self) -> &ParamLayout {
-        &self.layout
-    }
-    pub fn ctx(&self) -> &Arc<GpuContext> {
-        &self.ctx
-    }
-    pub fn max_batch(&self) -> usize {
-        self.max_batch
-    }
-    /// The parameter arena (x).
-    pub fn params_buffer(&self) -> &wgpu::Buffer {
-        &self.params
-    }
-    /// The gradient arena, same layout as the parameters.
-    pub fn grads_buffer(&self) -> &wgpu::Buffer {
-        &self.grads
-    }
-
-    pub fn set_params(&self, values: &[f32]) -> Result<()> {
-        self.check_len("set_params", values.len())?;
-        self.ctx.write(&self.params, 0, values);
-        Ok(())
-    }
-
-    pub fn params(&self) -> Result<Vec<f32>> {
-        self.ctx.read(&self.params, 0, self.layout.len())
-    }
-
-    pub fn grads(&self) -> Result<Vec<f32>> {
-        self.ctx.read(&self.grads, 0, self.layout.len())
-    }
-
-    fn check_len(&self, op: &'static str, len: usize) -> Result<()> {
-        if len != self.layout.len() {
-            return Err(EngineError::Shape {
-                op,
-                detail: format!(
-                    "got {len} values for a model of {} parameters",
-                    self.layout.len()
-                ),
-            });
-        }
-        Ok(())
-    }
-
-    /// Uploads a batch (`x` row-major `[rows, input]`, labels `< classes`); returns its rows.
-    pub fn load_batch(&self, x: &[f32], labels: &[u32]) -> Result<usize> {
-        let rows = labels.len();
-        if rows == 0 || rows > self.max_batch || x.len() != rows * self.spec.input {
-            return Err(EngineError::Shape {
-                op: "load_batch",
-                detail: format!(
-                    "{} inputs and {rows} labels for width {} and at most {} rows",
-                    x.len(),
-                    self.spec.input,
-                    self.max_batch
-                ),
-            });
-        }
-        if let Some(bad) = labels.iter().find(|&&l| l as usize >= self.spec.classes) {
-            return Err(EngineError::Shape {
-                op: "load_batch",
-                detail: format!("label {bad} out of range for {} classes", self.spec.classes),
-            });
-        }
-        self.ctx.write(&self.input, 0, x);
-        self.ctx.write(&self.labels, 0, labels);
-        Ok(rows)
-    }
 
     fn build_plan(&self, rows: usize) -> Result<Plan> {
         let ctx = &*self.ctx;
@@ -356,9 +288,75 @@ impl Mlp {
         Ok(&self.plans[&rows])
     }
 
-    /// Records forward, loss (accumulated into the statistics) and backward for the loaded batch of
-    /// `rows` rows: afterwards the gradient arena holds d(mean loss)/d(params).
-    pub fn record_train(&mut self, pass: &mut wgpu::ComputePass<'_>, rows: usize) -> Result<()> {
+    /// The logits of the last forward pass, `[rows, classes]`.
+    pub fn logits(&self, rows: usize) -> Result<Vec<f32>> {
+        self.ctx.read(
+            &self.acts[self.layers.len() - 1],
+            0,
+            rows * self.spec.classes,
+        )
+    }
+}
+
+impl Model for Mlp {
+    fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+
+    fn kind(&self) -> ModelKind {
+        ModelKind::Mlp
+    }
+
+    fn describe(&self) -> String {
+        self.spec.describe()
+    }
+
+    fn init(&self, seed: u64) -> Vec<f32> {
+        self.spec.init(seed)
+    }
+
+    fn ctx(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    fn params_buffer(&self) -> &wgpu::Buffer {
+        &self.params
+    }
+
+    fn grads_buffer(&self) -> &wgpu::Buffer {
+        &self.grads
+    }
+
+    /// Uploads a batch (`x` row-major `[rows, input]`, labels `< classes`); returns its rows.
+    fn load_batch(&self, x: &[f32], labels: &[u32]) -> Result<usize> {
+        let rows = labels.len();
+        if rows == 0 || rows > self.max_batch || x.len() != rows * self.spec.input {
+            return Err(EngineError::Shape {
+                op: "load_batch",
+                detail: format!(
+                    "{} inputs and {rows} labels for width {} and at most {} rows",
+                    x.len(),
+                    self.spec.input,
+                    self.max_batch
+                ),
+            });
+        }
+        if let Some(bad) = labels.iter().find(|&&l| l as usize >= self.spec.classes) {
+            return Err(EngineError::Shape {
+                op: "load_batch",
+                detail: format!("label {bad} out of range for {} classes", self.spec.classes),
+            });
+        }
+        self.ctx.write(&self.input, 0, x);
+        self.ctx.write(&self.labels, 0, labels);
+        Ok(rows)
+    }
+
+    fn record_train(&mut self, pass: &mut wgpu::ComputePass<'_>, rows: usize) -> Result<()> {
         let plan = self.plan(rows)?;
         for d in plan
             .forward
@@ -371,8 +369,7 @@ impl Mlp {
         Ok(())
     }
 
-    /// Records forward and loss only (evaluation).
-    pub fn record_eval(&mut self, pass: &mut wgpu::ComputePass<'_>, rows: usize) -> Result<()> {
+    fn record_eval(&mut self, pass: &mut wgpu::ComputePass<'_>, rows: usize) -> Result<()> {
         let plan = self.plan(rows)?;
         for d in plan.forward.iter().chain([&plan.loss_eval]) {
             d.record(pass);
@@ -380,20 +377,7 @@ impl Mlp {
         Ok(())
     }
 
-    /// Forward + backward of one batch, submitted; gradients land in the gradient arena.
-    pub fn forward_backward(&mut self, x: &[f32], labels: &[u32]) -> Result<()> {
-        let rows = self.load_batch(x, labels)?;
-        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            self.record_train(&mut pass, rows)?;
-        }
-        self.ctx.queue.submit(Some(encoder.finish()));
-        Ok(())
-    }
-
-    /// Loss sum and correct predictions accumulated since the last reset (waits for the GPU).
-    pub fn read_stats(&self) -> Result<LossStats> {
+    fn read_stats(&self) -> Result<LossStats> {
         let raw: Vec<f32> =
             self.ctx
                 .read(&self.stats, 0, kernels::softmax_stats_len(self.max_batch))?;
@@ -405,41 +389,9 @@ impl Mlp {
         Ok(s)
     }
 
-    pub fn reset_stats(&self) -> Result<()> {
+    fn reset_stats(&self) -> Result<()> {
         let zeros = vec![0f32; kernels::softmax_stats_len(self.max_batch)];
         self.ctx.write(&self.stats, 0, &zeros);
         Ok(())
-    }
-
-    /// The logits of the last forward pass, `[rows, classes]`.
-    pub fn logits(&self, rows: usize) -> Result<Vec<f32>> {
-        self.ctx.read(
-            &self.acts[self.layers.len() - 1],
-            0,
-            rows * self.spec.classes,
-        )
-    }
-
-    /// Mean loss and accuracy of the current parameters over a whole split, in batches.
-    pub fn evaluate(&mut self, x: &[f32], labels: &[u32]) -> Result<(f64, f64)> {
-        let n = labels.len();
-        if n == 0 {
-            return Ok((f64::NAN, f64::NAN));
-        }
-        self.reset_stats()?;
-        let width = self.spec.input;
-        for start in (0..n).step_by(self.max_batch) {
-            let end = (start + self.max_batch).min(n);
-            let rows = self.load_batch(&x[start * width..end * width], &labels[start..end])?;
-            let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = encoder.begin_compute_pass(&Default::default());
-                self.record_eval(&mut pass, rows)?;
-            }
-            self.ctx.queue.submit(Some(encoder.finish()));
-        }
-        let s = self.read_stats()?;
-        self.reset_stats()?;
-        Ok((s.loss_sum / n as f64, s.correct / n as f64))
     }
 }

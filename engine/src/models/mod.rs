@@ -1,2 +1,255 @@
-//! Models on the flat parameter arena.
+//! Models on the flat parameter arena, behind one trait.
+//!
+//! A [`ModelKind`] is what `--model` names (`mlp` today); with the run's knobs it makes a
+//! [`ModelSpec`], which checks that the model fits the dataset's input and builds a [`Model`] on
+//! a device. Everything above the engine — the single-worker loop, the worker runtime, the
+//! simulator's model problem, checkpoints, the mesh's peer fingerprint — goes through [`Model`],
+//! so adding a model is a change in this folder alone: a new module implementing [`Model`], a
+//! [`ModelKind`] variant and its arm in [`ModelSpec::build`].
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::arena::ParamLayout;
+use crate::cpu::LossStats;
+use crate::device::GpuContext;
+use crate::error::{EngineError, Result};
+
 pub mod mlp;
+
+/// The families of models `--model` can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum ModelKind {
+    /// Multi-layer perceptron: dense layers with ReLU between them (`--hidden` sets the widths).
+    #[default]
+    Mlp,
+}
+
+impl ModelKind {
+    pub const ALL: [ModelKind; 1] = [ModelKind::Mlp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Mlp => "mlp",
+        }
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ModelKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        ModelKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ModelKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown model `{s}`: expected {}", names.join(", "))
+            })
+    }
+}
+
+impl serde::Serialize for ModelKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ModelKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The shape of one input row: `[channels, height, width]` (stored NCHW, row-major).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputShape(pub [usize; 3]);
+
+impl InputShape {
+    /// Values per row.
+    pub fn features(&self) -> usize {
+        self.0.iter().product()
+    }
+}
+
+impl fmt::Display for InputShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [c, h, w] = self.0;
+        write!(f, "{h}×{w}×{c}")
+    }
+}
+
+/// A model fully specified: its kind, its knobs, the input it takes and the classes it predicts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelSpec {
+    pub kind: ModelKind,
+    /// Hidden widths (the MLP's layers).
+    pub hidden: Vec<usize>,
+    pub input: InputShape,
+    pub classes: usize,
+}
+
+impl ModelSpec {
+    /// Checks the knobs against the input; the message names both when they do not fit.
+    pub fn new(
+        kind: ModelKind,
+        hidden: &[usize],
+        input: InputShape,
+        classes: usize,
+    ) -> Result<ModelSpec> {
+        let spec = ModelSpec {
+            kind,
+            hidden: hidden.to_vec(),
+            input,
+            classes,
+        };
+        match kind {
+            ModelKind::Mlp => {
+                mlp::MlpSpec::new(input.features(), hidden, classes)?;
+            }
+        }
+        Ok(spec)
+    }
+
+    /// The parameter layout the model will have (no device needed).
+    pub fn layout(&self) -> ParamLayout {
+        match self.kind {
+            ModelKind::Mlp => self.mlp().layout(),
+        }
+    }
+
+    /// The architecture in a few words, as [`Model::describe`] says it (no device needed).
+    pub fn describe(&self) -> String {
+        match self.kind {
+            ModelKind::Mlp => self.mlp().describe(),
+        }
+    }
+
+    fn mlp(&self) -> mlp::MlpSpec {
+        mlp::MlpSpec {
+            input: self.input.features(),
+            hidden: self.hidden.clone(),
+            classes: self.classes,
+        }
+    }
+
+    /// Builds the model on `ctx` with room for batches of up to `max_batch` rows.
+    pub fn build(&self, ctx: Arc<GpuContext>, max_batch: usize) -> Result<Box<dyn Model>> {
+        match self.kind {
+            ModelKind::Mlp => Ok(Box::new(mlp::Mlp::new(ctx, self.mlp(), max_batch)?)),
+        }
+    }
+}
+
+/// What every model on the flat arena offers the trainers. The parameters (x) live in one buffer
+/// laid out by [`Model::layout`], the gradients in a second buffer of the same layout.
+pub trait Model: Send {
+    fn kind(&self) -> ModelKind;
+    /// The layout of the parameters in the arena.
+    fn layout(&self) -> &ParamLayout;
+    /// The architecture in a few words, e.g. `64-256-128-10 (50826 parameters)` for an MLP.
+    fn describe(&self) -> String;
+    /// Deterministic initial parameters for `seed`: bit-identical in every process and platform.
+    fn init(&self, seed: u64) -> Vec<f32>;
+    fn ctx(&self) -> &Arc<GpuContext>;
+    /// The most rows one batch may have.
+    fn max_batch(&self) -> usize;
+    /// The parameter arena (x).
+    fn params_buffer(&self) -> &wgpu::Buffer;
+    /// The gradient arena, laid out as the parameters.
+    fn grads_buffer(&self) -> &wgpu::Buffer;
+    /// Uploads a batch (rows of the input shape, labels below the class count); returns its rows.
+    fn load_batch(&self, x: &[f32], labels: &[u32]) -> Result<usize>;
+    /// Records forward, loss (accumulated into the statistics) and backward of the loaded batch:
+    /// afterwards the gradient arena holds d(mean loss)/d(params).
+    fn record_train(&mut self, pass: &mut wgpu::ComputePass<'_>, rows: usize) -> Result<()>;
+    /// Records forward and loss only (evaluation).
+    fn record_eval(&mut self, pass: &mut wgpu::ComputePass<'_>, rows: usize) -> Result<()>;
+    /// Loss sum and correct predictions accumulated since the last reset (waits for the GPU).
+    fn read_stats(&self) -> Result<LossStats>;
+    fn reset_stats(&self) -> Result<()>;
+
+    /// Number of parameters.
+    fn parameters(&self) -> usize {
+        self.layout().len()
+    }
+
+    /// A fingerprint of the architecture: two processes agree on it exactly when they hold the
+    /// same model (kind, shapes and arena layout). Peers and checkpoints are checked against it.
+    fn fingerprint(&self) -> String {
+        format!(
+            "{} {} layout {:016x}",
+            self.kind(),
+            self.describe(),
+            self.layout().fingerprint()
+        )
+    }
+
+    fn set_params(&self, values: &[f32]) -> Result<()> {
+        check_len("set_params", values.len(), self.parameters())?;
+        self.ctx().write(self.params_buffer(), 0, values);
+        Ok(())
+    }
+
+    fn params(&self) -> Result<Vec<f32>> {
+        self.ctx().read(self.params_buffer(), 0, self.parameters())
+    }
+
+    fn grads(&self) -> Result<Vec<f32>> {
+        self.ctx().read(self.grads_buffer(), 0, self.parameters())
+    }
+
+    /// Mean loss and accuracy of the current parameters over a whole split, in batches.
+    fn evaluate(&mut self, x: &[f32], labels: &[u32]) -> Result<(f64, f64)> {
+        let n = labels.len();
+        if n == 0 {
+            return Ok((f64::NAN, f64::NAN));
+        }
+        let width = x.len() / n;
+        self.reset_stats()?;
+        let batch = self.max_batch();
+        for start in (0..n).step_by(batch) {
+            let end = (start + batch).min(n);
+            let rows = self.load_batch(&x[start * width..end * width], &labels[start..end])?;
+            let ctx = self.ctx().clone();
+            let mut encoder = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = encoder.begin_compute_pass(&Default::default());
+                self.record_eval(&mut pass, rows)?;
+            }
+            ctx.queue.submit(Some(encoder.finish()));
+        }
+        let s = self.read_stats()?;
+        self.reset_stats()?;
+        Ok((s.loss_sum / n as f64, s.correct / n as f64))
+    }
+
+    /// Forward + backward of one batch, submitted; gradients land in the gradient arena.
+    fn forward_backward(&mut self, x: &[f32], labels: &[u32]) -> Result<()> {
+        let rows = self.load_batch(x, labels)?;
+        let ctx = self.ctx().clone();
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            self.record_train(&mut pass, rows)?;
+        }
+        ctx.queue.submit(Some(encoder.finish()));
+        Ok(())
+    }
+}
+
+fn check_len(op: &'static str, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        return Err(EngineError::Shape {
+            op,
+            detail: format!("got {got} values for a model of {want} parameters"),
+        });
+    }
+    Ok(())
+}

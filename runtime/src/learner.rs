@@ -1,0 +1,225 @@
+//! One worker's learning machinery, the same for a single worker and for each worker of a
+//! multi-worker run: the model (`--model`), its training state on the device (x, x̃, momentum,
+//! snapshots: `a2cid_engine::trainer::TrainState`), its shard of the data and the loss window.
+//! A single worker is the `gossip` path without peers.
+use std::sync::Arc;
+
+use a2cid_data::{self as data, Batch, BatchLoader, Dataset};
+use a2cid_engine::acid::AcidParams;
+use a2cid_engine::models::{InputShape, Model, ModelSpec};
+use a2cid_engine::trainer::TrainState;
+use a2cid_engine::{AdapterChoice, GpuContext};
+use a2cid_schema::RunConfig;
+use anyhow::Context;
+
+/// Rows of one evaluation batch (the model's activations are sized for the larger of this and
+/// the training batch).
+const EVAL_BATCH: usize = 1024;
+
+/// Where a worker's data comes from: its shard of the training split and its shuffles.
+#[derive(Clone, Copy, Debug)]
+pub struct DataPlan {
+    pub rank: usize,
+    pub world: usize,
+    /// Seeds the shuffles of this worker's batches (the shard itself is seeded by the run's seed).
+    pub shuffle_seed: u64,
+    /// Stop the loader after this many epochs (`None`: it never stops).
+    pub epochs: Option<usize>,
+    /// Resume at batch `.1` of epoch `.0`.
+    pub position: (usize, usize),
+}
+
+/// A model, its training state and its data, on one device.
+pub struct Learner {
+    pub ctx: Arc<GpuContext>,
+    pub model: Box<dyn Model>,
+    pub state: TrainState,
+    pub dataset: Dataset,
+    loader: BatchLoader,
+    /// Rows trained on since the loss statistics were last read.
+    window_rows: usize,
+}
+
+/// Training statistics over a window of steps.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Window {
+    pub loss_sum: f64,
+    pub correct: f64,
+    pub rows: usize,
+}
+
+impl Window {
+    pub fn loss(&self) -> f64 {
+        self.loss_sum / self.rows.max(1) as f64
+    }
+    pub fn accuracy(&self) -> f64 {
+        self.correct / self.rows.max(1) as f64
+    }
+}
+
+/// What one gradient step trained on.
+#[derive(Clone, Copy, Debug)]
+pub struct Stepped {
+    pub rows: usize,
+    pub epoch: usize,
+    /// Index of the batch within its epoch, and the epoch's number of batches.
+    pub batch: usize,
+    pub batches_in_epoch: usize,
+}
+
+impl Stepped {
+    pub fn ends_epoch(&self) -> bool {
+        self.batch + 1 >= self.batches_in_epoch
+    }
+
+    /// The data position after this step: the next batch to train on.
+    pub fn next_position(&self) -> (usize, usize) {
+        if self.ends_epoch() {
+            (self.epoch + 1, 0)
+        } else {
+            (self.epoch, self.batch + 1)
+        }
+    }
+}
+
+impl Learner {
+    /// Loads the dataset, opens the device, builds the model at its seeded initial parameters
+    /// and a training state with the method's update-rule parameters (`with_tilde`: keep x̃).
+    pub fn new(
+        cfg: &RunConfig,
+        params: AcidParams,
+        with_tilde: bool,
+        plan: DataPlan,
+    ) -> anyhow::Result<Learner> {
+        let dataset = data::load(cfg.dataset, &cfg.data_dir)?;
+        let ctx = GpuContext::new(&cfg.adapter.parse::<AdapterChoice>().expect("infallible"))?;
+        let spec = ModelSpec::new(
+            cfg.model,
+            &cfg.hidden,
+            InputShape(dataset.shape),
+            dataset.classes,
+        )
+        .with_context(|| format!("--model {} on {}", cfg.model, cfg.dataset))?;
+        let model = spec.build(ctx.clone(), EVAL_BATCH.max(cfg.batch_size))?;
+        model.set_params(&model.init(cfg.seed))?;
+        let state = TrainState::new(
+            ctx.clone(),
+            model.params_buffer(),
+            model.grads_buffer(),
+            model.parameters(),
+            cfg.sgd(),
+            params,
+            with_tilde,
+        )?;
+        let train = Arc::new(dataset.train.clone());
+        let shard = data::shard_indices(train.len(), plan.rank, plan.world, cfg.seed);
+        let loader = BatchLoader::spawn_at(
+            train,
+            dataset.features,
+            shard,
+            cfg.batch_size,
+            plan.shuffle_seed,
+            plan.epochs,
+            plan.position,
+        );
+        Ok(Learner {
+            ctx,
+            model,
+            state,
+            dataset,
+            loader,
+            window_rows: 0,
+        })
+    }
+
+    /// Batches in one epoch of this worker's shard.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.loader.batches_per_epoch
+    }
+
+    /// The next batch, or `None` when the loader's epochs are done.
+    pub fn next_batch(&self) -> Option<Batch> {
+        self.loader.next_batch()
+    }
+
+    /// Records and submits one gradient event on `batch` at clock value `tau`: forward, loss,
+    /// backward, then the (mixing +) SGD step with learning rate `lr`. Nothing waits for the GPU.
+    pub fn step(&mut self, batch: &Batch, lr: f32, tau: f64) -> anyhow::Result<Stepped> {
+        let rows = self.model.load_batch(&batch.x, &batch.y)?;
+        self.record_and_submit(rows, |state, pass| state.record_step(pass, lr, tau))?;
+        Ok(Stepped {
+            rows,
+            epoch: batch.epoch,
+            batch: batch.index,
+            batches_in_epoch: batch.batches_in_epoch,
+        })
+    }
+
+    /// Forward, loss and backward only: the gradient arena then holds this batch's gradient
+    /// (for `allreduce`, which averages it before [`Learner::apply_gradient`]).
+    pub fn gradient(&mut self, batch: &Batch) -> anyhow::Result<Stepped> {
+        let rows = self.model.load_batch(&batch.x, &batch.y)?;
+        self.record_and_submit(rows, |_, _| {})?;
+        Ok(Stepped {
+            rows,
+            epoch: batch.epoch,
+            batch: batch.index,
+            batches_in_epoch: batch.batches_in_epoch,
+        })
+    }
+
+    /// The SGD step with whatever the gradient arena holds.
+    pub fn apply_gradient(&mut self, lr: f32, tau: f64) {
+        self.state
+            .submit(|state, pass| state.record_step(pass, lr, tau));
+    }
+
+    fn record_and_submit(
+        &mut self,
+        rows: usize,
+        then: impl FnOnce(&mut TrainState, &mut wgpu::ComputePass<'_>),
+    ) -> anyhow::Result<()> {
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            self.model.record_train(&mut pass, rows)?;
+            then(&mut self.state, &mut pass);
+        }
+        self.ctx.queue.submit(Some(encoder.finish()));
+        self.window_rows += rows;
+        Ok(())
+    }
+
+    /// Rows trained on since the last [`Learner::take_window`].
+    pub fn window_rows(&self) -> usize {
+        self.window_rows
+    }
+
+    /// The training loss and correct predictions since the last call (waits for the GPU);
+    /// starts a new window.
+    pub fn take_window(&mut self) -> anyhow::Result<Window> {
+        let s = self.model.read_stats()?;
+        self.model.reset_stats()?;
+        Ok(Window {
+            loss_sum: s.loss_sum,
+            correct: s.correct,
+            rows: std::mem::take(&mut self.window_rows),
+        })
+    }
+
+    /// Test loss and accuracy of the current parameters.
+    pub fn evaluate_test(&mut self) -> anyhow::Result<(f64, f64)> {
+        let test = &self.dataset.test;
+        Ok(self.model.evaluate(&test.x, &test.y)?)
+    }
+
+    /// Test loss and accuracy of other parameters (e.g. the average over the workers); the
+    /// model's own parameters are left unchanged.
+    pub fn evaluate_params(&mut self, x: &[f32]) -> anyhow::Result<(f64, f64)> {
+        let own = self.model.params()?;
+        self.model.set_params(x)?;
+        let result = self.evaluate_test();
+        self.model.set_params(&own)?;
+        result
+    }
+}
