@@ -13,16 +13,12 @@
 struct Params {
     n: u32,
     nesterov: u32,
-    _pad0: u32,
-    _pad1: u32,
     mix: f32,
     lr: f32,
     momentum: f32,
     weight_decay: f32,
     alpha: f32,
     alpha_tilde: f32,
-    _pad2: f32,
-    _pad3: f32,
 }
 
 override HAS_TILDE: bool = true;
@@ -36,10 +32,6 @@ override HAS_TILDE: bool = true;
 @group(0) @binding(4) var<storage, read> other: array<f32>;
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 
-fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * 256u;
-}
-
 // Mixed (x, x̃) of element i; with HAS_TILDE false, x is unchanged.
 fn mixed(i: u32) -> vec2<f32> {
     let xi = x[i];
@@ -51,7 +43,7 @@ fn mixed(i: u32) -> vec2<f32> {
     return vec2<f32>(xi + gap, ti - gap);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP_1D)
 fn mix_and_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if (i >= p.n) { return; }
@@ -70,7 +62,7 @@ fn mix_and_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP_1D)
 fn mix_and_snapshot(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if (i >= p.n) { return; }
@@ -82,23 +74,24 @@ fn mix_and_snapshot(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     aux[i] = v.x;
 }
 
-var<workgroup> sq: array<f32, 256>;
+var<workgroup> sq: array<f32, WORKGROUP_1D>;
 
 // Elements per invocation of mix_and_average: the ‖s_i − s_j‖² reduction then costs one tree of
-// barriers per 4,096 elements instead of per 256 (barriers are expensive on CPU adapters).
+// barriers per 4,096 elements instead of per 256 (barriers are expensive on CPU adapters). The
+// host sizes the grid and the partial sums with the same number (checked by the naga test).
 const AVG_PER_INVOCATION: u32 = 16u;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP_1D)
 fn mix_and_average(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let group = wid.x + wid.y * nwg.x;
-    let base = group * 256u * AVG_PER_INVOCATION + lid.x;
+    let group = workgroup_index(wid, nwg);
+    let base = group * WORKGROUP_1D * AVG_PER_INVOCATION + lid.x;
     var dd = 0.0;
     for (var r = 0u; r < AVG_PER_INVOCATION; r++) {
-        let i = base + r * 256u; // consecutive invocations touch consecutive elements
+        let i = base + r * WORKGROUP_1D; // consecutive invocations touch consecutive elements
         if (i < p.n) {
             let v = mixed(i);
             let delta = other[i] - aux[i]; // s_j − s_i, against the snapshot we sent
@@ -111,7 +104,7 @@ fn mix_and_average(
     }
     sq[lid.x] = dd;
     workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+    for (var stride = WORKGROUP_1D / 2u; stride > 0u; stride >>= 1u) {
         if (lid.x < stride) { sq[lid.x] += sq[lid.x + stride]; }
         workgroupBarrier();
     }

@@ -13,12 +13,12 @@ struct Params {
     a_off: u32,
     b_off: u32,
     c_off: u32,
-    _pad: u32,
 }
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 
+// BM and BN are `kernels::MATMUL_TILE` on the host, which sizes the grid (checked by the naga test).
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;

@@ -7,12 +7,9 @@
 struct Params {
     n: u32,
     nesterov: u32,
-    _pad0: u32,
-    _pad1: u32,
     lr: f32,
     momentum: f32,
     weight_decay: f32,
-    _pad2: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -20,9 +17,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> m: array<f32>;
 @group(0) @binding(3) var<storage, read> g: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP_1D)
 fn sgd_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = linear_index(gid, nwg);
     if (i >= p.n) { return; }
     let xi = x[i];
     let d = g[i] + p.weight_decay * xi;

@@ -8,12 +8,11 @@ struct Params {
     rows: u32,
     classes: u32,
     write_grad: u32,
-    _pad: u32,
     grad_scale: f32,
-    _pad1: f32,
-    _pad2: f32,
-    _pad3: f32,
 }
+
+// Rows per workgroup: `kernels::SOFTMAX_ROWS_PER_GROUP` on the host (checked by the naga test).
+const ROWS_PER_GROUP: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
@@ -21,17 +20,17 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 @group(0) @binding(4) var<storage, read_write> stats: array<f32>;
 
-var<workgroup> loss_part: array<f32, 64>;
-var<workgroup> correct_part: array<f32, 64>;
+var<workgroup> loss_part: array<f32, ROWS_PER_GROUP>;
+var<workgroup> correct_part: array<f32, ROWS_PER_GROUP>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(ROWS_PER_GROUP)
 fn softmax_ce(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let group = wid.x + wid.y * nwg.x;
-    let row = group * 64u + lid.x;
+    let group = workgroup_index(wid, nwg);
+    let row = group * ROWS_PER_GROUP + lid.x;
     var loss = 0.0;
     var correct = 0.0;
     if (row < p.rows) {
@@ -61,7 +60,7 @@ fn softmax_ce(
     loss_part[lid.x] = loss;
     correct_part[lid.x] = correct;
     workgroupBarrier();
-    for (var stride = 32u; stride > 0u; stride >>= 1u) {
+    for (var stride = ROWS_PER_GROUP / 2u; stride > 0u; stride >>= 1u) {
         if (lid.x < stride) {
             loss_part[lid.x] += loss_part[lid.x + stride];
             correct_part[lid.x] += correct_part[lid.x + stride];

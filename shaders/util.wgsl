@@ -1,28 +1,18 @@
-// Small utilities over flat f32 buffers: fill, copy, axpy.
-// 1-D kernels: 256 invocations per workgroup; the host splits more than 65,535 workgroups over the
-// y dimension, so the linear index is gid.x + gid.y * (num_workgroups.x * 256).
+// Small utilities over flat f32 buffers: fill, copy, axpy (1-D kernels, see prelude.wgsl).
 
 struct Params {
     n: u32,
     dst_off: u32,
     src_off: u32,
-    _pad: u32,
     value: f32,
-    _pad1: f32,
-    _pad2: f32,
-    _pad3: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(2) var<storage, read> src: array<f32>;
 
-fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * 256u;
-}
-
 // dst[i] = value
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP_1D)
 fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if (i >= p.n) { return; }
@@ -30,7 +20,7 @@ fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 // dst[i] = src[i]
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP_1D)
 fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if (i >= p.n) { return; }
@@ -38,7 +28,7 @@ fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 // dst[i] += value * src[i]
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP_1D)
 fn axpy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if (i >= p.n) { return; }

@@ -1,14 +1,17 @@
 //! The GPU device context: adapter discovery and choice, device creation with the adapter's real
-//! limits, buffers, uploads and readbacks, and the cache of compiled compute pipelines.
+//! limits, buffers, uploads and readbacks, the cache of compiled compute pipelines, and submitting
+//! recorded work.
+//!
+//! Knows nothing of the kernels: it compiles any [`KernelSource`] and submits anything
+//! [`Recordable`], so `kernels` builds on this module and never the other way round.
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use wgpu::util::DeviceExt;
 
 use crate::error::{EngineError, Result};
-use crate::kernels::Shader;
 
 /// Which adapter to use: the best one, the N-th one listed by `a2cid devices`, or the first whose
 /// name contains a string (case-insensitive).
@@ -109,9 +112,9 @@ fn choose(adapters: &[wgpu::AdapterInfo], choice: &AdapterChoice) -> Result<usiz
             .join("\n")
     };
     match choice {
-        AdapterChoice::Auto => Ok((0..adapters.len())
+        AdapterChoice::Auto => (0..adapters.len())
             .min_by_key(|&i| (preference(adapters[i].device_type), i))
-            .expect("non-empty")),
+            .ok_or(EngineError::NoAdapter),
         AdapterChoice::Index(i) if *i < adapters.len() => Ok(*i),
         AdapterChoice::Name(name) => {
             let needle = name.to_lowercase();
@@ -145,12 +148,33 @@ pub fn list_adapters(choice: &AdapterChoice) -> (Vec<AdapterSummary>, Result<usi
     (list, chosen)
 }
 
+/// A WGSL module the device compiles. `name` identifies it in the caches and in wgpu's labels, so
+/// two different sources must not share a name (the engine's kernels use their file names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelSource {
+    pub name: &'static str,
+    pub wgsl: &'static str,
+}
+
+/// Work that records itself into a compute pass (a kernel launch, `kernels::Dispatch`), so the
+/// device can submit it without knowing what a kernel is.
+pub trait Recordable {
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>);
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct PipelineKey {
-    shader: Shader,
+    /// [`KernelSource::name`].
+    source: &'static str,
     entry: &'static str,
     /// Pipeline-overridable constants, as (name, value bits), sorted.
     constants: Vec<(&'static str, u64)>,
+}
+
+/// Locks a cache. A panic while one was held cannot leave it half-updated (each holds compiled
+/// objects inserted whole), so a poisoned lock is still good to use.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One open device and everything tied to it. Cheap to share (`Arc<GpuContext>`).
@@ -159,7 +183,8 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub adapter: AdapterSummary,
     pub limits: wgpu::Limits,
-    modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
+    /// Compiled modules by [`KernelSource::name`].
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     placeholder: wgpu::Buffer,
 }
@@ -395,42 +420,34 @@ impl GpuContext {
             .map_err(|e| EngineError::Device(e.to_string()))
     }
 
-    /// The compiled pipeline for `entry` of `shader` with the given overridable constants; compiled
-    /// once per device and cached.
+    /// The compiled pipeline for `entry` of `source` with the given overridable constants; compiled
+    /// once per device and cached by (source name, entry point, constants).
     pub fn pipeline(
         &self,
-        shader: Shader,
+        source: KernelSource,
         entry: &'static str,
         constants: &[(&'static str, f64)],
     ) -> Arc<wgpu::ComputePipeline> {
         let mut sorted: Vec<_> = constants.iter().map(|&(k, v)| (k, v.to_bits())).collect();
         sorted.sort();
         let key = PipelineKey {
-            shader,
+            source: source.name,
             entry,
             constants: sorted,
         };
-        if let Some(p) = self
-            .pipelines
-            .lock()
-            .expect("pipeline cache poisoned")
-            .get(&key)
-        {
+        if let Some(p) = lock(&self.pipelines).get(&key) {
             return p.clone();
         }
-        let module = {
-            let mut modules = self.modules.lock().expect("module cache poisoned");
-            modules
-                .entry(shader)
-                .or_insert_with(|| {
-                    self.device
-                        .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(shader.file_name()),
-                            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
-                        })
-                })
-                .clone()
-        };
+        let module = lock(&self.modules)
+            .entry(source.name)
+            .or_insert_with(|| {
+                self.device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(source.name),
+                        source: wgpu::ShaderSource::Wgsl(source.wgsl.into()),
+                    })
+            })
+            .clone();
         let pipeline = Arc::new(self.device.create_compute_pipeline(
             &wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
@@ -444,28 +461,22 @@ impl GpuContext {
                 cache: None,
             },
         ));
-        self.pipelines
-            .lock()
-            .expect("pipeline cache poisoned")
-            .insert(key, pipeline.clone());
+        lock(&self.pipelines).insert(key, pipeline.clone());
         pipeline
     }
 
     /// Number of distinct pipelines compiled so far (the cache's size).
     pub fn cached_pipelines(&self) -> usize {
-        self.pipelines
-            .lock()
-            .expect("pipeline cache poisoned")
-            .len()
+        lock(&self.pipelines).len()
     }
 
-    /// Records `dispatches` into one compute pass and submits it.
-    pub fn run(&self, dispatches: &[&crate::kernels::Dispatch]) {
+    /// Records `work` (e.g. kernel launches) into one compute pass, in order, and submits it.
+    pub fn run<W: Recordable + ?Sized>(&self, work: &[&W]) {
         let mut encoder = self.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            for d in dispatches {
-                d.record(&mut pass);
+            for w in work {
+                w.record(&mut pass);
             }
         }
         self.queue.submit(Some(encoder.finish()));

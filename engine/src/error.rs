@@ -36,6 +36,14 @@ pub enum EngineError {
     #[error("{op}: {detail}")]
     Shape { op: &'static str, detail: String },
 
+    /// A kernel launch was given buffers that do not match the bindings its entry point declares.
+    #[error("kernel {kernel}: {problem}; its storage bindings are {expected}")]
+    Binding {
+        kernel: String,
+        problem: String,
+        expected: String,
+    },
+
     #[error("reading back GPU buffer {label:?} failed: {detail}")]
     Readback { label: String, detail: String },
 

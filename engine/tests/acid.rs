@@ -3,15 +3,15 @@
 //! e^(−2·eta·d); a pairwise average conserves the pair's sum; gossip leaves x̃ alone.
 mod common;
 
-use a2cid_engine::acid::{self, AcidParams, SgdParams};
+use a2cid_engine::acid::{self, AcidParams};
 use a2cid_engine::kernels::{self, AcidUniform};
-use a2cid_engine::GpuContext;
+use a2cid_engine::{GpuContext, SgdConfig};
 use common::*;
 
 const N: usize = 70_001; // not a multiple of the workgroup size
 
-fn sgd() -> SgdParams {
-    SgdParams {
+fn sgd() -> SgdConfig {
+    SgdConfig {
         lr: 0.05,
         momentum: 0.9,
         weight_decay: 1e-3,
@@ -19,7 +19,7 @@ fn sgd() -> SgdParams {
     }
 }
 
-fn uniform(n: usize, mix: f64, s: &SgdParams, p: &AcidParams) -> AcidUniform {
+fn uniform(n: usize, mix: f64, s: &SgdConfig, p: &AcidParams) -> AcidUniform {
     let mut u = AcidUniform::new(n).unwrap();
     u.mix = mix as f32;
     u.lr = s.lr;
@@ -46,7 +46,7 @@ fn mix_and_step_matches_twin_with_and_without_x_tilde() {
     };
     for nesterov in [false, true] {
         for with_tilde in [true, false] {
-            let s = SgdParams { nesterov, ..sgd() };
+            let s = SgdConfig { nesterov, ..sgd() };
             let d = 1.7;
             let mut x = random_vec(&mut r, N, 1.0);
             let mut xt = random_vec(&mut r, N, 1.0);

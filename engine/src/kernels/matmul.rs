@@ -1,0 +1,143 @@
+//! `shaders/matmul.wgsl`: the tiled matrix product with optional transposes (pipeline
+//! specialisations) and accumulation, on views at element offsets; and its CPU twin ([`cpu`]).
+use super::{
+    groups_for, u32_of, Binding, Dispatch, EntryPoint, Family, Uniform, MAX_GROUPS_PER_DIM,
+};
+use crate::device::GpuContext;
+use crate::error::{EngineError, Result};
+
+uniform_params! {
+    /// The uniform block of matmul.wgsl.
+    pub struct MatmulParams {
+        pub m: u32,
+        pub n: u32,
+        pub k: u32,
+        pub accumulate: u32,
+        pub a_off: u32,
+        pub b_off: u32,
+        pub c_off: u32,
+    }
+}
+
+/// Block of C computed by one workgroup of the matmul kernel (`BM` = `BN` in the WGSL).
+pub const MATMUL_TILE: usize = 64;
+
+pub const MATMUL: EntryPoint = EntryPoint {
+    name: "matmul",
+    bindings: &[
+        Binding::uniform(0, "p"),
+        Binding::read(1, "a"),
+        Binding::read(2, "b"),
+        Binding::read_write(3, "c"),
+    ],
+};
+
+pub const FAMILY: Family = Family {
+    source: wgsl_source!("matmul.wgsl"),
+    uniform: MatmulParams::LAYOUT,
+    overrides: &["TRANS_A", "TRANS_B"],
+    shared_constants: &[("BM", MATMUL_TILE as u32), ("BN", MATMUL_TILE as u32)],
+    entry_points: &[MATMUL],
+};
+
+/// A matrix operand: a view of `buffer` starting at element `offset`, stored row-major; when
+/// `transposed`, the stored matrix is the transpose of the logical operand.
+#[derive(Clone, Copy)]
+pub struct MatRef<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub offset: usize,
+    pub transposed: bool,
+}
+
+impl<'a> MatRef<'a> {
+    pub fn new(buffer: &'a wgpu::Buffer, offset: usize) -> Self {
+        MatRef {
+            buffer,
+            offset,
+            transposed: false,
+        }
+    }
+    pub fn t(self) -> Self {
+        MatRef {
+            transposed: !self.transposed,
+            ..self
+        }
+    }
+}
+
+/// `C[m×n] (+)= op(A)[m×k] · op(B)[k×n]`, C row-major at `c_off` of `c` (distinct from A and B's
+/// buffers). `accumulate` adds into C instead of overwriting it.
+pub fn matmul(
+    ctx: &GpuContext,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    c: &wgpu::Buffer,
+    c_off: usize,
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+) -> Result<Dispatch> {
+    let op = MATMUL.name;
+    let params = MatmulParams {
+        m: u32_of(op, "m", m)?,
+        n: u32_of(op, "n", n)?,
+        k: u32_of(op, "k", k)?,
+        accumulate: accumulate as u32,
+        a_off: u32_of(op, "a offset", a.offset)?,
+        b_off: u32_of(op, "b offset", b.offset)?,
+        c_off: u32_of(op, "c offset", c_off)?,
+    };
+    let gx = groups_for(op, n, MATMUL_TILE)?;
+    let gy = groups_for(op, m, MATMUL_TILE)?;
+    if gx > MAX_GROUPS_PER_DIM || gy > MAX_GROUPS_PER_DIM {
+        return Err(EngineError::Shape {
+            op,
+            detail: format!("{m}×{n} output needs more than 65,535 tiles per dimension; split it"),
+        });
+    }
+    let constants = [
+        ("TRANS_A", f64::from(a.transposed as u8)),
+        ("TRANS_B", f64::from(b.transposed as u8)),
+    ];
+    Dispatch::new(
+        ctx,
+        &FAMILY,
+        &MATMUL,
+        &constants,
+        &params,
+        &[("a", a.buffer), ("b", b.buffer), ("c", c)],
+        [gx.max(1), gy.max(1), 1],
+    )
+}
+
+/// The plain-Rust twin of matmul.wgsl (f64 accumulation).
+pub mod cpu {
+    /// `C[m×n] (+)= op(A)[m×k] · op(B)[k×n]`, row-major; `trans_a` means `a` stores `[k, m]`,
+    /// `trans_b` means `b` stores `[n, k]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul(
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        (m, k, n): (usize, usize, usize),
+        trans_a: bool,
+        trans_b: bool,
+        accumulate: bool,
+    ) {
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = 0f64;
+                for p in 0..k {
+                    let av = if trans_a { a[p * m + i] } else { a[i * k + p] };
+                    let bv = if trans_b { b[j * k + p] } else { b[p * n + j] };
+                    acc += f64::from(av) * f64::from(bv);
+                }
+                let out = &mut c[i * n + j];
+                *out = if accumulate {
+                    *out + acc as f32
+                } else {
+                    acc as f32
+                };
+            }
+        }
+    }
+}
