@@ -136,7 +136,7 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
         eprintln!("warning: {w}");
     }
     // Fail here, once, with a clear message, rather than in N workers.
-    let dataset = a2cid_data::load(cfg.dataset, &cfg.data_dir)?;
+    let dataset = a2cid_datasets::load(cfg.dataset, &cfg.data_dir)?;
     let run = RunDir::new(&out);
     std::fs::create_dir_all(run.workers())
         .with_context(|| format!("creating run directory {}", out.display()))?;

@@ -4,7 +4,7 @@
 //! A single worker is the `gossip` path without peers.
 use std::sync::Arc;
 
-use a2cid_data::{self as data, Batch, BatchLoader, Dataset};
+use a2cid_datasets::{self as data, Batch, BatchLoader, Dataset};
 use a2cid_engine::acid::AcidParams;
 use a2cid_engine::models::{InputShape, Model, ModelSpec};
 use a2cid_engine::trainer::TrainState;

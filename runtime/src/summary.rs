@@ -62,7 +62,7 @@ pub fn gather(
             run.workers().display()
         );
     }
-    let dataset = a2cid_data::load(cfg.dataset, &cfg.data_dir)?;
+    let dataset = a2cid_datasets::load(cfg.dataset, &cfg.data_dir)?;
     let spec = ModelSpec::new(
         cfg.model,
         &cfg.hidden,

@@ -2,7 +2,7 @@
 //! run directory. Defaults, then a TOML file, then command-line flags (the binary merges those).
 use std::path::PathBuf;
 
-use a2cid_data::DatasetName;
+use a2cid_datasets::DatasetName;
 use a2cid_engine::models::ModelKind;
 use a2cid_engine::{LrSchedule, SgdConfig};
 use a2cid_topology::{GraphSpec, Topology};

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use a2cid_data::DatasetName;
+use a2cid_datasets::DatasetName;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 

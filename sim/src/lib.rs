@@ -108,7 +108,7 @@ pub struct SimulateArgs {
     pub noise: f64,
     /// model: dataset (digits is embedded; mnist and fashion-mnist need scripts/fetch-datasets.sh).
     #[arg(long, default_value = "digits")]
-    pub dataset: a2cid_data::DatasetName,
+    pub dataset: a2cid_datasets::DatasetName,
     /// model: which model (mlp).
     #[arg(long, default_value = "mlp")]
     pub model: ModelKind,

@@ -6,7 +6,7 @@
 //! continuized model says (docs/algorithm.md §1).
 use std::sync::Arc;
 
-use a2cid_data::{self as data, BatchLoader, DatasetName};
+use a2cid_datasets::{self as data, BatchLoader, DatasetName};
 use a2cid_engine::acid::AcidParams;
 use a2cid_engine::kernels::{self, Dispatch};
 use a2cid_engine::models::{InputShape, Model, ModelKind, ModelSpec};

@@ -2,7 +2,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use a2cid_data::DatasetName;
+use a2cid_datasets::DatasetName;
 use a2cid_engine::LrSchedule;
 use a2cid_runtime::{Placement, WorkerOptions};
 use a2cid_schema::{Method, ModelKind, RunConfig, RunDir};

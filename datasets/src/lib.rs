@@ -1,4 +1,4 @@
-//! # a2cid-data — datasets, shards and batches
+//! # a2cid-datasets — datasets, shards and batches
 //!
 //! **Owns:** reading IDX files (gzip detected by content) with errors that name the file and the
 //! fault, the datasets (`digits` embedded through smartcore; `mnist` and `fashion-mnist` fetched by
