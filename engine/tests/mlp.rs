@@ -2,8 +2,10 @@
 //! CPU composition against finite differences, deterministic init, and a convergence check.
 mod common;
 
+use a2cid_engine::acid::AcidParams;
 use a2cid_engine::models::Model;
-use a2cid_engine::{cpu, Mlp, MlpSpec, Sgd, SgdConfig};
+use a2cid_engine::trainer::TrainState;
+use a2cid_engine::{cpu, Mlp, MlpSpec, SgdConfig};
 use common::*;
 
 /// Mean loss and gradient of the MLP on the CPU, composed from the kernel twins.
@@ -195,12 +197,15 @@ fn sgd_training_fits_a_separable_problem() {
     let mut mlp = Mlp::new(ctx.clone(), spec.clone(), 64).unwrap();
     mlp.set_params(&spec.init(0)).unwrap();
     let (loss0, _) = mlp.evaluate(&x, &labels).unwrap();
-    let sgd = Sgd::new(
+    // A single worker's training state: no x̃, plain SGD (the gossip path without peers).
+    let mut state = TrainState::new(
         ctx.clone(),
         mlp.params_buffer(),
         mlp.grads_buffer(),
         spec.layout().len(),
         SgdConfig::default(),
+        AcidParams::GOSSIP,
+        false,
     )
     .unwrap();
     for _epoch in 0..5 {
@@ -215,7 +220,7 @@ fn sgd_training_fits_a_separable_problem() {
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
                 mlp.record_train(&mut pass, rows).unwrap();
-                sgd.record(&mut pass);
+                state.record_step(&mut pass, SgdConfig::default().lr, 0.0);
             }
             ctx.queue.submit(Some(enc.finish()));
         }

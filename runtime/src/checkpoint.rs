@@ -12,7 +12,7 @@ use a2cid_schema::write_atomic;
 
 /// Everything but the tensors: enough to continue exactly where the worker was.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct WorkerState {
+pub struct CheckpointState {
     pub rank: usize,
     pub world: usize,
     pub method: String,
@@ -48,7 +48,7 @@ pub struct WorkerState {
 /// A checkpoint in memory.
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
-    pub state: WorkerState,
+    pub state: CheckpointState,
     pub x: Vec<f32>,
     pub x_tilde: Option<Vec<f32>>,
     pub momentum: Vec<f32>,
@@ -99,7 +99,7 @@ impl Checkpoint {
             .as_ref()
             .and_then(|m| m.get("a2cid_state"))
             .ok_or_else(|| bad("no a2cid_state metadata".into()))?;
-        let state: WorkerState = serde_json::from_str(state_json)
+        let state: CheckpointState = serde_json::from_str(state_json)
             .map_err(|e| bad(format!("bad a2cid_state metadata ({e})")))?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
@@ -175,7 +175,7 @@ mod tests {
 
     fn sample() -> Checkpoint {
         Checkpoint {
-            state: WorkerState {
+            state: CheckpointState {
                 rank: 2,
                 world: 4,
                 method: "acid".into(),

@@ -21,7 +21,7 @@ use a2cid_schema::{
 use anyhow::{bail, Context};
 use tracing::{info, warn};
 
-use crate::checkpoint::{Checkpoint, WorkerState};
+use crate::checkpoint::{Checkpoint, CheckpointState};
 use crate::clock::{meta_len, GlobalCounts, StepClock, StopRule};
 use crate::learner::{DataPlan, Learner};
 
@@ -576,7 +576,7 @@ impl Worker {
         let (x, x_tilde, momentum) = self.learner.state.read()?;
         let tau = self.tau();
         let c = Checkpoint {
-            state: WorkerState {
+            state: CheckpointState {
                 rank: self.rank,
                 world: self.world,
                 method: self.cfg.method.name().to_string(),
