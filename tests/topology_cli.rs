@@ -1,4 +1,4 @@
-//! `a2cid topology` end to end: the JSON keys, the SPEC check values, and errors that say what to do.
+//! `a2cid topology` end to end: the JSON keys, the check values of docs/algorithm.md §5, and errors that say what to do.
 use std::process::Command;
 
 fn topology(args: &[&str]) -> std::process::Output {

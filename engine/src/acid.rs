@@ -1,4 +1,4 @@
-//! The A²CiD² update rules (SPEC §3) on the CPU: the one implementation of the math.
+//! The A²CiD² update rules (docs/algorithm.md §3) on the CPU: the one implementation of the math.
 //!
 //! Pure functions over flat f32 parameter slices; time is passed in as the elapsed clock interval
 //! `elapsed` (in units of one gradient) since the last event that touched (x, x̃). This module owns
@@ -17,7 +17,7 @@
 
 use crate::optim::SgdConfig;
 
-/// The A²CiD² constants of one graph and communication rate (SPEC §4).
+/// The A²CiD² constants of one graph and communication rate (docs/algorithm.md §5).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AcidParams {
     /// Rate of the continuous mixing between x and x̃, per unit of time.
@@ -68,7 +68,7 @@ pub fn mix(x: &mut [f32], x_tilde: &mut [f32], eta: f64, elapsed: f64) {
     }
 }
 
-/// A gradient event (SPEC §3): mix (x, x̃) over `elapsed`, then the SGD step
+/// A gradient event (docs/algorithm.md §3.2): mix (x, x̃) over `elapsed`, then the SGD step
 /// `m <- mu m + g + wd x`, `u = lr m` (Nesterov: `u = lr (g + wd x + mu m)`), `x -= u`, `x̃ -= u`.
 /// The weight decay uses x after mixing. With `x_tilde = None` (gossip, all-reduce) it is plain SGD.
 pub fn mix_and_step(
@@ -123,7 +123,7 @@ pub fn mix_and_step(
     }
 }
 
-/// The receiving half of a communication event (SPEC §3): mix (x, x̃) over `elapsed`, then
+/// The receiving half of a communication event (docs/algorithm.md §3.3): mix (x, x̃) over `elapsed`, then
 /// `x += alpha (s_j - s_i)`, `x̃ += alpha_tilde (s_j - s_i)`, where `sent` = s_i is the snapshot this
 /// worker sent (its x after mixing up to the exchange) and `peer` = s_j the one it received.
 /// Taking the delta against the sent snapshot keeps gradient steps that landed in between and

@@ -5,7 +5,7 @@
 
 use a2cid_schema::StopReason;
 
-/// The worker clock of SPEC §1: `tau = wall_seconds / dt_grad`, where `dt_grad` is an exponential
+/// The worker clock of docs/algorithm.md §1: `tau = wall_seconds / dt_grad`, where `dt_grad` is an exponential
 /// moving average of the worker's own time per gradient step. `tau` never goes backwards (a
 /// slower EMA would otherwise pull it back) and continues from `offset` after a resume.
 #[derive(Clone, Debug)]

@@ -1,13 +1,19 @@
-//! `a2cid simulate`: n virtual workers in one process, with the exact continuized dynamics of
-//! A²CiD² (SPEC §1–4), to study methods, graphs and rates without a cluster.
+//! # a2cid-sim — an exact simulator of n workers
 //!
-//! This module tree owns the event loop (`runner`), the `Problem` abstraction and its CPU
-//! implementation (`problem`), the `quadratic` problem, heterogeneous speeds (`speeds`), and the
-//! outputs (`output`). The update rules come from `a2cid_engine::acid` and the rates and constants
-//! from `crate::topology`: nothing here re-implements them.
+//! `a2cid simulate`: n virtual workers in one process with the exact continuized dynamics of
+//! A²CiD² (docs/algorithm.md §1–5), to study methods, graphs and rates without a cluster.
 //!
-//! Plugging in another problem (e.g. the engine's MLP on the GPU): implement `Problem` (or
-//! `Objective` for a CPU one), add a `ProblemKind` variant and build it in `build_problem`.
+//! **Owns:** the event loop (`runner`, one seeded queue of every Poisson clock), the `Problem`
+//! abstraction and its CPU implementation (`problem`), the `quadratic` problem, the GPU model
+//! problem (`model`: one `a2cid_engine::trainer::TrainState` per worker, as in the real runtime),
+//! heterogeneous speeds (`speeds`), and the outputs (`output`: series, summaries, figures drawn
+//! with the report's plotting stack).
+//!
+//! **Must not touch:** the update rules (`a2cid_engine::acid` and the fused kernels), the graph
+//! constants (`a2cid_topology`), the network. Nothing here re-implements them.
+//!
+//! Plugging in another problem: implement `Problem` (or `Objective` for a CPU one), add a
+//! `ProblemKind` variant and build it in `build_problem`.
 
 pub mod events;
 pub mod model;

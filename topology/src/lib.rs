@@ -635,7 +635,7 @@ fn adjacency(n: usize, edges: &[(usize, usize)]) -> Vec<Vec<usize>> {
     adjacency
 }
 
-/// The spectral constants of SPEC §4 for one weighted graph.
+/// The spectral constants of docs/algorithm.md §5 for one weighted graph.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct AcidConstants {
     /// 1 / (smallest positive eigenvalue of the rate-weighted Laplacian).
