@@ -2,7 +2,7 @@
 //! shapes: not a multiple of the tile size, one row, large, and grids over 65,535 workgroups.
 mod common;
 
-use a2cid_engine::kernels::{self, MatRef};
+use a2cid_engine::kernels::{self, Dispatch, MatRef};
 use a2cid_engine::{cpu, SgdConfig};
 use common::*;
 
@@ -160,8 +160,9 @@ fn softmax_cross_entropy_loss_grad_and_accuracy() {
         let scale = 1.0 / rows as f32;
         let d =
             kernels::softmax_ce(&ctx, &gl, &glab, &gd, &gs, rows, classes, Some(scale)).unwrap();
-        // Run twice: the statistics accumulate, the gradient is overwritten.
-        ctx.run(&[&d, &d]);
+        // Run twice: the statistics accumulate, the gradient is overwritten. (`submit_all` is
+        // `ctx.run` from the dispatch side.)
+        Dispatch::submit_all(&ctx, &[&d, &d]);
         let grad: Vec<f32> = ctx.read(&gd, 0, rows * classes).unwrap();
         let stats: Vec<f32> = ctx.read(&gs, 0, stats_len).unwrap();
         let mut want_grad = vec![0.0; rows * classes];
