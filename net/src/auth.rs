@@ -9,13 +9,11 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::connection::Connection;
 use crate::error::{FrameError, HandshakeError, NetError};
-use crate::frame::{
-    encode_msg, read_frame, write_msg, BufPool, Fingerprint, Hello, Incoming, Limits, Msg, Purpose,
-    MAGIC, PROTOCOL_VERSION,
-};
+use crate::frame::{encode_msg, Fingerprint, Frame, Hello, Msg, Purpose, PROTOCOL_VERSION};
 
 /// Environment variable holding the shared cluster secret.
 pub const SECRET_ENV: &str = "A2CID_SECRET";
@@ -119,21 +117,26 @@ impl Role {
     }
 }
 
-/// Run the handshake on a fresh stream. `purpose` is what the connector asks for (the acceptor's
-/// value is ignored; the peer's is returned). `check_peer` adds role-specific checks (e.g. "this rank
-/// is a neighbour of mine"). Bounded by `timeout`.
-pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
+/// Run the handshake on a fresh connection. `purpose` is what the connector asks for (the
+/// acceptor's value is ignored; the peer's is returned). `check_peer` adds role-specific checks (e.g.
+/// "this rank is a neighbour of mine"). Bounded by `timeout`. The connection still refuses payload
+/// frames afterwards: the caller raises its limits once it decides to keep it.
+pub async fn handshake<R, W>(
+    conn: &mut Connection<R, W>,
     me: &Identity,
     role: Role,
     purpose: Purpose,
     peer_label: &str,
     check_peer: &(dyn Fn(&Hello) -> Result<(), String> + Sync),
     timeout: Duration,
-) -> Result<Hello, HandshakeError> {
+) -> Result<Hello, HandshakeError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     match tokio::time::timeout(
         timeout,
-        handshake_inner(stream, me, role, purpose, peer_label, check_peer),
+        handshake_inner(conn, me, role, purpose, peer_label, check_peer),
     )
     .await
     {
@@ -145,14 +148,18 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn handshake_inner<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
+async fn handshake_inner<R, W>(
+    conn: &mut Connection<R, W>,
     me: &Identity,
     role: Role,
     purpose: Purpose,
     peer_label: &str,
     check_peer: &(dyn Fn(&Hello) -> Result<(), String> + Sync),
-) -> Result<Hello, HandshakeError> {
+) -> Result<Hello, HandshakeError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let peer = peer_label.to_string();
     let ferr = |source: FrameError| HandshakeError::Frame {
         peer: peer.clone(),
@@ -164,28 +171,17 @@ async fn handshake_inner<S: AsyncRead + AsyncWrite + Unpin>(
     };
 
     // 1. magic + version, both ways.
-    let mut pre = [0u8; 12];
-    pre[..8].copy_from_slice(&MAGIC);
-    pre[8..].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
-    stream.write_all(&pre).await.map_err(io)?;
-    let mut theirs = [0u8; 12];
-    if let Err(e) = stream.read_exact(&mut theirs).await {
-        return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            ferr(FrameError::Closed)
-        } else {
-            io(e)
-        });
-    }
-    if theirs[..8] != MAGIC {
-        return Err(HandshakeError::NotA2cid { peer });
-    }
-    let their_version = u32::from_le_bytes([theirs[8], theirs[9], theirs[10], theirs[11]]);
-    if their_version != PROTOCOL_VERSION {
-        return Err(HandshakeError::Version {
-            peer,
-            ours: PROTOCOL_VERSION,
-            theirs: their_version,
-        });
+    conn.write_preamble().await.map_err(io)?;
+    match conn.read_preamble().await.map_err(ferr)? {
+        None => return Err(HandshakeError::NotA2cid { peer }),
+        Some(theirs) if theirs != PROTOCOL_VERSION => {
+            return Err(HandshakeError::Version {
+                peer,
+                ours: PROTOCOL_VERSION,
+                theirs,
+            })
+        }
+        Some(_) => {}
     }
 
     // 2. hellos.
@@ -199,13 +195,11 @@ async fn handshake_inner<S: AsyncRead + AsyncWrite + Unpin>(
         fingerprint: me.fingerprint,
         nonce,
     };
-    write_msg(stream, &Msg::Hello(my_hello.clone()))
+    conn.write_msg(&Msg::Hello(my_hello.clone()))
         .await
         .map_err(io)?;
-    let limits = Limits { params: 0 };
-    let pool = BufPool::default();
-    let their_hello = match read_frame(stream, &limits, &pool).await.map_err(ferr)? {
-        Incoming::Msg(Msg::Hello(h)) => h,
+    let their_hello = match conn.read_frame().await.map_err(ferr)? {
+        Frame::Msg(Msg::Hello(h)) => h,
         other => {
             return Err(ferr(FrameError::malformed(
                 "hello",
@@ -226,12 +220,12 @@ async fn handshake_inner<S: AsyncRead + AsyncWrite + Unpin>(
         Some(m) => m.finalize().into_bytes().into(),
         None => return Err(HandshakeError::Secret { peer }),
     };
-    write_msg(stream, &Msg::Auth { mac: my_mac })
+    conn.write_msg(&Msg::Auth { mac: my_mac })
         .await
         .map_err(io)?;
-    let their_mac = match read_frame(stream, &limits, &pool).await.map_err(ferr)? {
-        Incoming::Msg(Msg::Auth { mac }) => mac,
-        Incoming::Msg(Msg::Verdict { ok: false, reason }) => {
+    let their_mac = match conn.read_frame().await.map_err(ferr)? {
+        Frame::Msg(Msg::Auth { mac }) => mac,
+        Frame::Msg(Msg::Verdict { ok: false, reason }) => {
             return Err(HandshakeError::RefusedByPeer { peer, reason })
         }
         other => {
@@ -263,12 +257,12 @@ async fn handshake_inner<S: AsyncRead + AsyncWrite + Unpin>(
             reason: format!("rank {} says: {e}", me.rank),
         },
     };
-    let sent = write_msg(stream, &verdict).await;
+    let sent = conn.write_msg(&verdict).await;
     mine?;
     sent.map_err(io)?;
-    match read_frame(stream, &limits, &pool).await.map_err(ferr)? {
-        Incoming::Msg(Msg::Verdict { ok: true, .. }) => Ok(their_hello),
-        Incoming::Msg(Msg::Verdict { ok: false, reason }) => {
+    match conn.read_frame().await.map_err(ferr)? {
+        Frame::Msg(Msg::Verdict { ok: true, .. }) => Ok(their_hello),
+        Frame::Msg(Msg::Verdict { ok: false, reason }) => {
             Err(HandshakeError::RefusedByPeer { peer, reason })
         }
         other => Err(ferr(FrameError::malformed(
@@ -327,12 +321,8 @@ fn check_hello(
     })
 }
 
-fn describe(i: &Incoming) -> String {
-    match i {
-        Incoming::Msg(m) => format!("a {} frame", m.kind().name()),
-        Incoming::Snapshot { .. } => "a snapshot frame".into(),
-        Incoming::Coll { .. } => "a collective frame".into(),
-    }
+fn describe(f: &Frame) -> String {
+    format!("a {} frame", f.kind().name())
 }
 
 #[cfg(test)]
@@ -349,11 +339,22 @@ mod tests {
         }
     }
 
+    type Pipe = Connection<
+        tokio::io::ReadHalf<tokio::io::DuplexStream>,
+        tokio::io::WriteHalf<tokio::io::DuplexStream>,
+    >;
+
+    fn conn(s: tokio::io::DuplexStream) -> Pipe {
+        let (r, w) = tokio::io::split(s);
+        Connection::new(r, w, crate::pool::BufPool::default())
+    }
+
     async fn pair(
         a: Identity,
         b: Identity,
     ) -> (Result<Hello, HandshakeError>, Result<Hello, HandshakeError>) {
-        let (mut x, mut y) = tokio::io::duplex(1 << 16);
+        let (x, y) = tokio::io::duplex(1 << 16);
+        let (mut x, mut y) = (conn(x), conn(y));
         let ok = |_: &Hello| Ok(());
         let t = Duration::from_secs(5);
         tokio::join!(
@@ -406,12 +407,14 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_version_refused() {
-        let (mut x, mut y) = tokio::io::duplex(1 << 16);
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut x, y) = tokio::io::duplex(1 << 16);
+        let mut y = conn(y);
         let me = ident(0, "s", "r", 10);
         let ok = |_: &Hello| Ok(());
         let fake = async move {
             let mut pre = [0u8; 12];
-            pre[..8].copy_from_slice(&MAGIC);
+            pre[..8].copy_from_slice(&crate::frame::MAGIC);
             pre[8..].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
             let _ = x.write_all(&pre).await;
             let mut sink = Vec::new();
@@ -441,7 +444,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn silent_peer_times_out() {
-        let (_x, mut y) = tokio::io::duplex(1 << 16);
+        let (_x, y) = tokio::io::duplex(1 << 16);
+        let mut y = conn(y);
         let me = ident(0, "s", "r", 10);
         let ok = |_: &Hello| Ok(());
         let e = handshake(

@@ -1,15 +1,12 @@
-//! The wire format: a pure codec for typed, length-delimited frames, plus the two async helpers that
-//! move whole frames on a socket (`read_frame`, `write_*`). Big payloads never go through an
-//! intermediate buffer: `&[f32]` is viewed as bytes (bytemuck) and written with one `write_all`, and
-//! received floats are `read_exact`-ed straight into a `Vec<f32>` viewed as bytes.
+//! The wire format: typed frames and their pure codec. No I/O here: [`crate::connection`] moves
+//! whole frames on a socket, this module only says what the bytes mean.
 //!
 //! Frame = 9-byte header `[kind: u8][body_len: u64 LE]` + body. Every body length is checked against a
 //! hard cap *before* anything is allocated: small control messages are capped at [`CONTROL_CAP`],
 //! payload frames at the model size (4 bytes per parameter plus a fixed sub-header).
-
-use std::sync::{Arc, Mutex};
-
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+//!
+//! [`PairMsg`] is the one definition of the pairing messages: the pure state machine
+//! ([`crate::pairing`]) consumes and produces it and the codec carries it as [`Msg::Pair`].
 
 use crate::error::FrameError;
 
@@ -17,6 +14,8 @@ use crate::error::FrameError;
 pub const MAGIC: [u8; 8] = *b"A2CIDNET";
 /// Bump on any incompatible change of the wire format or the protocol.
 pub const PROTOCOL_VERSION: u32 = 1;
+/// Bytes of the preamble: [`MAGIC`] then the protocol version.
+pub const PREAMBLE_LEN: usize = 12;
 /// Bytes of the frame header.
 pub const HEADER_LEN: usize = 9;
 /// Cap on the body of any non-payload frame.
@@ -99,7 +98,7 @@ pub struct Fingerprint {
 
 impl Fingerprint {
     /// Fingerprint from the parameter count and any textual description of the layout
-    /// (e.g. `"conv1.weight:64x3x3x3;conv1.bias:64;..."`).
+    /// (e.g. `"conv1.weight:64x3x3x3;conv1.bias:64;..."`): the first 8 bytes of its SHA-256.
     pub fn new(params: u64, layout: &str) -> Fingerprint {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(layout.as_bytes());
@@ -152,6 +151,35 @@ pub struct CollHeader {
     pub chunk: u32,
 }
 
+/// The pairing messages: what [`crate::pairing::Pairing`] reads and writes, as they travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairMsg {
+    Propose { seq: u64 },
+    Accept { seq: u64 },
+    Busy { seq: u64 },
+    Abort { seq: u64 },
+}
+
+impl PairMsg {
+    pub fn kind(self) -> Kind {
+        match self {
+            PairMsg::Propose { .. } => Kind::Propose,
+            PairMsg::Accept { .. } => Kind::Accept,
+            PairMsg::Busy { .. } => Kind::Busy,
+            PairMsg::Abort { .. } => Kind::Abort,
+        }
+    }
+    /// The proposal this message is about.
+    pub fn seq(self) -> u64 {
+        match self {
+            PairMsg::Propose { seq }
+            | PairMsg::Accept { seq }
+            | PairMsg::Busy { seq }
+            | PairMsg::Abort { seq } => seq,
+        }
+    }
+}
+
 /// Small typed messages (everything except float payloads).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Msg {
@@ -164,18 +192,8 @@ pub enum Msg {
         ok: bool,
         reason: String,
     },
-    Propose {
-        seq: u64,
-    },
-    Accept {
-        seq: u64,
-    },
-    Busy {
-        seq: u64,
-    },
-    Abort {
-        seq: u64,
-    },
+    /// A pairing message: one frame kind per variant (`Propose` .. `Abort`), body `seq: u64`.
+    Pair(PairMsg),
     CollAbort {
         op: u64,
         rank: u32,
@@ -201,10 +219,7 @@ impl Msg {
             Msg::Hello(_) => Kind::Hello,
             Msg::Auth { .. } => Kind::Auth,
             Msg::Verdict { .. } => Kind::Verdict,
-            Msg::Propose { .. } => Kind::Propose,
-            Msg::Accept { .. } => Kind::Accept,
-            Msg::Busy { .. } => Kind::Busy,
-            Msg::Abort { .. } => Kind::Abort,
+            Msg::Pair(p) => p.kind(),
             Msg::CollAbort { .. } => Kind::CollAbort,
             Msg::PeerDown { .. } => Kind::PeerDown,
             Msg::Goodbye { .. } => Kind::Goodbye,
@@ -214,12 +229,22 @@ impl Msg {
     }
 }
 
-/// A decoded frame.
-#[derive(Debug)]
-pub enum Incoming {
+/// One whole frame, as read from or written to a connection.
+#[derive(Debug, PartialEq)]
+pub enum Frame {
     Msg(Msg),
     Snapshot { seq: u64, data: Vec<f32> },
     Coll { hdr: CollHeader, data: Vec<f32> },
+}
+
+impl Frame {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Frame::Msg(m) => m.kind(),
+            Frame::Snapshot { .. } => Kind::Snapshot,
+            Frame::Coll { .. } => Kind::Coll,
+        }
+    }
 }
 
 /// Caps derived from the model size.
@@ -230,6 +255,10 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// Before authentication: no payload frame is accepted, so an unauthenticated peer cannot make
+    /// this worker allocate a model-sized buffer.
+    pub const HANDSHAKE: Limits = Limits { params: 0 };
+
     /// Largest body accepted for frames of `kind`.
     pub fn cap(&self, kind: Kind) -> u64 {
         match kind {
@@ -245,6 +274,25 @@ impl Limits {
 pub struct Header {
     pub kind: Kind,
     pub len: u64,
+}
+
+/// The preamble this build sends.
+pub fn encode_preamble() -> [u8; PREAMBLE_LEN] {
+    let mut pre = [0u8; PREAMBLE_LEN];
+    pre[..8].copy_from_slice(&MAGIC);
+    pre[8..].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    pre
+}
+
+/// Pure: the protocol version a peer's preamble announces, or `None` if it does not start with
+/// [`MAGIC`] (not an a2cid worker).
+pub fn decode_preamble(bytes: &[u8; PREAMBLE_LEN]) -> Option<u32> {
+    if bytes[..8] != MAGIC {
+        return None;
+    }
+    Some(u32::from_le_bytes([
+        bytes[8], bytes[9], bytes[10], bytes[11],
+    ]))
 }
 
 /// Pure: parse and bound-check a header.
@@ -269,6 +317,68 @@ pub fn encode_header(kind: Kind, len: u64) -> [u8; HEADER_LEN] {
     h[0] = kind as u8;
     h[1..9].copy_from_slice(&len.to_le_bytes());
     h
+}
+
+/// Pure: header and sub-header of a snapshot frame carrying `floats` floats.
+pub fn snapshot_head(seq: u64, floats: usize) -> [u8; HEADER_LEN + SNAPSHOT_SUB as usize] {
+    let mut head = [0u8; HEADER_LEN + SNAPSHOT_SUB as usize];
+    head[..HEADER_LEN].copy_from_slice(&encode_header(
+        Kind::Snapshot,
+        SNAPSHOT_SUB + 4 * floats as u64,
+    ));
+    head[HEADER_LEN..].copy_from_slice(&seq.to_le_bytes());
+    head
+}
+
+/// Pure: header and sub-header of a collective frame carrying `floats` floats.
+pub fn coll_head(hdr: CollHeader, floats: usize) -> [u8; HEADER_LEN + COLL_SUB as usize] {
+    let mut head = [0u8; HEADER_LEN + COLL_SUB as usize];
+    head[..HEADER_LEN].copy_from_slice(&encode_header(Kind::Coll, COLL_SUB + 4 * floats as u64));
+    let sub = &mut head[HEADER_LEN..];
+    sub[0..8].copy_from_slice(&hdr.op.to_le_bytes());
+    sub[8..12].copy_from_slice(&hdr.phase.to_le_bytes());
+    sub[12..16].copy_from_slice(&hdr.step.to_le_bytes());
+    sub[16..20].copy_from_slice(&hdr.chunk.to_le_bytes());
+    // sub[20..24] is padding, left zero.
+    head
+}
+
+/// Pure: the collective sub-header.
+pub fn decode_coll_sub(sub: &[u8; COLL_SUB as usize]) -> Result<CollHeader, FrameError> {
+    let mut rd = Rd {
+        buf: sub,
+        kind: "collective",
+    };
+    Ok(CollHeader {
+        op: rd.u64()?,
+        phase: rd.u32()?,
+        step: rd.u32()?,
+        chunk: rd.u32()?,
+    })
+}
+
+/// Pure: how many floats follow the `sub`-byte sub-header of a payload frame.
+pub fn payload_floats(h: Header, sub: u64) -> Result<u64, FrameError> {
+    if h.len < sub || (h.len - sub) % 4 != 0 {
+        return Err(FrameError::malformed(
+            h.kind.name(),
+            format!(
+                "body of {} bytes is not a sub-header plus whole floats",
+                h.len
+            ),
+        ));
+    }
+    Ok((h.len - sub) / 4)
+}
+
+/// Pure: floats received as little-endian bytes, in host order (a no-op on little-endian hosts).
+pub fn floats_from_le(data: &mut [f32]) {
+    #[cfg(target_endian = "big")]
+    for x in data.iter_mut() {
+        *x = f32::from_bits(u32::from_le(x.to_bits()));
+    }
+    #[cfg(target_endian = "little")]
+    let _ = data;
 }
 
 /// Bounds-checked little-endian reader over a frame body.
@@ -354,9 +464,7 @@ pub fn encode_msg(msg: &Msg) -> Vec<u8> {
             b.push(u8::from(*ok));
             put_str(&mut b, reason);
         }
-        Msg::Propose { seq } | Msg::Accept { seq } | Msg::Busy { seq } | Msg::Abort { seq } => {
-            b.extend_from_slice(&seq.to_le_bytes())
-        }
+        Msg::Pair(p) => b.extend_from_slice(&p.seq().to_le_bytes()),
         Msg::CollAbort { op, rank, why } => {
             b.extend_from_slice(&op.to_le_bytes());
             b.extend_from_slice(&rank.to_le_bytes());
@@ -426,10 +534,10 @@ pub fn decode_msg(kind: Kind, body: &[u8]) -> Result<Msg, FrameError> {
                 reason: r.string(4096)?,
             }
         }
-        Kind::Propose => Msg::Propose { seq: r.u64()? },
-        Kind::Accept => Msg::Accept { seq: r.u64()? },
-        Kind::Busy => Msg::Busy { seq: r.u64()? },
-        Kind::Abort => Msg::Abort { seq: r.u64()? },
+        Kind::Propose => Msg::Pair(PairMsg::Propose { seq: r.u64()? }),
+        Kind::Accept => Msg::Pair(PairMsg::Accept { seq: r.u64()? }),
+        Kind::Busy => Msg::Pair(PairMsg::Busy { seq: r.u64()? }),
+        Kind::Abort => Msg::Pair(PairMsg::Abort { seq: r.u64()? }),
         Kind::CollAbort => Msg::CollAbort {
             op: r.u64()?,
             rank: r.u32()?,
@@ -466,203 +574,6 @@ pub fn decode_msg(kind: Kind, body: &[u8]) -> Result<Msg, FrameError> {
     Ok(msg)
 }
 
-/// Recycles large f32 buffers so a 45 MB exchange does not fault in fresh pages every time.
-#[derive(Clone, Debug, Default)]
-pub struct BufPool {
-    inner: Arc<Mutex<Vec<Vec<f32>>>>,
-}
-
-const POOL_MAX: usize = 8;
-
-impl BufPool {
-    /// A buffer of exactly `len` floats (contents unspecified: the caller overwrites all of it).
-    pub fn take(&self, len: usize) -> Vec<f32> {
-        if let Ok(mut v) = self.inner.lock() {
-            if let Some(i) = v.iter().position(|b| b.len() == len) {
-                return v.swap_remove(i);
-            }
-        }
-        vec![0.0; len]
-    }
-    /// Give a buffer back for reuse.
-    pub fn give(&self, buf: Vec<f32>) {
-        if buf.is_empty() {
-            return;
-        }
-        if let Ok(mut v) = self.inner.lock() {
-            if v.len() < POOL_MAX {
-                v.push(buf);
-            }
-        }
-    }
-}
-
-/// Read exactly `buf.len()` bytes. `Ok(false)` on a clean end of stream before the first byte.
-async fn read_full<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<bool, FrameError> {
-    let mut got = 0;
-    while got < buf.len() {
-        let n = r.read(&mut buf[got..]).await?;
-        if n == 0 {
-            return if got == 0 {
-                Ok(false)
-            } else {
-                Err(FrameError::Truncated)
-            };
-        }
-        got += n;
-    }
-    Ok(true)
-}
-
-async fn read_body<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<(), FrameError> {
-    if buf.is_empty() || read_full(r, buf).await? {
-        Ok(())
-    } else {
-        Err(FrameError::Truncated)
-    }
-}
-
-/// Read floats straight into `out` (viewed as bytes), then fix the byte order on big-endian hosts.
-async fn read_floats<R: AsyncRead + Unpin>(r: &mut R, out: &mut [f32]) -> Result<(), FrameError> {
-    read_body(r, bytemuck::cast_slice_mut(out)).await?;
-    #[cfg(target_endian = "big")]
-    for x in out.iter_mut() {
-        *x = f32::from_bits(u32::from_le(x.to_bits()));
-    }
-    Ok(())
-}
-
-/// Read one whole frame. Errors are local to this connection; garbage never panics and a finite
-/// input always terminates.
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    r: &mut R,
-    limits: &Limits,
-    pool: &BufPool,
-) -> Result<Incoming, FrameError> {
-    let mut hb = [0u8; HEADER_LEN];
-    if !read_full(r, &mut hb).await? {
-        return Err(FrameError::Closed);
-    }
-    let h = decode_header(&hb, limits)?;
-    match h.kind {
-        Kind::Snapshot => {
-            let floats = payload_floats(h, SNAPSHOT_SUB)?;
-            if floats != limits.params {
-                return Err(FrameError::WrongPayloadLen {
-                    got: floats,
-                    want: limits.params,
-                });
-            }
-            let mut sub = [0u8; SNAPSHOT_SUB as usize];
-            read_body(r, &mut sub).await?;
-            let seq = u64::from_le_bytes(sub);
-            let mut data = pool.take(floats as usize);
-            if let Err(e) = read_floats(r, &mut data).await {
-                pool.give(data);
-                return Err(e);
-            }
-            Ok(Incoming::Snapshot { seq, data })
-        }
-        Kind::Coll => {
-            let floats = payload_floats(h, COLL_SUB)?;
-            let mut sub = [0u8; COLL_SUB as usize];
-            read_body(r, &mut sub).await?;
-            let mut rd = Rd {
-                buf: &sub,
-                kind: "collective",
-            };
-            let hdr = CollHeader {
-                op: rd.u64()?,
-                phase: rd.u32()?,
-                step: rd.u32()?,
-                chunk: rd.u32()?,
-            };
-            let mut data = pool.take(floats as usize);
-            if let Err(e) = read_floats(r, &mut data).await {
-                pool.give(data);
-                return Err(e);
-            }
-            Ok(Incoming::Coll { hdr, data })
-        }
-        kind => {
-            // len <= CONTROL_CAP was checked by decode_header.
-            let mut body = vec![0u8; h.len as usize];
-            read_body(r, &mut body).await?;
-            Ok(Incoming::Msg(decode_msg(kind, &body)?))
-        }
-    }
-}
-
-fn payload_floats(h: Header, sub: u64) -> Result<u64, FrameError> {
-    if h.len < sub || (h.len - sub) % 4 != 0 {
-        return Err(FrameError::malformed(
-            h.kind.name(),
-            format!(
-                "body of {} bytes is not a sub-header plus whole floats",
-                h.len
-            ),
-        ));
-    }
-    Ok((h.len - sub) / 4)
-}
-
-/// Write a control message.
-pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &Msg) -> std::io::Result<()> {
-    w.write_all(&encode_msg(msg)).await
-}
-
-/// Write `data` as raw little-endian f32 after a small header: one `write_all` of the whole slice.
-async fn write_floats<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    head: &[u8],
-    data: &[f32],
-) -> std::io::Result<()> {
-    w.write_all(head).await?;
-    #[cfg(target_endian = "little")]
-    {
-        w.write_all(bytemuck::cast_slice(data)).await
-    }
-    #[cfg(target_endian = "big")]
-    {
-        for part in data.chunks(1 << 16) {
-            let le: Vec<u8> = part.iter().flat_map(|x| x.to_le_bytes()).collect();
-            w.write_all(&le).await?;
-        }
-        Ok(())
-    }
-}
-
-/// Write a snapshot frame.
-pub async fn write_snapshot<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    seq: u64,
-    data: &[f32],
-) -> std::io::Result<()> {
-    let mut head = [0u8; HEADER_LEN + SNAPSHOT_SUB as usize];
-    head[..HEADER_LEN].copy_from_slice(&encode_header(
-        Kind::Snapshot,
-        SNAPSHOT_SUB + 4 * data.len() as u64,
-    ));
-    head[HEADER_LEN..].copy_from_slice(&seq.to_le_bytes());
-    write_floats(w, &head, data).await
-}
-
-/// Write a collective chunk frame.
-pub async fn write_coll<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    hdr: CollHeader,
-    data: &[f32],
-) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(HEADER_LEN + COLL_SUB as usize);
-    head.extend_from_slice(&encode_header(Kind::Coll, COLL_SUB + 4 * data.len() as u64));
-    head.extend_from_slice(&hdr.op.to_le_bytes());
-    head.extend_from_slice(&hdr.phase.to_le_bytes());
-    head.extend_from_slice(&hdr.step.to_le_bytes());
-    head.extend_from_slice(&hdr.chunk.to_le_bytes());
-    head.extend_from_slice(&0u32.to_le_bytes());
-    write_floats(w, &head, data).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -687,10 +598,10 @@ mod tests {
                 ok: false,
                 reason: "nope".into(),
             },
-            Msg::Propose { seq: 1 },
-            Msg::Accept { seq: 2 },
-            Msg::Busy { seq: 3 },
-            Msg::Abort { seq: 4 },
+            Msg::Pair(PairMsg::Propose { seq: 1 }),
+            Msg::Pair(PairMsg::Accept { seq: 2 }),
+            Msg::Pair(PairMsg::Busy { seq: 3 }),
+            Msg::Pair(PairMsg::Abort { seq: 4 }),
             Msg::CollAbort {
                 op: 5,
                 rank: 2,
@@ -715,45 +626,63 @@ mod tests {
         }
     }
 
+    /// The pairing messages kept the bytes they had when they were a separate enum (protocol 1).
+    #[test]
+    fn pairing_messages_keep_their_wire_bytes() {
+        let seq = 0x0102_0304_0506_0708;
+        for (msg, kind) in [
+            (PairMsg::Propose { seq }, 10u8),
+            (PairMsg::Accept { seq }, 11),
+            (PairMsg::Busy { seq }, 12),
+            (PairMsg::Abort { seq }, 13),
+        ] {
+            assert_eq!(
+                encode_msg(&Msg::Pair(msg)),
+                vec![kind, 8, 0, 0, 0, 0, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1],
+                "{msg:?}"
+            );
+        }
+    }
+
+    /// Pinned before the codec was reorganised: fingerprints must not change between builds that
+    /// are meant to talk to each other.
+    #[test]
+    fn fingerprint_is_stable() {
+        let f = Fingerprint::new(11_200_000, "conv1.weight:64x3x3x3;conv1.bias:64");
+        assert_eq!(f.layout_hash, 0x3efc_bb1d_a7d3_64ef);
+        assert_eq!(f.params, 11_200_000);
+    }
+
+    #[test]
+    fn preamble_round_trips_and_rejects_strangers() {
+        assert_eq!(decode_preamble(&encode_preamble()), Some(PROTOCOL_VERSION));
+        assert_eq!(decode_preamble(b"GET / HTTP/1"), None);
+    }
+
+    #[test]
+    fn coll_head_round_trips() {
+        let hdr = CollHeader {
+            op: 9,
+            phase: 2,
+            step: 3,
+            chunk: 4,
+        };
+        let head = coll_head(hdr, 5);
+        let mut hb = [0u8; HEADER_LEN];
+        hb.copy_from_slice(&head[..HEADER_LEN]);
+        let h = decode_header(&hb, &limits()).expect("header");
+        assert_eq!(payload_floats(h, COLL_SUB).expect("floats"), 5);
+        let mut sub = [0u8; COLL_SUB as usize];
+        sub.copy_from_slice(&head[HEADER_LEN..]);
+        assert_eq!(decode_coll_sub(&sub).expect("sub"), hdr);
+    }
+
     #[test]
     fn oversized_snapshot_is_refused_before_allocation() {
         let h = encode_header(Kind::Snapshot, u64::MAX);
         let e = decode_header(&h, &limits()).unwrap_err();
         assert!(matches!(e, FrameError::Oversized { .. }), "{e}");
-    }
-
-    #[tokio::test]
-    async fn snapshot_round_trip_exact_bits() {
-        let data: Vec<f32> = (0..16)
-            .map(|i| f32::from_bits(0x3f80_0000 ^ (i * 0x0123_4567)))
-            .collect();
-        let mut wire = Vec::new();
-        write_snapshot(&mut wire, 77, &data).await.expect("write");
-        let pool = BufPool::default();
-        match read_frame(&mut wire.as_slice(), &limits(), &pool)
-            .await
-            .expect("read")
-        {
-            Incoming::Snapshot { seq, data: got } => {
-                assert_eq!(seq, 77);
-                assert_eq!(
-                    bytemuck::cast_slice::<f32, u32>(&got),
-                    bytemuck::cast_slice::<f32, u32>(&data)
-                );
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn truncated_payload_is_an_error() {
-        let data = vec![1.0f32; 16];
-        let mut wire = Vec::new();
-        write_snapshot(&mut wire, 1, &data).await.expect("write");
-        wire.truncate(wire.len() - 3);
-        let e = read_frame(&mut wire.as_slice(), &limits(), &BufPool::default())
-            .await
-            .unwrap_err();
-        assert!(matches!(e, FrameError::Truncated), "{e}");
+        let e = decode_header(&encode_header(Kind::Snapshot, 12), &Limits::HANDSHAKE).unwrap_err();
+        assert!(matches!(e, FrameError::Oversized { .. }), "{e}");
     }
 }

@@ -46,21 +46,39 @@
 //! back in [`Exchanged::mine`]). [`Mesh::exchange`] is the blocking-style shortcut: supply and wait.
 //!
 //! Links: every graph neighbour, plus the two ring neighbours `rank ± 1` that the collectives use.
+//!
+//! ## Layout
+//!
+//! Pure, no I/O: [`frame`] (typed frames and the codec), [`pairing`] (the Poisson pairing state
+//! machine), [`health`] (decisions about peers: blame, failures, adaptive timeouts, graph splits),
+//! [`timeouts`], the parsing half of [`rendezvous`]. With I/O: [`connection`] (one socket, whole
+//! frames), [`auth`] (the handshake), `connect` (start-up), `link` (per-neighbour reader and writer
+//! tasks), `driver` (the pairing task), `collectives` (ring all-reduce, broadcast, barrier) and
+//! [`mesh`] (the handle).
 
 pub mod auth;
+mod collectives;
+mod connect;
+pub mod connection;
+mod driver;
 pub mod error;
 pub mod frame;
+pub mod health;
+mod link;
 pub mod mesh;
 pub mod pairing;
+pub mod pool;
 pub mod rendezvous;
 pub mod timeouts;
 
 pub use auth::{Identity, Secret, SECRET_ENV};
+pub use collectives::CollStats;
 pub use error::{FrameError, HandshakeError, NetError};
-pub use frame::{Fingerprint, PROTOCOL_VERSION};
+pub use frame::{Fingerprint, PairMsg, PROTOCOL_VERSION};
 pub use mesh::{
-    CollStats, ExchangeRequest, ExchangeStats, Exchanged, Mesh, MeshConfig, MeshEvent, MeshStats,
+    ExchangeRequest, ExchangeStats, Exchanged, Mesh, MeshConfig, MeshEvent, MeshStats,
     ShutdownHandle,
 };
 pub use pairing::{EdgeCounters, Pairing};
+pub use pool::BufPool;
 pub use rendezvous::{expand_nodelist, slurm_from_env, Rendezvous, SlurmLaunch};

@@ -15,14 +15,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Pairing messages on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PairMsg {
-    Propose { seq: u64 },
-    Accept { seq: u64 },
-    Busy { seq: u64 },
-    Abort { seq: u64 },
-}
+/// The messages are the wire's own type: the link layer hands them over as decoded.
+pub use crate::frame::PairMsg;
 
 /// What the I/O layer must do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -407,45 +401,6 @@ impl Pairing {
     }
 }
 
-/// Pure: does the graph restricted to live vertices stay connected? Returns the live components
-/// (sorted) so a warning can name them.
-pub fn live_components(
-    world: usize,
-    edges: &[(usize, usize, f64)],
-    dead: &[usize],
-) -> Vec<Vec<usize>> {
-    let alive = |v: usize| v < world && !dead.contains(&v);
-    let mut parent: Vec<usize> = (0..world).collect();
-    fn find(p: &mut [usize], mut x: usize) -> usize {
-        while p[x] != x {
-            p[x] = p[p[x]];
-            x = p[x];
-        }
-        x
-    }
-    for &(a, b, _) in edges {
-        if alive(a) && alive(b) {
-            let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
-            if ra != rb {
-                parent[ra] = rb;
-            }
-        }
-    }
-    let mut comps: Vec<Vec<usize>> = Vec::new();
-    let mut root_of: Vec<(usize, usize)> = Vec::new();
-    for v in (0..world).filter(|&v| alive(v)) {
-        let r = find(&mut parent, v);
-        match root_of.iter().find(|(rr, _)| *rr == r) {
-            Some(&(_, idx)) => comps[idx].push(v),
-            None => {
-                root_of.push((r, comps.len()));
-                comps.push(vec![v]);
-            }
-        }
-    }
-    comps
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -610,13 +565,5 @@ mod tests {
         w0.on_peer_down(1);
         assert!(w0.poll(1e9).is_empty());
         assert_eq!(w0.next_due(), None);
-    }
-
-    #[test]
-    fn components_detect_a_split_ring() {
-        let g = ring(6, 1.0);
-        assert_eq!(live_components(6, &g, &[2]).len(), 1);
-        let c = live_components(6, &g, &[1, 4]);
-        assert_eq!(c, vec![vec![0, 5], vec![2, 3]]);
     }
 }

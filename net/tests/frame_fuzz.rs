@@ -1,11 +1,9 @@
 //! The decoder against garbage: random bytes, mutated valid frames, truncations and oversized length
 //! fields. It must return an error (never panic, never hang) and never allocate past the cap.
 
-use a2cid_net::frame::{
-    encode_header, encode_msg, read_frame, write_coll, write_snapshot, BufPool, CollHeader,
-    Incoming, Kind, Limits, Msg,
-};
-use a2cid_net::FrameError;
+use a2cid_net::connection::{FrameReader, FrameWriter};
+use a2cid_net::frame::{encode_header, encode_msg, CollHeader, Frame, Kind, Limits, Msg, PairMsg};
+use a2cid_net::{BufPool, FrameError};
 use proptest::prelude::*;
 
 const PARAMS: u64 = 64;
@@ -17,14 +15,18 @@ fn rt() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+fn reader(bytes: &[u8]) -> FrameReader<&[u8]> {
+    let mut r = FrameReader::new(bytes, BufPool::default());
+    r.set_limits(Limits { params: PARAMS });
+    r
+}
+
 /// Read frames until the first error; the input is finite so this must terminate.
 async fn drain(bytes: &[u8]) -> (usize, FrameError) {
-    let mut r = bytes;
-    let pool = BufPool::default();
-    let limits = Limits { params: PARAMS };
+    let mut r = reader(bytes);
     let mut frames = 0;
     loop {
-        match read_frame(&mut r, &limits, &pool).await {
+        match r.read_frame().await {
             Ok(_) => frames += 1,
             Err(e) => return (frames, e),
         }
@@ -33,30 +35,35 @@ async fn drain(bytes: &[u8]) -> (usize, FrameError) {
 
 fn valid_stream() -> Vec<u8> {
     rt().block_on(async {
-        let mut w = Vec::new();
-        w.extend_from_slice(&encode_msg(&Msg::Propose { seq: 7 }));
-        write_snapshot(&mut w, 3, &[1.5f32; PARAMS as usize])
-            .await
-            .expect("write");
-        write_coll(
-            &mut w,
-            CollHeader {
-                op: 1,
-                phase: 2,
-                step: 0,
-                chunk: 0,
+        let mut w = FrameWriter::new(Vec::new());
+        let frames = [
+            Frame::Msg(Msg::Pair(PairMsg::Propose { seq: 7 })),
+            Frame::Snapshot {
+                seq: 3,
+                data: vec![1.5f32; PARAMS as usize],
             },
-            &[2.0f32; 10],
-        )
-        .await
-        .expect("write");
-        w.extend_from_slice(&encode_msg(&Msg::Table {
-            addrs: vec!["a:1".into(), "b:2".into()],
-        }));
-        w.extend_from_slice(&encode_msg(&Msg::Goodbye {
+            Frame::Coll {
+                hdr: CollHeader {
+                    op: 1,
+                    phase: 2,
+                    step: 0,
+                    chunk: 0,
+                },
+                data: vec![2.0f32; 10],
+            },
+            Frame::Msg(Msg::Table {
+                addrs: vec!["a:1".into(), "b:2".into()],
+            }),
+        ];
+        for f in &frames {
+            w.write_frame(f).await.expect("write");
+        }
+        // The same bytes as the pure encoder gives.
+        let mut bytes = w.into_inner();
+        bytes.extend_from_slice(&encode_msg(&Msg::Goodbye {
             reason: "bye".into(),
         }));
-        w
+        bytes
     })
 }
 
@@ -130,17 +137,13 @@ proptest! {
 fn decoded_snapshot_keeps_bits() {
     let s = valid_stream();
     let rt = rt();
-    let mut r = &s[..];
-    let pool = BufPool::default();
-    let limits = Limits { params: PARAMS };
-    let _ = rt
-        .block_on(read_frame(&mut r, &limits, &pool))
-        .expect("propose");
-    match rt
-        .block_on(read_frame(&mut r, &limits, &pool))
-        .expect("snapshot")
-    {
-        Incoming::Snapshot { seq, data } => {
+    let mut r = reader(&s);
+    match rt.block_on(r.read_frame()).expect("propose") {
+        Frame::Msg(Msg::Pair(PairMsg::Propose { seq: 7 })) => {}
+        other => panic!("{other:?}"),
+    }
+    match rt.block_on(r.read_frame()).expect("snapshot") {
+        Frame::Snapshot { seq, data } => {
             assert_eq!(seq, 3);
             assert!(data.iter().all(|x| x.to_bits() == 1.5f32.to_bits()));
         }

@@ -3,7 +3,8 @@
 
 use std::collections::VecDeque;
 
-use a2cid_net::pairing::{Action, PairMsg, Pairing, Status};
+use a2cid_net::frame::PairMsg;
+use a2cid_net::pairing::{Action, Pairing, Status};
 use proptest::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq)]

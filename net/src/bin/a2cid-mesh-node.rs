@@ -101,13 +101,14 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
     bytemuck::cast_slice::<f32, u32>(a) == bytemuck::cast_slice::<f32, u32>(b)
 }
 
+/// FNV-1a over the little-endian bytes: equal on every rank exactly when the bits are.
 fn fnv(data: &[f32]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
     for x in data {
-        h ^= x.to_bits() as u64;
-        h = h.wrapping_mul(0x100_0000_01b3);
+        h.write(&x.to_le_bytes());
     }
-    h
+    h.finish()
 }
 
 fn say(line: String) {

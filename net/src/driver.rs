@@ -1,0 +1,687 @@
+//! The pairing driver: one task per worker that owns the [`Pairing`] state machine, the exchange in
+//! progress and the deadlines, feeds [`Health`] and [`Membership`] with what happens and carries out
+//! what they and the state machine decide. It never waits on a peer or on the caller, so it answers
+//! `Busy` at once whatever the compute side is doing: every send it makes is a `try_send`, and a
+//! queue found full is a failure (of the peer, or of a caller not taking events), logged as such.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::frame::{Frame, Msg, PairMsg, HEADER_LEN, SNAPSHOT_SUB};
+use crate::health::{Failure, Health, Membership, Verdict};
+use crate::link::{LinkEvent, LinkHandle, Outgoing};
+use crate::mesh::{ExchangeRequest, ExchangeStats, Exchanged, MeshConfig, MeshEvent, MeshStats};
+use crate::pairing::{Action, Pairing, Status};
+use crate::pool::BufPool;
+
+/// Frames the links may have queued for the driver. Link tasks wait for room (which pushes back on
+/// their sockets); the driver never waits on anything, so it empties this queue as fast as it fills.
+pub(crate) const LINK_EVENTS: usize = 256;
+
+/// What the caller's side ([`crate::Mesh`], [`ExchangeRequest`], [`crate::ShutdownHandle`]) asks.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Supplied {
+        peer: usize,
+        seq: u64,
+        data: Vec<f32>,
+        at: Instant,
+    },
+    Declined {
+        peer: usize,
+        seq: u64,
+    },
+    /// Tell the neighbours goodbye and the caller [`MeshEvent::ShutdownRequested`].
+    Interrupt {
+        reason: String,
+    },
+    /// Say goodbye on every link, flush, stop.
+    Shutdown {
+        reason: String,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Whether this worker takes part in pairing: state, not events, so it travels in a `watch`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Participation {
+    pub(crate) retired: bool,
+    pub(crate) paused: bool,
+}
+
+/// Why a peer is dropped: it decides how its link is closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Loss {
+    /// It said goodbye.
+    Graceful,
+    /// Its connection broke.
+    Broken,
+    /// Connected but not answering: cut the link without waiting for it.
+    Unresponsive,
+}
+
+/// A pending deadline.
+#[derive(Clone, Copy, Debug)]
+struct Deadline {
+    at: tokio::time::Instant,
+    after: Duration,
+}
+
+impl Deadline {
+    fn after(after: Duration) -> Deadline {
+        Deadline {
+            at: tokio::time::Instant::now() + after,
+            after,
+        }
+    }
+}
+
+/// The exchange in progress (at most one: the state machine guarantees it).
+#[derive(Debug)]
+struct Active {
+    peer: usize,
+    seq: u64,
+    initiator: bool,
+    started: Instant,
+    deadline: Deadline,
+    supplied: Option<Instant>,
+    sent: Option<Vec<f32>>,
+    theirs: Option<Vec<f32>>,
+}
+
+/// Running totals for [`MeshStats`].
+#[derive(Clone, Copy, Debug, Default)]
+struct Totals {
+    exchanges: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+    missed_at_last: u64,
+}
+
+pub(crate) struct Driver {
+    rank: usize,
+    params: usize,
+    pairing: Pairing,
+    health: Health,
+    members: Membership,
+    links: BTreeMap<usize, LinkHandle>,
+    /// Cancelled when the driver ends, however it ends: every link task stops with it.
+    links_stop: CancellationToken,
+    events: mpsc::Sender<MeshEvent>,
+    /// Event slots kept free for everything but new exchange requests.
+    event_reserve: usize,
+    commands: mpsc::Sender<Command>,
+    active: Option<Active>,
+    /// The latest proposal's deadline; an older one could only be stale.
+    proposal: Option<(Deadline, usize, u64)>,
+    /// Peers whose queue was found full while handling the current input.
+    stalled: Vec<usize>,
+    stats: watch::Sender<MeshStats>,
+    pool: BufPool,
+    totals: Totals,
+}
+
+/// The driver's inputs.
+pub(crate) struct Inputs {
+    pub(crate) links: mpsc::Receiver<LinkEvent>,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) clock: watch::Receiver<f64>,
+    pub(crate) participation: watch::Receiver<Participation>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Driver {
+    /// Event slots to keep for events other than exchange requests: at most one outcome of the
+    /// exchange in progress, one loss per link, one split per rank, a few interrupts.
+    pub(crate) fn event_reserve(links: usize, world: usize) -> usize {
+        links + world + 8
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        cfg: &MeshConfig,
+        params: usize,
+        links: BTreeMap<usize, LinkHandle>,
+        links_stop: CancellationToken,
+        events: mpsc::Sender<MeshEvent>,
+        commands: mpsc::Sender<Command>,
+        stats: watch::Sender<MeshStats>,
+        pool: BufPool,
+    ) -> Driver {
+        Driver {
+            rank: cfg.rank,
+            params,
+            pairing: Pairing::new(cfg.rank, &cfg.edges, cfg.seed, cfg.clock_start),
+            health: Health::new(
+                cfg.max_exchange_failures,
+                cfg.exchange_timeout,
+                cfg.proposal_timeout,
+            ),
+            members: Membership::new(cfg.rank, cfg.world, &cfg.edges),
+            event_reserve: Driver::event_reserve(links.len(), cfg.world),
+            links,
+            links_stop,
+            events,
+            commands,
+            active: None,
+            proposal: None,
+            stalled: Vec::new(),
+            stats,
+            pool,
+            totals: Totals::default(),
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut inputs: Inputs) {
+        let _stop_links = self.links_stop.clone().drop_guard();
+        let (mut links_open, mut clock_open, mut participation_open) = (true, true, true);
+        loop {
+            let deadline = self.next_deadline();
+            // Evaluated even when disabled: any instant will do then.
+            let wake = deadline.unwrap_or_else(tokio::time::Instant::now);
+            tokio::select! {
+                _ = inputs.shutdown.cancelled() => {
+                    self.close_all("mesh dropped").await;
+                    break;
+                }
+                cmd = inputs.commands.recv() => match cmd {
+                    Some(Command::Shutdown { reason, done }) => {
+                        self.close_all(&reason).await;
+                        let _ = done.send(());
+                        break;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    // Unreachable while the driver holds a sender; stop rather than spin.
+                    None => break,
+                },
+                ev = inputs.links.recv(), if links_open => match ev {
+                    Some(ev) => self.on_link(ev),
+                    None => links_open = false,
+                },
+                changed = inputs.clock.changed(), if clock_open => {
+                    if changed.is_err() {
+                        clock_open = false;
+                        continue;
+                    }
+                    let now = *inputs.clock.borrow_and_update();
+                    let acts = self.pairing.poll(now);
+                    self.apply(acts);
+                }
+                changed = inputs.participation.changed(), if participation_open => {
+                    if changed.is_err() {
+                        participation_open = false;
+                        continue;
+                    }
+                    let p = *inputs.participation.borrow_and_update();
+                    if p.retired {
+                        self.pairing.retire();
+                    }
+                    self.pairing.set_paused(p.paused);
+                }
+                _ = tokio::time::sleep_until(wake), if deadline.is_some() => {
+                    self.on_deadlines(tokio::time::Instant::now());
+                }
+            }
+            self.settle();
+            self.publish();
+        }
+        self.publish();
+    }
+
+    // ----- inputs --------------------------------------------------------------------------
+
+    fn on_link(&mut self, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Pair { from, msg } => {
+                self.health.heard(from, msg, Instant::now());
+                let acts = self.pairing.on_msg(from, msg);
+                self.apply(acts);
+            }
+            LinkEvent::Snapshot { from, seq, data } => {
+                match &mut self.active {
+                    Some(a) if a.peer == from && a.seq == seq && a.theirs.is_none() => {
+                        a.theirs = Some(data)
+                    }
+                    _ => self.pool.give(data),
+                }
+                self.maybe_complete();
+            }
+            LinkEvent::SnapshotSent {
+                peer,
+                seq,
+                data,
+                written,
+            } => match written {
+                Ok(()) => {
+                    match &mut self.active {
+                        Some(a) if a.peer == peer && a.seq == seq => a.sent = Some(data),
+                        _ => self.pool.give(data),
+                    }
+                    self.maybe_complete();
+                }
+                Err(e) => {
+                    self.pool.give(data);
+                    self.fail_exchange(peer, seq, &format!("sending the snapshot failed: {e}"));
+                }
+            },
+            LinkEvent::Down { peer, why } => self.peer_lost(peer, &why, Loss::Broken),
+            LinkEvent::Goodbye { peer, reason } => self.peer_lost(peer, &reason, Loss::Graceful),
+            LinkEvent::PeerDown { rank } => self.note_failed(rank),
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Supplied {
+                peer,
+                seq,
+                data,
+                at,
+            } => {
+                let Some(a) = self
+                    .active
+                    .as_mut()
+                    .filter(|a| a.peer == peer && a.seq == seq)
+                else {
+                    self.pool.give(data);
+                    return;
+                };
+                a.supplied = Some(at);
+                if let Err(why) = self.send(peer, Frame::Snapshot { seq, data }) {
+                    self.fail_exchange(peer, seq, why);
+                }
+            }
+            Command::Declined { peer, seq } => {
+                self.fail_exchange(peer, seq, "the caller declined to supply a snapshot")
+            }
+            Command::Interrupt { reason } => {
+                info!("rank {}: shutdown requested: {reason}", self.rank);
+                for p in self.link_ranks() {
+                    let bye = Msg::Goodbye {
+                        reason: reason.clone(),
+                    };
+                    let _ = self.send(p, Frame::Msg(bye));
+                }
+                self.emit(MeshEvent::ShutdownRequested);
+            }
+            // Handled by the run loop, which must stop after it.
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        let proposal = self.proposal.map(|(d, _, _)| d.at);
+        let exchange = self.active.as_ref().map(|a| a.deadline.at);
+        proposal.into_iter().chain(exchange).min()
+    }
+
+    fn on_deadlines(&mut self, now: tokio::time::Instant) {
+        if let Some((_, peer, seq)) = self.proposal.take_if(|(d, _, _)| d.at <= now) {
+            let unanswered = self.pairing.status() == (Status::Proposing { peer, seq });
+            let acts = self.pairing.on_proposal_timeout(peer, seq);
+            self.apply(acts);
+            if let Verdict::Drop { reason } = self.health.proposal_expired(peer, unanswered) {
+                self.peer_lost(peer, &reason, Loss::Unresponsive);
+            }
+        }
+        let expired = match &self.active {
+            Some(a) if a.deadline.at <= now => Some((a.peer, a.seq, a.supplied, a.deadline)),
+            _ => None,
+        };
+        if let Some((peer, seq, supplied, deadline)) = expired {
+            let why = format!("timed out after {:.1}s", deadline.after.as_secs_f64());
+            self.fail_exchange(peer, seq, &why);
+            if let Verdict::Drop { reason } = self.health.exchange_expired(peer, supplied.is_some())
+            {
+                self.peer_lost(peer, &reason, Loss::Unresponsive);
+            }
+        }
+    }
+
+    /// Peers found stalled while handling the last input: one failure each.
+    fn settle(&mut self) {
+        let mut stalled = std::mem::take(&mut self.stalled);
+        stalled.sort_unstable();
+        stalled.dedup();
+        for peer in stalled {
+            if let Verdict::Drop { reason } = self.health.failed(peer, Failure::Stalled) {
+                self.peer_lost(peer, &reason, Loss::Unresponsive);
+            }
+        }
+    }
+
+    // ----- the state machine's actions -----------------------------------------------------
+
+    fn apply(&mut self, acts: Vec<Action>) {
+        for a in acts {
+            match a {
+                Action::Send { to, msg } => {
+                    if let PairMsg::Propose { seq } = msg {
+                        self.health.proposed(to, seq, Instant::now());
+                    }
+                    // A pairing message that cannot be queued is lost like one the network lost:
+                    // every state it would end has a deadline.
+                    let _ = self.send(to, Frame::Msg(Msg::Pair(msg)));
+                }
+                Action::ArmProposalTimer { peer, seq } => {
+                    let after = self.health.proposal_timeout();
+                    self.proposal = Some((Deadline::after(after), peer, seq));
+                }
+                Action::StartExchange {
+                    peer,
+                    seq,
+                    initiator,
+                } => self.start_exchange(peer, seq, initiator),
+                Action::CancelExchange { peer, seq } => {
+                    self.end_exchange(peer, seq, "the peer called the exchange off", true)
+                }
+            }
+        }
+    }
+
+    fn start_exchange(&mut self, peer: usize, seq: u64, initiator: bool) {
+        self.active = Some(Active {
+            peer,
+            seq,
+            initiator,
+            started: Instant::now(),
+            deadline: Deadline::after(self.health.exchange_timeout()),
+            supplied: None,
+            sent: None,
+            theirs: None,
+        });
+        let req = ExchangeRequest::new(
+            peer,
+            seq,
+            initiator,
+            self.params,
+            self.commands.clone(),
+            self.pool.clone(),
+        );
+        if self.events.capacity() > self.event_reserve {
+            self.emit(MeshEvent::Exchange(req));
+            return;
+        }
+        // The caller has not taken its events for a while: it could not supply in time anyway.
+        req.disarm();
+        warn!(
+            "rank {}: the caller has not taken mesh events for a while ({} waiting); \
+             calling exchange {seq} with rank {peer} off",
+            self.rank,
+            self.events.max_capacity() - self.events.capacity()
+        );
+        if self.is_active(peer, seq) {
+            let acts = self.pairing.on_exchange_failed(peer, seq);
+            self.apply(acts);
+            self.end_exchange(peer, seq, "the caller is not taking events", false);
+        }
+    }
+
+    fn is_active(&self, peer: usize, seq: u64) -> bool {
+        matches!(&self.active, Some(a) if a.peer == peer && a.seq == seq)
+    }
+
+    /// This side gives up on the exchange: the state machine tells the peer, the caller is told.
+    fn fail_exchange(&mut self, peer: usize, seq: u64, why: &str) {
+        if !self.is_active(peer, seq) {
+            return;
+        }
+        let acts = self.pairing.on_exchange_failed(peer, seq);
+        self.apply(acts);
+        self.end_exchange(peer, seq, why, true);
+    }
+
+    /// Forget the exchange in progress (if it is `(peer, seq)`), recycling its buffers.
+    fn end_exchange(&mut self, peer: usize, seq: u64, why: &str, tell_caller: bool) {
+        if !self.is_active(peer, seq) {
+            return;
+        }
+        if let Some(a) = self.active.take() {
+            for b in [a.sent, a.theirs].into_iter().flatten() {
+                self.pool.give(b);
+            }
+        }
+        debug!(
+            "rank {}: exchange {seq} with rank {peer} failed: {why}",
+            self.rank
+        );
+        if tell_caller {
+            self.emit(MeshEvent::ExchangeFailed {
+                peer,
+                seq,
+                why: why.to_string(),
+            });
+        }
+    }
+
+    fn maybe_complete(&mut self) {
+        let ready = matches!(&self.active, Some(a) if a.sent.is_some() && a.theirs.is_some());
+        if !ready {
+            return;
+        }
+        let Some(a) = self.active.take() else { return };
+        let (Some(mine), Some(theirs)) = (a.sent, a.theirs) else {
+            return;
+        };
+        let acts = self.pairing.on_exchange_done(a.peer, a.seq);
+        self.apply(acts);
+        let total = a.started.elapsed();
+        self.health.exchanged(a.peer, total);
+        let missed = self.total_missed();
+        let bytes = 4 * self.params as u64 + HEADER_LEN as u64 + SNAPSHOT_SUB;
+        self.totals.exchanges += 1;
+        self.totals.bytes_sent += bytes;
+        self.totals.bytes_received += bytes;
+        let stats = ExchangeStats {
+            peer: a.peer,
+            seq: a.seq,
+            initiator: a.initiator,
+            bytes_sent: bytes,
+            bytes_received: bytes,
+            wait_for_snapshot: a
+                .supplied
+                .map(|s| s.saturating_duration_since(a.started))
+                .unwrap_or_default(),
+            total,
+            missed_since_previous: missed.saturating_sub(self.totals.missed_at_last),
+        };
+        self.totals.missed_at_last = missed;
+        // Stats first, so a caller that sees the event also sees it counted.
+        self.publish();
+        self.emit(MeshEvent::Exchanged(Exchanged {
+            peer: a.peer,
+            seq: a.seq,
+            theirs,
+            mine,
+            stats,
+        }));
+    }
+
+    // ----- peers ---------------------------------------------------------------------------
+
+    fn peer_lost(&mut self, peer: usize, why: &str, loss: Loss) {
+        let Some(link) = self.links.remove(&peer) else {
+            return;
+        };
+        match loss {
+            Loss::Unresponsive => link.cut(),
+            Loss::Graceful | Loss::Broken => link.hang_up(),
+        }
+        let acts = self.pairing.on_peer_down(peer);
+        self.apply(acts);
+        let graceful = loss == Loss::Graceful;
+        if graceful {
+            info!("rank {}: rank {peer} left the mesh: {why}", self.rank);
+            self.members.departed(peer);
+        } else {
+            warn!(
+                "rank {}: lost rank {peer} ({why}); dropping it from pairing, training goes on",
+                self.rank
+            );
+            self.note_failed(peer);
+        }
+        self.emit(MeshEvent::PeerLost {
+            peer,
+            why: why.to_string(),
+            graceful,
+        });
+        let alive = self.pairing.neighbours().filter(|n| n.2).count();
+        if alive == 0 && self.pairing.neighbours().count() > 0 && !graceful {
+            warn!(
+                "rank {}: no live neighbour left: this worker now trains alone",
+                self.rank
+            );
+        }
+    }
+
+    /// A failure became known (here or by gossip): pass it on, and warn if the graph split.
+    fn note_failed(&mut self, rank: usize) {
+        let Some(news) = self.members.failed(rank) else {
+            return;
+        };
+        for p in self.link_ranks() {
+            let _ = self.send(p, Frame::Msg(Msg::PeerDown { rank: rank as u32 }));
+        }
+        if let Some(components) = news.split {
+            warn!(
+                "rank {}: the communication graph fell apart after losing ranks {:?}: components \
+                 {components:?}; the groups will drift apart",
+                self.rank,
+                self.members.dead()
+            );
+            self.emit(MeshEvent::GraphSplit { components });
+        }
+    }
+
+    async fn close_all(&mut self, reason: &str) {
+        if let Some(a) = self.active.take() {
+            self.emit(MeshEvent::ExchangeFailed {
+                peer: a.peer,
+                seq: a.seq,
+                why: "shutting down".into(),
+            });
+        }
+        let links = std::mem::take(&mut self.links);
+        for l in links.values() {
+            l.say_goodbye(reason);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        for (_, l) in links {
+            l.finish(deadline).await;
+        }
+        debug!("rank {}: mesh closed ({reason})", self.rank);
+    }
+
+    // ----- output --------------------------------------------------------------------------
+
+    fn link_ranks(&self) -> Vec<usize> {
+        self.links.keys().copied().collect()
+    }
+
+    /// Queue a frame for `to` without waiting. A full queue means the peer stopped reading: the
+    /// frame is dropped and the peer noted as stalled (one failure, see [`Failure::Stalled`]).
+    fn send(&mut self, to: usize, frame: Frame) -> Result<(), &'static str> {
+        let Some(link) = self.links.get(&to) else {
+            self.recycle_frame(frame);
+            return Err("the link to the peer is closed");
+        };
+        match link.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(out)) => {
+                warn!(
+                    "rank {}: {} frames wait unsent to rank {to}: it has stopped reading; \
+                     dropping a {} frame",
+                    self.rank,
+                    link.queued(),
+                    outgoing_kind(&out)
+                );
+                self.stalled.push(to);
+                self.recycle_outgoing(out);
+                Err("the queue to the peer is full (it has stopped reading)")
+            }
+            // The writer ended: the link's own report of why is on its way.
+            Err(TrySendError::Closed(out)) => {
+                self.recycle_outgoing(out);
+                Err("the link to the peer is closed")
+            }
+        }
+    }
+
+    fn recycle_outgoing(&self, out: Outgoing) {
+        match out {
+            Outgoing::Frame(f) | Outgoing::Chunk { frame: f, .. } => self.recycle_frame(f),
+            Outgoing::Close => {}
+        }
+    }
+
+    fn recycle_frame(&self, frame: Frame) {
+        match frame {
+            Frame::Snapshot { data, .. } | Frame::Coll { data, .. } => self.pool.give(data),
+            Frame::Msg(_) => {}
+        }
+    }
+
+    /// Hand an event to the caller without waiting. The queue keeps [`Driver::event_reserve`]
+    /// slots for everything but exchange requests, so a full queue here means the caller stopped
+    /// polling for good; the event is dropped with a warning.
+    fn emit(&mut self, ev: MeshEvent) {
+        match self.events.try_send(ev) {
+            Ok(()) => {}
+            Err(TrySendError::Full(ev)) => {
+                warn!(
+                    "rank {}: the caller has not taken {} mesh events; dropping {ev:?}",
+                    self.rank,
+                    self.events.max_capacity()
+                );
+                match ev {
+                    MeshEvent::Exchanged(x) => {
+                        self.pool.give(x.theirs);
+                        self.pool.give(x.mine);
+                    }
+                    MeshEvent::Exchange(req) => req.disarm(),
+                    _ => {}
+                }
+            }
+            // The caller dropped the mesh: nobody to tell.
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn total_missed(&self) -> u64 {
+        self.pairing
+            .neighbours()
+            .filter_map(|(p, _, _)| self.pairing.counters(p))
+            .map(|c| c.missed())
+            .sum()
+    }
+
+    fn publish(&self) {
+        let stats = MeshStats {
+            edges: self
+                .pairing
+                .neighbours()
+                .filter_map(|(p, _, _)| self.pairing.counters(p).map(|c| (p, c)))
+                .collect(),
+            exchanges: self.totals.exchanges,
+            bytes_sent: self.totals.bytes_sent,
+            bytes_received: self.totals.bytes_received,
+            lost_peers: self.members.lost(),
+            exchange_timeout: self.health.exchange_timeout(),
+            proposal_timeout: self.health.proposal_timeout(),
+            typical_exchange: self.health.typical_exchange(),
+        };
+        self.stats.send_replace(stats);
+    }
+}
+
+fn outgoing_kind(out: &Outgoing) -> &'static str {
+    match out {
+        Outgoing::Frame(f) | Outgoing::Chunk { frame: f, .. } => f.kind().name(),
+        Outgoing::Close => "close",
+    }
+}
