@@ -3,8 +3,10 @@
 //! `right`, data goes to it), chunked so the ring is pipelined.
 //!
 //! Sending waits for room in the right link's chunk window, and while it waits it keeps taking
-//! what the left neighbour sends: every rank sends a whole segment before it receives, so a ring of
-//! ranks that all only waited to send would never move.
+//! what the left neighbour sends (kept, in order, for the receives to come): every rank sends a
+//! whole segment before it receives, so a ring of ranks that all only waited to send would never
+//! move. A send fails only because of the right neighbour (its link closed, or no room for the
+//! collective timeout), as when sends never waited.
 //!
 //! A lost member fails the collective at once with [`NetError::MemberLost`] naming it; the rank
 //! that notices tells its other ring neighbour (`CollAbort`), so the failure travels round the ring.
@@ -255,10 +257,7 @@ impl Ring {
         let (outbox, window) = (port.link.outbox.clone(), port.link.window.clone());
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut left_open = true;
-        loop {
-            let Some(left) = self.ports.get_mut(&from) else {
-                break;
-            };
+        while let Some(left) = self.ports.get_mut(&from) {
             tokio::select! {
                 room = async {
                     let held = window.clone().acquire_owned().await;
@@ -270,14 +269,9 @@ impl Ring {
                     slot.send(Outgoing::Chunk { frame, _window: held });
                     return Ok(());
                 }
+                // Kept in order for `recv`, failures included: a left neighbour that has sent
+                // everything and left (its `Lost` comes last) must not fail a send to the right.
                 m = left.link.inbox.recv(), if left_open => match m {
-                    // A failure reported from the left ends this collective now, as it would
-                    // once received; anything else waits its turn.
-                    Some(m @ (RingIn::Abort { .. } | RingIn::Lost(_))) => {
-                        if let Some(e) = self.failure(from, hdr.op, Some(m)) {
-                            return Err(e);
-                        }
-                    }
                     Some(m) => left.early.push_back(m),
                     None => left_open = false,
                 },

@@ -685,3 +685,236 @@ fn outgoing_kind(out: &Outgoing) -> &'static str {
         Outgoing::Close => "close",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The driver against in-memory links and a paused clock: no sockets, no real waiting.
+
+    use super::*;
+    use crate::auth::Secret;
+    use crate::frame::Fingerprint;
+    use crate::rendezvous::Rendezvous;
+    use tokio::task::JoinHandle;
+
+    const PARAMS: usize = 4;
+    const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+    struct Rig {
+        outboxes: BTreeMap<usize, mpsc::Receiver<Outgoing>>,
+        events: mpsc::Receiver<MeshEvent>,
+        links: mpsc::Sender<LinkEvent>,
+        commands: mpsc::Sender<Command>,
+        stats: watch::Receiver<MeshStats>,
+        clock: watch::Sender<f64>,
+        driver: JoinHandle<()>,
+    }
+
+    /// Rank `rank` of `world` with links to `peers`; its caller takes at most `event_room` events.
+    fn rig(rank: usize, world: usize, peers: &[usize], event_room: usize) -> Rig {
+        let edges: Vec<_> = peers.iter().map(|&p| (rank, p, 1.0)).collect();
+        let mut cfg = MeshConfig::new(
+            rank,
+            world,
+            Rendezvous::Explicit(Vec::new()),
+            edges,
+            "test",
+            Fingerprint::new(PARAMS as u64, "flat"),
+            Secret::new(b"s".to_vec()).expect("secret"),
+        );
+        cfg.exchange_timeout = (EXCHANGE_TIMEOUT, EXCHANGE_TIMEOUT, EXCHANGE_TIMEOUT);
+        cfg.max_exchange_failures = 2;
+        let mut links = BTreeMap::new();
+        let mut outboxes = BTreeMap::new();
+        for &p in peers {
+            let (tx, rx) = mpsc::channel(16);
+            links.insert(p, LinkHandle::detached(tx));
+            outboxes.insert(p, rx);
+        }
+        let (events_tx, events) = mpsc::channel(event_room);
+        let (commands, commands_rx) = mpsc::channel(16);
+        let (link_tx, link_rx) = mpsc::channel(16);
+        let (stats_tx, stats) = watch::channel(MeshStats::default());
+        let (clock_tx, clock) = watch::channel(0.0);
+        let (_part_tx, participation) = watch::channel(Participation::default());
+        let driver = Driver::new(
+            &cfg,
+            PARAMS,
+            links,
+            CancellationToken::new(),
+            events_tx,
+            commands.clone(),
+            stats_tx,
+            BufPool::default(),
+        );
+        let driver = tokio::spawn(driver.run(Inputs {
+            links: link_rx,
+            commands: commands_rx,
+            clock,
+            participation,
+            shutdown: CancellationToken::new(),
+        }));
+        Rig {
+            outboxes,
+            events,
+            links: link_tx,
+            commands,
+            stats,
+            clock: clock_tx,
+            driver,
+        }
+    }
+
+    impl Rig {
+        async fn propose(&self, from: usize, seq: u64) {
+            let msg = PairMsg::Propose { seq };
+            self.links
+                .send(LinkEvent::Pair { from, msg })
+                .await
+                .expect("driver");
+        }
+
+        /// The next frame queued for `peer` (the clock runs on while waiting).
+        async fn sent_to(&mut self, peer: usize) -> Outgoing {
+            let rx = self.outboxes.get_mut(&peer).expect("a link to that peer");
+            tokio::time::timeout(Duration::from_secs(3600), rx.recv())
+                .await
+                .expect("a frame within the hour")
+                .expect("link open")
+        }
+
+        async fn pair_sent_to(&mut self, peer: usize) -> PairMsg {
+            match self.sent_to(peer).await {
+                Outgoing::Frame(Frame::Msg(Msg::Pair(m))) => m,
+                other => panic!("expected a pairing message, got {other:?}"),
+            }
+        }
+
+        async fn event(&mut self) -> MeshEvent {
+            tokio::time::timeout(Duration::from_secs(3600), self.events.recv())
+                .await
+                .expect("an event within the hour")
+                .expect("driver running")
+        }
+
+        /// Rank `from` proposes, this worker accepts: the caller's request.
+        async fn agreed(&mut self, from: usize, seq: u64) -> ExchangeRequest {
+            self.propose(from, seq).await;
+            assert_eq!(self.pair_sent_to(from).await, PairMsg::Accept { seq });
+            match self.event().await {
+                MeshEvent::Exchange(req) => req,
+                other => panic!("expected an exchange request, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_that_never_supplies_is_not_held_against_the_peer() {
+        let mut rig = rig(1, 2, &[0], 64);
+        for seq in 1..=5 {
+            let held = rig.agreed(0, seq).await;
+            match rig.event().await {
+                MeshEvent::ExchangeFailed { why, .. } => {
+                    assert!(why.contains("timed out"), "{why}")
+                }
+                other => panic!("expected the exchange to time out, got {other:?}"),
+            }
+            assert_eq!(rig.pair_sent_to(0).await, PairMsg::Abort { seq });
+            drop(held);
+        }
+        assert!(rig.stats.borrow().lost_peers.is_empty());
+        rig.driver.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frozen_peer_is_dropped_after_consecutive_failures() {
+        // Rank 0 owns the edge to 1 (and proposes when the clock says so).
+        let mut rig = rig(0, 2, &[1], 64);
+        // 1. Rank 1 proposes, this worker supplies, rank 1's snapshot never comes.
+        let req = rig.agreed(1, 1).await;
+        req.supply(vec![1.0; PARAMS]).expect("supply");
+        assert!(matches!(
+            rig.sent_to(1).await,
+            Outgoing::Frame(Frame::Snapshot { seq: 1, .. })
+        ));
+        assert!(matches!(
+            rig.event().await,
+            MeshEvent::ExchangeFailed { seq: 1, .. }
+        ));
+        assert_eq!(rig.pair_sent_to(1).await, PairMsg::Abort { seq: 1 });
+        // 2. This worker's next proposal goes unanswered: the second failure in a row.
+        rig.clock.send_replace(1e6);
+        let seq = match rig.pair_sent_to(1).await {
+            PairMsg::Propose { seq } => seq,
+            other => panic!("expected a proposal, got {other:?}"),
+        };
+        match rig.event().await {
+            MeshEvent::PeerLost {
+                peer: 1,
+                why,
+                graceful: false,
+            } => assert_eq!(
+                why, "unresponsive: 2 times in a row (proposal went unanswered, the last)",
+                "proposal {seq}"
+            ),
+            other => panic!("expected rank 1 to be dropped, got {other:?}"),
+        }
+        assert_eq!(rig.stats.borrow().lost_peers, vec![1]);
+        rig.driver.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_worker_answers_busy_at_once() {
+        let mut rig = rig(1, 3, &[0, 2], 64);
+        let _req = rig.agreed(0, 1).await;
+        rig.propose(2, 7).await;
+        assert_eq!(rig.pair_sent_to(2).await, PairMsg::Busy { seq: 7 });
+        rig.driver.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exchanges_are_called_off_while_the_caller_takes_no_events() {
+        // Room for the reserve (1 link + world 2 + 8) and exactly one request.
+        let mut rig = rig(1, 2, &[0], Driver::event_reserve(1, 2) + 1);
+        rig.propose(0, 1).await;
+        assert_eq!(rig.pair_sent_to(0).await, PairMsg::Accept { seq: 1 });
+        assert_eq!(
+            rig.pair_sent_to(0).await,
+            PairMsg::Abort { seq: 1 },
+            "timed out"
+        );
+        // The caller has not taken the first request (nor its failure): the next one is called
+        // off at once, without an event.
+        rig.propose(0, 2).await;
+        assert_eq!(rig.pair_sent_to(0).await, PairMsg::Accept { seq: 2 });
+        assert_eq!(rig.pair_sent_to(0).await, PairMsg::Abort { seq: 2 });
+        assert!(matches!(rig.events.try_recv(), Ok(MeshEvent::Exchange(_))));
+        assert!(matches!(
+            rig.events.try_recv(),
+            Ok(MeshEvent::ExchangeFailed { seq: 1, .. })
+        ));
+        assert!(rig.events.try_recv().is_err());
+        rig.driver.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_says_goodbye_on_every_link_then_stops() {
+        let mut rig = rig(1, 3, &[0, 2], 64);
+        let (done, finished) = oneshot::channel();
+        let reason = "test over".to_string();
+        rig.commands
+            .send(Command::Shutdown { reason, done })
+            .await
+            .expect("driver");
+        finished.await.expect("the driver reports it is done");
+        for p in [0, 2] {
+            match rig.sent_to(p).await {
+                Outgoing::Frame(Frame::Msg(Msg::Goodbye { reason })) => {
+                    assert_eq!(reason, "test over")
+                }
+                other => panic!("expected a goodbye, got {other:?}"),
+            }
+            assert!(matches!(rig.sent_to(p).await, Outgoing::Close));
+        }
+        rig.driver.await.expect("the driver ends");
+    }
+}

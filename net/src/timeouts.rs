@@ -1,5 +1,6 @@
 //! Adaptive timeouts, TCP-RTO style: smoothed duration plus four times its mean deviation, clamped.
-//! Pure: observations and the resulting timeout are plain values.
+//! Pure: observations and the resulting timeout are plain `Duration`s; [`crate::health`] decides
+//! what to observe.
 
 use std::time::Duration;
 
@@ -82,5 +83,30 @@ mod tests {
             t.observe(Duration::from_secs(10));
         }
         assert!(t.timeout() > Duration::from_secs(20) && t.timeout() <= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn stays_within_bounds_whatever_it_observes() {
+        let (min, max) = (Duration::from_millis(200), Duration::from_secs(2));
+        let mut t = AdaptiveTimeout::new(Duration::from_secs(10), min, max);
+        assert_eq!(t.timeout(), max, "even the initial value is clamped");
+        t.observe(Duration::ZERO);
+        assert_eq!(t.timeout(), min);
+        t.observe(Duration::from_secs(3600));
+        assert_eq!(t.timeout(), max);
+        assert!(
+            t.typical() > Some(max),
+            "the estimate itself is not clamped"
+        );
+    }
+
+    #[test]
+    fn a_maximum_below_the_minimum_is_raised_to_it() {
+        let t = AdaptiveTimeout::new(
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            Duration::from_secs(2),
+        );
+        assert_eq!(t.timeout(), Duration::from_secs(5));
     }
 }
