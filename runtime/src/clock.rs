@@ -5,54 +5,56 @@
 
 use a2cid_schema::StopReason;
 
-/// The worker clock of docs/algorithm.md §1: `tau = wall_seconds / dt_grad`, where `dt_grad` is an exponential
-/// moving average of the worker's own time per gradient step. `tau` never goes backwards (a
-/// slower EMA would otherwise pull it back) and continues from `offset` after a resume.
+/// The worker clock of docs/algorithm.md §1, in units of one gradient of this worker: it runs at
+/// `d tau / d wall = 1 / dt_grad`, where `dt_grad` is an exponential moving average of the
+/// worker's own seconds per gradient step, and is *integrated*: when the estimate changes, the
+/// clock changes speed from then on and never jumps. Before the first measured step it stands at
+/// its start (0, or the saved value after a resume); the first measurement integrates the time
+/// since the start at that step's speed.
 #[derive(Clone, Debug)]
 pub struct StepClock {
     /// EMA of the seconds per gradient step; `None` before the first step.
     ema: Option<f64>,
     /// Weight of a new observation in the EMA.
     beta: f64,
-    /// Clock value at wall time 0 of this process (non-zero after a resume).
-    offset: f64,
-    /// Wall seconds at which `offset` was reached.
-    wall_offset: f64,
-    last: f64,
+    /// The clock's value at wall time `wall_at`: the point up to which it has been integrated.
+    tau_at: f64,
+    wall_at: f64,
 }
 
 impl StepClock {
     pub fn new(beta: f64) -> StepClock {
-        StepClock {
-            ema: None,
-            beta,
-            offset: 0.0,
-            wall_offset: 0.0,
-            last: 0.0,
-        }
+        StepClock::resumed(beta, 0.0, None, 0.0)
     }
 
     /// Continue a clock saved at `tau` with step time `ema` (resume): at wall time `wall` of the
     /// new process the clock reads `tau`.
     pub fn resumed(beta: f64, tau: f64, ema: Option<f64>, wall: f64) -> StepClock {
         StepClock {
-            ema,
+            ema: ema.filter(|e| e.is_finite() && *e > 0.0),
             beta,
-            offset: tau,
-            wall_offset: wall,
-            last: tau,
+            tau_at: tau,
+            wall_at: wall,
         }
     }
 
-    /// A gradient step took `seconds`.
-    pub fn record_step(&mut self, seconds: f64) {
+    /// A gradient step that took `seconds` ended at wall time `wall`: the clock is integrated up
+    /// to `wall` at the old speed, then the speed changes.
+    pub fn record_step(&mut self, seconds: f64, wall: f64) {
         if !(seconds.is_finite() && seconds > 0.0) {
             return;
         }
-        self.ema = Some(match self.ema {
+        let ema = match self.ema {
             None => seconds,
             Some(e) => e + self.beta * (seconds - e),
-        });
+        };
+        if self.ema.is_none() {
+            // No speed was known: the time since the start counts at this first step's speed.
+            self.ema = Some(ema);
+        }
+        self.tau_at = self.tau(wall);
+        self.wall_at = self.wall_at.max(wall);
+        self.ema = Some(ema);
     }
 
     /// Seconds per gradient step, as currently estimated.
@@ -60,15 +62,13 @@ impl StepClock {
         self.ema
     }
 
-    /// The clock at wall time `wall` (seconds since this process started training). Before the
-    /// first measured step the clock stands at its offset.
-    pub fn tau(&mut self, wall: f64) -> f64 {
-        let t = match self.ema {
-            Some(e) => self.offset + (wall - self.wall_offset).max(0.0) / e,
-            None => self.offset,
-        };
-        self.last = self.last.max(t);
-        self.last
+    /// The clock at wall time `wall` (seconds since this process started training); never less
+    /// than its value at the last integration point.
+    pub fn tau(&self, wall: f64) -> f64 {
+        match self.ema {
+            Some(e) => self.tau_at + (wall - self.wall_at).max(0.0) / e,
+            None => self.tau_at,
+        }
     }
 }
 
@@ -187,30 +187,76 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tau_counts_steps_of_the_measured_duration_and_never_goes_back() {
+    fn tau_counts_steps_of_the_measured_duration() {
         let mut c = StepClock::new(0.1);
         assert_eq!(c.tau(5.0), 0.0, "no step measured yet");
-        c.record_step(0.5);
+        // The first step ends at wall 0.5 after taking 0.5 s: one unit.
+        c.record_step(0.5, 0.5);
+        assert!((c.tau(0.5) - 1.0).abs() < 1e-12);
         assert!((c.tau(10.0) - 20.0).abs() < 1e-12);
-        // Slower steps raise the EMA: the clock would read less, but it never goes back.
-        for _ in 0..50 {
-            c.record_step(2.0);
-        }
-        assert!(c.step_seconds().unwrap() > 1.9);
-        assert_eq!(c.tau(10.0), 20.0);
-        assert!(c.tau(100.0) > 40.0);
         // Nonsense durations are ignored.
         let e = c.step_seconds();
-        c.record_step(f64::NAN);
-        c.record_step(0.0);
+        c.record_step(f64::NAN, 11.0);
+        c.record_step(0.0, 11.0);
         assert_eq!(c.step_seconds(), e);
     }
 
     #[test]
+    fn a_slower_estimate_slows_the_clock_from_then_on_without_a_jump() {
+        let mut c = StepClock::new(0.5);
+        c.record_step(1.0, 1.0);
+        assert!((c.tau(10.0) - 10.0).abs() < 1e-12);
+        let before = c.tau(10.0);
+        c.record_step(3.0, 10.0); // the estimate moves to 2 s per step
+        assert!((c.tau(10.0) - before).abs() < 1e-12, "no jump");
+        assert!((c.tau(12.0) - 11.0).abs() < 1e-12, "half speed afterwards");
+    }
+
+    #[test]
     fn resumed_clock_continues_from_its_offset() {
-        let mut c = StepClock::resumed(0.1, 300.0, Some(0.25), 0.0);
+        let c = StepClock::resumed(0.1, 300.0, Some(0.25), 0.0);
         assert_eq!(c.tau(0.0), 300.0);
         assert!((c.tau(1.0) - 304.0).abs() < 1e-12);
+    }
+
+    proptest::proptest! {
+        /// Driven by any sequence of step durations, the clock is monotone, continuous across
+        /// every change of speed, and runs at 1/EMA between steps.
+        #[test]
+        fn the_integrated_clock_is_monotone_and_never_jumps(
+            steps in proptest::collection::vec(0.001f64..5.0, 1..60),
+            beta in 0.01f64..1.0,
+            probes in proptest::collection::vec(0.0f64..1.0, 1..5),
+        ) {
+            let mut probes = probes;
+            probes.sort_by(f64::total_cmp);
+            let mut c = StepClock::new(beta);
+            let mut wall = 0.0;
+            let mut last = 0.0;
+            for s in steps {
+                let start = wall;
+                wall += s;
+                // Inside the step the clock runs at the current speed, monotonically.
+                for &p in &probes {
+                    let t = c.tau(start + p * s);
+                    proptest::prop_assert!(t >= last - 1e-9, "{t} < {last}");
+                    last = t;
+                }
+                let before = c.tau(wall);
+                c.record_step(s, wall);
+                let after = c.tau(wall);
+                // The first measurement integrates the time since the start; later ones never
+                // move the clock at the instant they happen.
+                if before > 0.0 {
+                    proptest::prop_assert!((after - before).abs() <= 1e-9 * (1.0 + before));
+                }
+                proptest::prop_assert!(after >= last - 1e-9);
+                last = after;
+                let e = c.step_seconds().unwrap();
+                let ahead = c.tau(wall + 1.0) - after;
+                proptest::prop_assert!((ahead - 1.0 / e).abs() <= 1e-9 * (1.0 + 1.0 / e));
+            }
+        }
     }
 
     #[test]

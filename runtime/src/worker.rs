@@ -163,7 +163,7 @@ pub fn run_worker(
         secret,
     );
     mc.seed = cfg.seed ^ 0x5eed_0000 ^ w.generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    mc.clock_start = w.clock.clone().tau(0.0);
+    mc.clock_start = w.clock.tau(0.0);
     mc.connect_timeout = options.connect_timeout.max(Duration::from_secs(1));
     let mut mesh = rt
         .block_on(Mesh::connect(mc))
@@ -464,7 +464,8 @@ impl Worker {
             self.learner.step(&batch, lr, tau)?
         };
         self.learner.ctx.sync()?;
-        self.clock.record_step(t0.elapsed().as_secs_f64());
+        let now = self.clock_seconds();
+        self.clock.record_step(t0.elapsed().as_secs_f64(), now);
         self.grads += 1;
         self.counts.set_own(self.grads);
         self.position = stepped.next_position();
