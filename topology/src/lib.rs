@@ -745,6 +745,36 @@ impl Topology {
             .map(|k| self.rates[k])
     }
 
+    /// The constants the same graph would have with other per-edge rates, aligned with
+    /// `edges()` (e.g. the rates a run achieved). An edge with rate 0 is absent; if the rest
+    /// falls apart there are no constants (an error naming the graph).
+    pub fn constants_with_rates(&self, rates: &[f64]) -> Result<AcidConstants, TopologyError> {
+        if rates.len() != self.rates.len() || rates.iter().any(|r| !(r.is_finite() && *r >= 0.0))
+        {
+            return Err(TopologyError::BadRate(
+                rates.iter().copied().find(|r| !r.is_finite()).unwrap_or(-1.0),
+            ));
+        }
+        let live = self
+            .graph
+            .edges
+            .iter()
+            .zip(rates)
+            .filter(|&(_, &r)| r > 0.0)
+            .map(|(&e, _)| e);
+        let parts = components(self.graph.n, live, |_| true);
+        if parts.len() > 1 {
+            return Err(TopologyError::Disconnected {
+                graph: self.graph.name.clone(),
+                n: self.graph.n,
+                components: parts.len(),
+                isolated_example: parts[1][0],
+                hint: "every edge of a spanning tree needs a positive rate".into(),
+            });
+        }
+        spectral_constants(self.graph.n, &self.graph.edges, rates)
+    }
+
     /// The `rate_com` the rates were derived from.
     pub fn rate_com(&self) -> f64 {
         self.rate_com
@@ -865,6 +895,24 @@ fn spectral_constants(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn constants_follow_the_rates_they_are_given() {
+        let t = Topology::from_spec(&GraphSpec::Ring, 16, 1.0, 0).unwrap();
+        let same = t.constants_with_rates(t.rates()).unwrap();
+        assert_eq!(&same, t.constants());
+        // Half the rate on every edge: eta halves, alpha_tilde does not move (§5).
+        let half: Vec<f64> = t.rates().iter().map(|r| r / 2.0).collect();
+        let c = t.constants_with_rates(&half).unwrap();
+        assert!((c.eta - t.constants().eta / 2.0).abs() < 1e-12);
+        assert!((c.alpha_tilde - t.constants().alpha_tilde).abs() < 1e-9);
+        // Two dead edges split the ring: no constants.
+        let mut cut = t.rates().to_vec();
+        cut[0] = 0.0;
+        cut[5] = 0.0;
+        assert!(t.constants_with_rates(&cut).is_err());
+        assert!(t.constants_with_rates(&[1.0]).is_err());
+    }
 
     #[test]
     fn components_neighbours_and_ring_neighbours() {
