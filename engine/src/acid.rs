@@ -247,6 +247,98 @@ impl State {
     }
 }
 
+/// A host-side mirror of a worker whose state lives on the device, from which a snapshot can be
+/// taken at once, without waiting for the device's queue (docs/algorithm.md §3.3).
+///
+/// It holds the device's (x, x̃) as read back at a *boundary* (just after some gradient step, at
+/// clock value `tau`) and every pairwise average applied to the device since. Its snapshot at
+/// `now` replays those averages at their clock values and mixes up to `now`: it is the device's
+/// state at `now` minus the gradient steps taken since the boundary. Gradient steps do not
+/// change the gap x̃ − x, so leaving them out does not change the mixing; every average is in,
+/// so two exchanges never see the same stale snapshot (which, with a large alpha_tilde, would
+/// overshoot). The exchange takes its delta against the snapshot it sent, so the pair's sum is
+/// conserved whatever the snapshot; the steps that are left out are kept, as steps that land
+/// while bytes are in flight are.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    boundary: State,
+    boundary_seq: u64,
+    pending: Vec<PendingAverage>,
+}
+
+#[derive(Debug, Clone)]
+struct PendingAverage {
+    seq: u64,
+    tau: f64,
+    sent: Vec<f32>,
+    peer: Vec<f32>,
+}
+
+impl Mirror {
+    /// A mirror of a device state (x0, x̃ = x0 when `with_tilde`) at clock `tau`, as of
+    /// submission `seq` (0 before anything was submitted).
+    pub fn new(x0: Vec<f32>, params: AcidParams, with_tilde: bool, tau: f64, seq: u64) -> Mirror {
+        Mirror {
+            boundary: State {
+                x_tilde: with_tilde.then(|| x0.clone()),
+                x: x0,
+                momentum: Vec::new(),
+                t_last: tau,
+                params,
+            },
+            boundary_seq: seq,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The device's (x, x̃) as they were just after submission `seq`, at clock `tau`. A boundary
+    /// older than the current one is ignored; averages it already holds are dropped.
+    pub fn set_boundary(&mut self, seq: u64, tau: f64, x: &[f32], x_tilde: Option<&[f32]>) {
+        if seq < self.boundary_seq {
+            return;
+        }
+        self.boundary.x.copy_from_slice(x);
+        if let (Some(mine), Some(theirs)) = (self.boundary.x_tilde.as_mut(), x_tilde) {
+            mine.copy_from_slice(theirs);
+        }
+        self.boundary.t_last = tau;
+        self.boundary_seq = seq;
+        self.pending.retain(|p| p.seq > seq);
+    }
+
+    /// The submission the boundary is as of.
+    pub fn boundary_seq(&self) -> u64 {
+        self.boundary_seq
+    }
+
+    /// Averages applied to the device after the boundary.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// A pairwise average was submitted to the device as submission `seq`, at clock `tau`,
+    /// against the snapshot `sent` with the peer's `peer`.
+    pub fn push_average(&mut self, seq: u64, tau: f64, sent: &[f32], peer: &[f32]) {
+        self.pending.push(PendingAverage {
+            seq,
+            tau,
+            sent: sent.to_vec(),
+            peer: peer.to_vec(),
+        });
+    }
+
+    /// The snapshot to send at clock `now`: x of the boundary, every average since, mixed up to
+    /// `now`.
+    pub fn snapshot(&self, now: f64) -> Vec<f32> {
+        let mut state = self.boundary.clone();
+        for p in &self.pending {
+            state.average(&p.sent, &p.peer, p.tau);
+        }
+        state.mix_until(now);
+        state.x
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,7 +424,208 @@ mod tests {
         assert_eq!(t, vec![13.0]);
     }
 
+    /// Two workers whose states live "on the device" (`State`s) exchange through mirrors, with
+    /// gradient steps and late read-backs interleaved as `script` says. Returns the largest
+    /// relative change of the pair's sum of x at an exchange, and the largest relative error of
+    /// "snapshot = device state + the gradient steps since the boundary".
+    fn mirrored_pair(script: &[u8], grads: &[Vec<f32>], alpha_tilde: f64) -> (f64, f64) {
+        let params = AcidParams {
+            eta: 0.2,
+            alpha: 0.5,
+            alpha_tilde,
+        };
+        let d = grads[0].len();
+        let x0: Vec<Vec<f32>> = (0..2)
+            .map(|w| (0..d).map(|k| ((w * 7 + k) % 5) as f32 - 2.0).collect())
+            .collect();
+        let mut device: Vec<State> = x0
+            .iter()
+            .map(|x| State::new(x.clone(), params, true))
+            .collect();
+        let mut mirrors: Vec<Mirror> = x0
+            .iter()
+            .map(|x| Mirror::new(x.clone(), params, true, 0.0, 0))
+            .collect();
+        // Each worker's gradient steps as (seq, update of x), and the read-back of its last step,
+        // delivered later.
+        let mut steps: Vec<Vec<(u64, Vec<f64>)>> = vec![Vec::new(), Vec::new()];
+        let mut in_flight: Vec<Option<(u64, f64, Vec<f32>, Vec<f32>)>> = vec![None, None];
+        let (mut seq, mut tau) = (0u64, 0.0f64);
+        let (mut worst_sum, mut worst_snapshot) = (0.0f64, 0.0f64);
+        for (k, &op) in script.iter().enumerate() {
+            tau += 0.25 + (op % 3) as f64 * 0.1;
+            seq += 1;
+            let w = (op / 4 % 2) as usize;
+            match op % 4 {
+                0 | 1 => {
+                    device[w].mix_until(tau);
+                    let before = device[w].x.clone();
+                    device[w].step(&grads[k % grads.len()], tau, &SGD);
+                    let update = before
+                        .iter()
+                        .zip(&device[w].x)
+                        .map(|(&b, &a)| f64::from(b) - f64::from(a))
+                        .collect();
+                    steps[w].push((seq, update));
+                    let t = device[w].x_tilde.clone().unwrap();
+                    in_flight[w] = Some((seq, tau, device[w].x.clone(), t));
+                }
+                2 => {
+                    if let Some((s, t, x, xt)) = in_flight[w].take() {
+                        mirrors[w].set_boundary(s, t, &x, Some(&xt));
+                    }
+                }
+                _ => {
+                    let sent: Vec<Vec<f32>> = mirrors.iter().map(|m| m.snapshot(tau)).collect();
+                    // Mixing moves x on its own (it keeps x + x̃); the exchange keeps the pair's x.
+                    device.iter_mut().for_each(|s| s.mix_until(tau));
+                    for w in 0..2 {
+                        for i in 0..d {
+                            let left_out: f64 = steps[w]
+                                .iter()
+                                .filter(|(s, _)| *s > mirrors[w].boundary_seq())
+                                .map(|(_, u)| u[i])
+                                .sum();
+                            let expected = f64::from(device[w].x[i]) + left_out;
+                            let e =
+                                (f64::from(sent[w][i]) - expected).abs() / (1.0 + expected.abs());
+                            worst_snapshot = worst_snapshot.max(e);
+                        }
+                    }
+                    let before: Vec<f64> = (0..d)
+                        .map(|i| f64::from(device[0].x[i]) + f64::from(device[1].x[i]))
+                        .collect();
+                    for (i, j) in [(0, 1), (1, 0)] {
+                        device[i].average(&sent[i], &sent[j], tau);
+                        mirrors[i].push_average(seq, tau, &sent[i], &sent[j]);
+                    }
+                    for (i, b) in before.iter().enumerate() {
+                        let after = f64::from(device[0].x[i]) + f64::from(device[1].x[i]);
+                        worst_sum = worst_sum.max((after - b).abs() / (1.0 + b.abs()));
+                    }
+                }
+            }
+        }
+        (worst_sum, worst_snapshot)
+    }
+
+    #[test]
+    fn without_gradient_steps_the_mirror_snapshot_is_the_device_state() {
+        // Zero gradients and no decay: a step only mixes, so the device's x at any time must be
+        // exactly what the mirror says, however late the read-backs.
+        let zero = SgdConfig {
+            lr: 0.0,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        };
+        let params = AcidParams {
+            eta: 0.3,
+            alpha: 0.5,
+            alpha_tilde: 7.26,
+        };
+        let x0 = vec![1.0f32, -2.0, 0.5];
+        let mut device = State::new(x0.clone(), params, true);
+        let mut mirror = Mirror::new(x0, params, true, 0.0, 0);
+        let peers = [
+            vec![3.0f32, 1.0, 0.0],
+            vec![-1.0, 0.0, 2.0],
+            vec![0.5, 0.5, 0.5],
+        ];
+        let mut tau = 0.0;
+        for (k, peer) in peers.iter().enumerate() {
+            tau += 0.4;
+            device.step(&[0.0; 3], tau, &zero);
+            if k == 1 {
+                let t = device.x_tilde.clone().unwrap();
+                mirror.set_boundary(2 * k as u64 + 1, tau, &device.x.clone(), Some(&t));
+            }
+            tau += 0.3;
+            let sent = mirror.snapshot(tau);
+            let mut truth = device.clone();
+            truth.mix_until(tau);
+            for (a, b) in sent.iter().zip(&truth.x) {
+                assert!(
+                    (a - b).abs() < 1e-5,
+                    "snapshot {sent:?} vs device {:?}",
+                    truth.x
+                );
+            }
+            device.average(&sent, peer, tau);
+            mirror.push_average(2 * k as u64 + 2, tau, &sent, peer);
+        }
+    }
+
+    #[test]
+    fn back_to_back_exchanges_reach_consensus_while_stale_snapshots_overshoot() {
+        // No gradient steps: after one exchange (alpha = 1/2) the pair agrees, and a second
+        // exchange before any read-back must leave it so. Reusing the first snapshot (no pending
+        // averages) pushes x past the average and x̃ by alpha_tilde times that.
+        let params = AcidParams {
+            eta: 0.0,
+            alpha: 0.5,
+            alpha_tilde: 7.26,
+        };
+        let run = |mirror_averages: bool| {
+            let x0 = [vec![1.0f32, 4.0], vec![-3.0f32, 0.0]];
+            let mut device: Vec<State> = x0
+                .iter()
+                .map(|x| State::new(x.clone(), params, true))
+                .collect();
+            let mut mirrors: Vec<Mirror> = x0
+                .iter()
+                .map(|x| Mirror::new(x.clone(), params, true, 0.0, 0))
+                .collect();
+            for round in 1..=3u64 {
+                let tau = round as f64;
+                let sent: Vec<Vec<f32>> = mirrors.iter().map(|m| m.snapshot(tau)).collect();
+                for (i, j) in [(0, 1), (1, 0)] {
+                    device[i].average(&sent[i], &sent[j], tau);
+                    if mirror_averages {
+                        mirrors[i].push_average(round, tau, &sent[i], &sent[j]);
+                    }
+                }
+            }
+            let gap: f32 = (0..2)
+                .map(|k| (device[0].x[k] - device[1].x[k]).abs())
+                .sum();
+            let tilde: f32 = device[0]
+                .x_tilde
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|v| v.abs())
+                .sum();
+            (gap, tilde)
+        };
+        let (gap, tilde) = run(true);
+        assert!(gap < 1e-6, "mirrored exchanges agree: gap {gap}");
+        let (stale_gap, stale_tilde) = run(false);
+        assert!(
+            stale_gap > 1.0,
+            "stale snapshots overshoot: gap {stale_gap}"
+        );
+        assert!(
+            stale_tilde > 2.0 * tilde,
+            "x̃ kicked too hard: {stale_tilde} vs {tilde}"
+        );
+    }
+
     proptest! {
+        #[test]
+        fn mirrored_exchanges_conserve_the_pair_and_leave_out_only_gradient_steps(
+            script in proptest::collection::vec(0u8..8, 1..60),
+            grads in proptest::collection::vec(proptest::collection::vec(-1.0f32..1.0, 6), 1..4),
+            alpha_tilde in 0.5f64..8.0,
+        ) {
+            // Whatever the interleaving: the pair's sum is conserved at every exchange, and a
+            // snapshot differs from the device's state only by the worker's gradient steps since
+            // its read-back — never by an average (which would be applied twice, or missed).
+            let (worst_sum, worst_snapshot) = mirrored_pair(&script, &grads, alpha_tilde);
+            prop_assert!(worst_sum < 1e-4, "pair sum moved by {worst_sum}");
+            prop_assert!(worst_snapshot < 1e-4, "snapshot off by {worst_snapshot}");
+        }
+
         #[test]
         fn mixing_keeps_the_mean_and_shrinks_the_gap(
             (x0, t0) in vec_pair(17), eta in 0.0f64..2.0, elapsed in 0.0f64..5.0,
