@@ -175,12 +175,7 @@ impl ExchangeRequest {
     /// Send `snapshot` (exactly the model's parameter count) to the peer. Returns at once; the
     /// result arrives as [`MeshEvent::Exchanged`] or [`MeshEvent::ExchangeFailed`].
     pub fn supply(mut self, snapshot: Vec<f32>) -> Result<(), NetError> {
-        if snapshot.len() != self.params {
-            return Err(NetError::SnapshotLen {
-                got: snapshot.len(),
-                want: self.params,
-            });
-        }
+        self.check_len(snapshot.len())?;
         self.done = true;
         let supplied = Command::Supplied {
             peer: self.peer,
@@ -210,14 +205,20 @@ impl ExchangeRequest {
 
     /// Like [`supply`](Self::supply) from a borrowed slice (one memcpy into a pooled buffer).
     pub fn supply_slice(self, snapshot: &[f32]) -> Result<(), NetError> {
-        if snapshot.len() != self.params {
-            return Err(NetError::SnapshotLen {
-                got: snapshot.len(),
-                want: self.params,
-            });
-        }
+        self.check_len(snapshot.len())?;
         let buf = self.pool.copy_of(snapshot);
         self.supply(buf)
+    }
+
+    fn check_len(&self, got: usize) -> Result<(), NetError> {
+        if got == self.params {
+            Ok(())
+        } else {
+            Err(NetError::SnapshotLen {
+                got,
+                want: self.params,
+            })
+        }
     }
 }
 

@@ -395,3 +395,55 @@ async fn slow_local_caller_times_out_without_dropping_the_peer() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_mesh_still_says_goodbye() {
+    timeout(LIMIT, async {
+        let mut meshes = cluster(2, &[(0, 1, 1.0)], 10, 16).await;
+        drop(meshes.pop().expect("rank 1"));
+        let mut m0 = meshes.pop().expect("rank 0");
+        loop {
+            match m0.next_event().await {
+                Some(MeshEvent::PeerLost {
+                    peer: 1,
+                    graceful,
+                    why,
+                }) => {
+                    assert!(graceful, "{why}");
+                    assert!(why.contains("mesh dropped"), "{why}");
+                    break;
+                }
+                Some(_) => {}
+                None => panic!("mesh closed"),
+            }
+        }
+        m0.shutdown("done").await.expect("shutdown");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_every_task_including_the_acceptor() {
+    timeout(LIMIT, async {
+        let meshes = cluster(2, &[(0, 1, 1.0)], 10, 16).await;
+        let addrs: Vec<_> = meshes.iter().map(|m| m.local_addr()).collect();
+        for m in meshes {
+            m.shutdown("done").await.expect("shutdown");
+        }
+        for addr in addrs {
+            // The listener closes once the acceptor has seen the shutdown signal.
+            let mut refused = false;
+            for _ in 0..200 {
+                if tokio::net::TcpStream::connect(addr).await.is_err() {
+                    refused = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(refused, "{addr} still accepts connections after shutdown");
+        }
+    })
+    .await
+    .expect("test timed out");
+}
