@@ -15,7 +15,9 @@ use tracing::{debug, info, warn};
 use crate::frame::{Frame, Msg, PairMsg, HEADER_LEN, SNAPSHOT_SUB};
 use crate::health::{Failure, Health, Membership, Verdict};
 use crate::link::{LinkEvent, LinkHandle, Outgoing};
-use crate::mesh::{ExchangeRequest, ExchangeStats, Exchanged, MeshConfig, MeshEvent, MeshStats};
+use crate::mesh::{
+    ClockSegment, ExchangeRequest, ExchangeStats, Exchanged, MeshConfig, MeshEvent, MeshStats,
+};
 use crate::pairing::{Action, Pairing, Status};
 use crate::pool::BufPool;
 
@@ -124,13 +126,17 @@ pub(crate) struct Driver {
     stats: watch::Sender<MeshStats>,
     pool: BufPool,
     totals: Totals,
+    /// The worker clock as last set; the edges' Poisson events are due on it.
+    clock: ClockSegment,
+    /// The latest clock value the state machine was polled at (it never goes back).
+    polled: f64,
 }
 
 /// The driver's inputs.
 pub(crate) struct Inputs {
     pub(crate) links: mpsc::Receiver<LinkEvent>,
     pub(crate) commands: mpsc::Receiver<Command>,
-    pub(crate) clock: watch::Receiver<f64>,
+    pub(crate) clock: watch::Receiver<ClockSegment>,
     pub(crate) participation: watch::Receiver<Participation>,
     pub(crate) shutdown: CancellationToken,
 }
@@ -174,7 +180,25 @@ impl Driver {
             stats,
             pool,
             totals: Totals::default(),
+            clock: ClockSegment::frozen(cfg.clock_start),
+            polled: cfg.clock_start,
         }
+    }
+
+    /// The worker clock now (never less than at the last poll).
+    fn now(&mut self) -> f64 {
+        self.polled = self
+            .polled
+            .max(self.clock.tau_at(tokio::time::Instant::now()));
+        self.polled
+    }
+
+    /// Whatever the state machine has to do at the current clock value: owe the events that fell
+    /// due, propose one if this worker is free.
+    fn poll(&mut self) {
+        let now = self.now();
+        let acts = self.pairing.poll(now);
+        self.apply(acts);
     }
 
     pub(crate) async fn run(mut self, mut inputs: Inputs) {
@@ -208,9 +232,7 @@ impl Driver {
                         clock_open = false;
                         continue;
                     }
-                    let now = *inputs.clock.borrow_and_update();
-                    let acts = self.pairing.poll(now);
-                    self.apply(acts);
+                    self.clock = *inputs.clock.borrow_and_update();
                 }
                 changed = inputs.participation.changed(), if participation_open => {
                     if changed.is_err() {
@@ -228,6 +250,7 @@ impl Driver {
                 }
             }
             self.settle();
+            self.poll();
             self.publish();
         }
         self.publish();
@@ -239,7 +262,8 @@ impl Driver {
         match ev {
             LinkEvent::Pair { from, msg } => {
                 self.health.heard(from, msg, Instant::now());
-                let acts = self.pairing.on_msg(from, msg);
+                let now = self.now();
+                let acts = self.pairing.on_msg(from, msg, now);
                 self.apply(acts);
             }
             LinkEvent::Snapshot { from, seq, data } => {
@@ -317,13 +341,19 @@ impl Driver {
     fn next_deadline(&self) -> Option<tokio::time::Instant> {
         let proposal = self.proposal.map(|(d, _, _)| d.at);
         let exchange = self.active.as_ref().map(|a| a.deadline.at);
-        proposal.into_iter().chain(exchange).min()
+        // The next edge event or retry, in wall time on the current clock.
+        let pairing = self
+            .pairing
+            .next_due()
+            .and_then(|tau| self.clock.instant_of(tau));
+        proposal.into_iter().chain(exchange).chain(pairing).min()
     }
 
     fn on_deadlines(&mut self, now: tokio::time::Instant) {
         if let Some((_, peer, seq)) = self.proposal.take_if(|(d, _, _)| d.at <= now) {
             let unanswered = self.pairing.status() == (Status::Proposing { peer, seq });
-            let acts = self.pairing.on_proposal_timeout(peer, seq);
+            let tau = self.now();
+            let acts = self.pairing.on_proposal_timeout(peer, seq, tau);
             self.apply(acts);
             if let Verdict::Drop { reason } = self.health.proposal_expired(peer, unanswered) {
                 self.peer_lost(peer, &reason, Loss::Unresponsive);
@@ -705,7 +735,7 @@ mod tests {
         links: mpsc::Sender<LinkEvent>,
         commands: mpsc::Sender<Command>,
         stats: watch::Receiver<MeshStats>,
-        clock: watch::Sender<f64>,
+        clock: watch::Sender<ClockSegment>,
         driver: JoinHandle<()>,
     }
 
@@ -734,7 +764,7 @@ mod tests {
         let (commands, commands_rx) = mpsc::channel(16);
         let (link_tx, link_rx) = mpsc::channel(16);
         let (stats_tx, stats) = watch::channel(MeshStats::default());
-        let (clock_tx, clock) = watch::channel(0.0);
+        let (clock_tx, clock) = watch::channel(ClockSegment::frozen(0.0));
         let (_part_tx, participation) = watch::channel(Participation::default());
         let driver = Driver::new(
             &cfg,
@@ -842,7 +872,7 @@ mod tests {
         ));
         assert_eq!(rig.pair_sent_to(1).await, PairMsg::Abort { seq: 1 });
         // 2. This worker's next proposal goes unanswered: the second failure in a row.
-        rig.clock.send_replace(1e6);
+        rig.clock.send_replace(ClockSegment::frozen(1e6));
         let seq = match rig.pair_sent_to(1).await {
             PairMsg::Propose { seq } => seq,
             other => panic!("expected a proposal, got {other:?}"),

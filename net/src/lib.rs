@@ -76,8 +76,8 @@ pub use collectives::CollStats;
 pub use error::{FrameError, HandshakeError, NetError};
 pub use frame::{Fingerprint, PairMsg, PROTOCOL_VERSION};
 pub use mesh::{
-    ExchangeRequest, ExchangeStats, Exchanged, Mesh, MeshConfig, MeshEvent, MeshStats,
-    ShutdownHandle,
+    ClockSegment, ExchangeRequest, ExchangeStats, Exchanged, Mesh, MeshConfig, MeshEvent,
+    MeshStats, ShutdownHandle,
 };
 pub use pairing::{EdgeCounters, Pairing};
 pub use pool::BufPool;

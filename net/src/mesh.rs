@@ -105,6 +105,56 @@ impl MeshConfig {
     }
 }
 
+/// The worker clock from one instant on: `tau` at `at`, then one unit every `seconds_per_unit`
+/// (standing still when `None`). The runtime sets a new segment whenever its estimate of the step
+/// time changes; the mesh extrapolates it to know when an edge event falls due.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClockSegment {
+    pub tau: f64,
+    pub at: tokio::time::Instant,
+    pub seconds_per_unit: Option<f64>,
+}
+
+impl ClockSegment {
+    /// A clock standing at `tau`.
+    pub fn frozen(tau: f64) -> ClockSegment {
+        ClockSegment {
+            tau,
+            at: tokio::time::Instant::now(),
+            seconds_per_unit: None,
+        }
+    }
+
+    /// A clock at `tau` at the std instant `at`, one unit every `seconds_per_unit`.
+    pub fn running(tau: f64, at: std::time::Instant, seconds_per_unit: f64) -> ClockSegment {
+        ClockSegment {
+            tau,
+            at: tokio::time::Instant::from_std(at),
+            seconds_per_unit: Some(seconds_per_unit).filter(|s| s.is_finite() && *s > 0.0),
+        }
+    }
+
+    /// The clock's value at `t` (never less than `tau`).
+    pub fn tau_at(&self, t: tokio::time::Instant) -> f64 {
+        match self.seconds_per_unit {
+            Some(s) => self.tau + t.saturating_duration_since(self.at).as_secs_f64() / s,
+            None => self.tau,
+        }
+    }
+
+    /// When the clock reaches `tau`: `None` if it stands still below it (or `tau` is not finite).
+    pub fn instant_of(&self, tau: f64) -> Option<tokio::time::Instant> {
+        if !tau.is_finite() {
+            return None;
+        }
+        if tau <= self.tau {
+            return Some(self.at);
+        }
+        let s = self.seconds_per_unit?;
+        Some(self.at + Duration::from_secs_f64(((tau - self.tau) * s).min(1e9)))
+    }
+}
+
 /// Per-exchange statistics.
 #[derive(Clone, Debug)]
 pub struct ExchangeStats {
@@ -299,7 +349,7 @@ pub struct Mesh {
     params: usize,
     local_addr: SocketAddr,
     neighbours: Vec<usize>,
-    clock: watch::Sender<f64>,
+    clock: watch::Sender<ClockSegment>,
     participation: watch::Sender<Participation>,
     events: mpsc::Receiver<MeshEvent>,
     stash: VecDeque<MeshEvent>,
@@ -359,7 +409,7 @@ impl Mesh {
         // One command per request the caller holds, plus the rare interrupt and shutdown.
         let (commands, commands_rx) = mpsc::channel(event_room);
         let (link_events_tx, link_events) = mpsc::channel(LINK_EVENTS);
-        let (clock, clock_rx) = watch::channel(cfg.clock_start);
+        let (clock, clock_rx) = watch::channel(ClockSegment::frozen(cfg.clock_start));
         let (participation, participation_rx) = watch::channel(Participation::default());
         let (stats_tx, stats) = watch::channel(MeshStats::default());
         // Not a child of `shutdown`: the driver cancels it only after its goodbyes are written.
@@ -444,17 +494,17 @@ impl Mesh {
         &self.neighbours
     }
 
-    /// Feed the worker clock (units of one gradient step). Edges owned by this worker whose Poisson
-    /// events fall at or before `now` propose exchanges.
+    /// Set the worker clock (units of one gradient step) to `now`, standing still until the next
+    /// call. Edges owned by this worker whose Poisson events fall at or before `now` are due.
     pub fn advance_clock(&self, now: f64) {
-        self.clock.send_if_modified(|c| {
-            if now > *c {
-                *c = now;
-                true
-            } else {
-                false
-            }
-        });
+        self.set_clock(ClockSegment::frozen(now));
+    }
+
+    /// Set the worker clock to run from `segment.tau` at `segment.at`, one unit every
+    /// `segment.seconds_per_unit`: the mesh then proposes each edge event when it falls due on
+    /// that clock, between the caller's calls (not only when the caller polls).
+    pub fn set_clock(&self, segment: ClockSegment) {
+        self.clock.send_replace(segment);
     }
 
     /// Stop pairing (this worker has finished training) but stay connected for the collectives:

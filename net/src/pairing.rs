@@ -2,15 +2,19 @@
 //!
 //! Every edge `(i, j)` of the graph has a Poisson rate `lambda_ij` (events per unit of the worker
 //! clock). The *owner* of an edge, its lower rank, draws exponential inter-arrival times from a seeded
-//! per-edge RNG; when one falls due it proposes an exchange to the other end. A worker that is already
-//! proposing or exchanging answers `Busy` at once and the proposal counts as missed; an owner that is
-//! itself busy when its edge fires counts a miss too. Nobody ever waits for anybody, so there is no
+//! per-edge RNG. An event that falls due is *owed* until it becomes an exchange: the owner proposes
+//! it as soon as it is free; a peer that is busy answers `Busy` at once and the owner retries a
+//! little later (a proposal that times out is retried too). So the exchanges happen at the
+//! Poisson times, shifted by at most the time a worker is busy, and none is silently lost: only
+//! events beyond [`MAX_OWED`] per edge (a worker that cannot keep up) or falling due after the
+//! worker retired are *dropped*, and counted. Nobody ever waits for anybody, so there is no
 //! deadlock: the only states are `Idle`, `Proposing` (ended by Accept, Busy or a timeout) and
 //! `Exchanging` (ended by completion, failure, or the peer's Abort), and the I/O layer guarantees a
 //! timeout on each.
 //!
 //! The I/O layer feeds inputs (`poll(now)`, `on_msg`, timeouts, exchange results, peer deaths) and
-//! carries out the returned [`Action`]s.
+//! carries out the returned [`Action`]s; after any input it calls `poll` again, which proposes an
+//! owed event if the worker has become free, and it wakes at [`Pairing::next_due`].
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -50,21 +54,33 @@ pub enum Status {
     },
 }
 
+/// Events one edge may owe before further ones are dropped: a worker that is busy that long is
+/// not keeping up with the asked rate, and proposing a backlog in a burst would distort the process.
+pub const MAX_OWED: u32 = 4;
+
+/// Clock units (gradients) an owner waits before proposing again after a `Busy` answer or a
+/// timeout, times the number of attempts so far (capped at [`RETRY_MAX`]).
+pub const RETRY_AFTER: f64 = 0.02;
+/// The longest wait between two attempts, in clock units.
+pub const RETRY_MAX: f64 = 0.5;
+
 /// Per-edge counters, as seen from this worker.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EdgeCounters {
     /// Poisson events of this edge that fell due (owner side only).
     pub fired: u64,
-    /// Proposals sent (owner side).
+    /// Proposals sent, retries included (owner side).
     pub proposed: u64,
-    /// Events missed because this worker was busy when its edge fired (owner side).
-    pub missed_local_busy: u64,
-    /// Proposals answered `Busy` by the peer (owner side).
-    pub missed_peer_busy: u64,
-    /// Proposals that timed out unanswered (owner side).
-    pub missed_timeout: u64,
-    /// Peer proposals this worker answered `Busy` (non-owner side).
+    /// Events dropped: beyond [`MAX_OWED`] owed, or after this worker retired (owner side).
+    pub dropped: u64,
+    /// Proposals answered `Busy` by the peer, each retried (owner side).
+    pub peer_busy: u64,
+    /// Proposals that timed out unanswered, each retried (owner side).
+    pub timeouts: u64,
+    /// Peer proposals this worker answered `Busy` (non-owner side; the owner retries).
     pub refused: u64,
+    /// Events still owed: fallen due, not yet an exchange (owner side).
+    pub owed: u64,
     /// Exchanges started (both sides).
     pub started: u64,
     /// Exchanges completed (both sides).
@@ -74,9 +90,9 @@ pub struct EdgeCounters {
 }
 
 impl EdgeCounters {
-    /// Every missed opportunity of this edge, whatever the reason.
+    /// Events that will never become an exchange.
     pub fn missed(&self) -> u64 {
-        self.missed_local_busy + self.missed_peer_busy + self.missed_timeout + self.refused
+        self.dropped
     }
 }
 
@@ -88,7 +104,25 @@ struct Edge {
     alive: bool,
     next_fire: f64,
     rng: ChaCha8Rng,
+    /// Clock value of the oldest owed event (the order in which owed edges are proposed).
+    owed_since: f64,
+    /// No proposal on this edge before this clock value (after a `Busy` or a timeout).
+    retry_at: f64,
+    /// Attempts at the oldest owed event so far.
+    attempts: u32,
     counters: EdgeCounters,
+}
+
+impl Edge {
+    fn owes(&self) -> bool {
+        self.counters.owed > 0
+    }
+
+    /// A proposal of this edge's oldest owed event failed (`Busy`, timeout): try again later.
+    fn retry_later(&mut self, now: f64) {
+        self.attempts += 1;
+        self.retry_at = now + (RETRY_AFTER * f64::from(self.attempts)).min(RETRY_MAX);
+    }
 }
 
 /// The pairing state machine of one worker.
@@ -147,6 +181,9 @@ impl Pairing {
                 alive: true,
                 next_fire,
                 rng,
+                owed_since: f64::INFINITY,
+                retry_at: f64::NEG_INFINITY,
+                attempts: 0,
                 counters: EdgeCounters::default(),
             });
         }
@@ -197,12 +234,15 @@ impl Pairing {
     fn available(&self) -> bool {
         self.status == Status::Idle && !self.retired && !self.paused
     }
-    /// Clock value of the next owned edge event, if any (so the I/O layer can sleep until then).
+    /// Clock value at which [`Pairing::poll`] next has something to do: an owned edge's next
+    /// event, or the retry of an owed one (so the I/O layer can sleep until then).
     pub fn next_due(&self) -> Option<f64> {
         self.edges
             .iter()
-            .filter(|e| e.owner && e.alive && e.next_fire.is_finite())
-            .map(|e| e.next_fire)
+            .filter(|e| e.owner && e.alive)
+            .flat_map(|e| [Some(e.next_fire), e.owes().then_some(e.retry_at)])
+            .flatten()
+            .filter(|t| t.is_finite())
             .min_by(|a, b| a.total_cmp(b))
     }
 
@@ -213,42 +253,58 @@ impl Pairing {
         self.edges.iter_mut().find(|e| e.peer == peer)
     }
 
-    /// Advance the clock to `now`: fire every owned edge whose event fell due, in time order.
+    /// Advance the clock to `now`: every owned edge whose events fell due owes them (in time
+    /// order); then, if this worker is free, it proposes the oldest owed event whose retry time
+    /// has come. Call it after every input: an exchange that ends frees the worker.
     pub fn poll(&mut self, now: f64) -> Vec<Action> {
-        let mut out = Vec::new();
-        loop {
-            let due = self
-                .edges
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| e.owner && e.alive && e.next_fire <= now)
-                .min_by(|a, b| a.1.next_fire.total_cmp(&b.1.next_fire))
-                .map(|(i, _)| i);
-            let Some(i) = due else { break };
-            let idle = self.available();
-            let seq = self.next_seq;
-            let e = &mut self.edges[i];
-            e.next_fire += exp_draw(&mut e.rng, e.rate);
-            e.counters.fired += 1;
-            if idle {
-                e.counters.proposed += 1;
-                let peer = e.peer;
-                self.next_seq += 1;
-                self.status = Status::Proposing { peer, seq };
-                out.push(Action::Send {
-                    to: peer,
-                    msg: PairMsg::Propose { seq },
-                });
-                out.push(Action::ArmProposalTimer { peer, seq });
-            } else {
-                e.counters.missed_local_busy += 1;
+        let retired = self.retired;
+        for e in self.edges.iter_mut().filter(|e| e.owner && e.alive) {
+            while e.next_fire <= now {
+                let at = e.next_fire;
+                e.next_fire += exp_draw(&mut e.rng, e.rate);
+                e.counters.fired += 1;
+                if retired || e.counters.owed >= u64::from(MAX_OWED) {
+                    e.counters.dropped += 1;
+                } else {
+                    if !e.owes() {
+                        e.owed_since = at;
+                        e.attempts = 0;
+                        e.retry_at = f64::NEG_INFINITY;
+                    }
+                    e.counters.owed += 1;
+                }
             }
         }
-        out
+        if !self.available() {
+            return Vec::new();
+        }
+        let Some(i) = self
+            .edges
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.owner && e.alive && e.owes() && e.retry_at <= now)
+            .min_by(|a, b| a.1.owed_since.total_cmp(&b.1.owed_since))
+            .map(|(i, _)| i)
+        else {
+            return Vec::new();
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let e = &mut self.edges[i];
+        e.counters.proposed += 1;
+        let peer = e.peer;
+        self.status = Status::Proposing { peer, seq };
+        vec![
+            Action::Send {
+                to: peer,
+                msg: PairMsg::Propose { seq },
+            },
+            Action::ArmProposalTimer { peer, seq },
+        ]
     }
 
-    /// A pairing message arrived from `from`.
-    pub fn on_msg(&mut self, from: usize, msg: PairMsg) -> Vec<Action> {
+    /// A pairing message arrived from `from` at clock value `now`.
+    pub fn on_msg(&mut self, from: usize, msg: PairMsg, now: f64) -> Vec<Action> {
         let status = self.status;
         let available = self.available();
         let Some(e) = self.edge_mut(from) else {
@@ -287,6 +343,11 @@ impl Pairing {
             }
             PairMsg::Accept { seq } => {
                 if status == (Status::Proposing { peer: from, seq }) {
+                    // The oldest owed event becomes this exchange.
+                    e.counters.owed = e.counters.owed.saturating_sub(1);
+                    e.owed_since = if e.owes() { now } else { f64::INFINITY };
+                    e.attempts = 0;
+                    e.retry_at = f64::NEG_INFINITY;
                     e.counters.started += 1;
                     self.status = Status::Exchanging {
                         peer: from,
@@ -308,7 +369,8 @@ impl Pairing {
             }
             PairMsg::Busy { seq } => {
                 if status == (Status::Proposing { peer: from, seq }) {
-                    e.counters.missed_peer_busy += 1;
+                    e.counters.peer_busy += 1;
+                    e.retry_later(now);
                     self.status = Status::Idle;
                 }
                 Vec::new()
@@ -324,12 +386,13 @@ impl Pairing {
         }
     }
 
-    /// The proposal `(peer, seq)` got no answer in time.
-    pub fn on_proposal_timeout(&mut self, peer: usize, seq: u64) -> Vec<Action> {
+    /// The proposal `(peer, seq)` got no answer in time (clock value `now`): tried again later.
+    pub fn on_proposal_timeout(&mut self, peer: usize, seq: u64, now: f64) -> Vec<Action> {
         if self.status == (Status::Proposing { peer, seq }) {
             self.status = Status::Idle;
             if let Some(e) = self.edge_mut(peer) {
-                e.counters.missed_timeout += 1;
+                e.counters.timeouts += 1;
+                e.retry_later(now);
             }
         }
         Vec::new()
@@ -378,12 +441,15 @@ impl Pairing {
         Vec::new()
     }
 
-    /// `peer` is gone (connection lost, timed out repeatedly, or said goodbye): never pair with it again.
+    /// `peer` is gone (connection lost, timed out repeatedly, or said goodbye): never pair with it
+    /// again; the events its edge owed are dropped.
     pub fn on_peer_down(&mut self, peer: usize) -> Vec<Action> {
         let Some(e) = self.edge_mut(peer) else {
             return Vec::new();
         };
         e.alive = false;
+        e.counters.dropped += e.counters.owed;
+        e.counters.owed = 0;
         match self.status {
             Status::Proposing { peer: p, .. } if p == peer => {
                 self.status = Status::Idle;
@@ -415,14 +481,17 @@ mod tests {
         let mut a = Pairing::new(0, &g, 7, 0.0);
         a.retire();
         assert!(a.is_retired());
-        // Its owned edges keep firing (the clock still runs) but nothing is proposed.
+        // Its owned edges keep firing (the clock still runs) but nothing is proposed: the events
+        // are dropped, and counted.
         assert!(a.poll(50.0).is_empty());
         assert_eq!(a.status(), Status::Idle);
         let fired: u64 = [1, 2].iter().map(|&p| a.counters(p).unwrap().fired).sum();
         assert!(fired > 10, "edges fired {fired} times in 50 time units");
+        let dropped: u64 = [1, 2].iter().map(|&p| a.counters(p).unwrap().dropped).sum();
+        assert_eq!(dropped, fired);
         // A proposal is answered Busy at once.
         assert_eq!(
-            a.on_msg(1, PairMsg::Propose { seq: 9 }),
+            a.on_msg(1, PairMsg::Propose { seq: 9 }, 0.0),
             vec![Action::Send {
                 to: 1,
                 msg: PairMsg::Busy { seq: 9 }
@@ -438,7 +507,7 @@ mod tests {
         a.set_paused(true);
         assert!(a.poll(50.0).is_empty(), "paused: nothing proposed");
         assert_eq!(
-            a.on_msg(2, PairMsg::Propose { seq: 4 }),
+            a.on_msg(2, PairMsg::Propose { seq: 4 }, 0.0),
             vec![Action::Send {
                 to: 2,
                 msg: PairMsg::Busy { seq: 4 }
@@ -448,7 +517,7 @@ mod tests {
         a.set_paused(false);
         assert!(!a.is_paused());
         // Resumed: the next proposal is accepted and the next owned event is proposed again.
-        let acts = a.on_msg(2, PairMsg::Propose { seq: 5 });
+        let acts = a.on_msg(2, PairMsg::Propose { seq: 5 }, 0.0);
         assert!(acts.contains(&Action::Send {
             to: 2,
             msg: PairMsg::Accept { seq: 5 }
@@ -469,6 +538,49 @@ mod tests {
     }
 
     #[test]
+    fn events_that_fall_due_while_busy_are_owed_then_proposed() {
+        let g = vec![(0, 1, 1.0)];
+        let mut w0 = Pairing::new(0, &g, 11, 0.0);
+        // Busy with a proposal that the peer answers Busy: the event stays owed.
+        let t = w0.next_due().unwrap();
+        let Action::Send {
+            msg: PairMsg::Propose { seq },
+            ..
+        } = w0.poll(t)[0]
+        else {
+            panic!("a proposal")
+        };
+        assert!(w0.on_msg(1, PairMsg::Busy { seq }, t).is_empty());
+        let c = w0.counters(1).unwrap();
+        assert_eq!((c.fired, c.peer_busy, c.owed, c.missed()), (1, 1, 1, 0));
+        // More events fall due while it waits to retry: owed too, up to MAX_OWED; beyond, dropped.
+        let later = t + 200.0;
+        let mut acts = w0.poll(later);
+        let c = w0.counters(1).unwrap();
+        assert_eq!(c.owed, u64::from(MAX_OWED));
+        assert_eq!(c.dropped, c.fired - u64::from(MAX_OWED));
+        // Each accepted proposal pays one owed event; the next is proposed as soon as it is free.
+        let mut paid = 0;
+        let mut now = later;
+        while w0.counters(1).unwrap().owed > 0 {
+            let Some(&Action::Send {
+                msg: PairMsg::Propose { seq },
+                ..
+            }) = acts.first()
+            else {
+                panic!("an owed event is proposed at once: {acts:?}")
+            };
+            w0.on_msg(1, PairMsg::Accept { seq }, now);
+            w0.on_exchange_done(1, seq);
+            paid += 1;
+            now += 1e-3;
+            acts = w0.poll(now);
+        }
+        assert_eq!(paid, MAX_OWED);
+        assert_eq!(w0.counters(1).unwrap().completed, u64::from(MAX_OWED));
+    }
+
+    #[test]
     fn owner_proposes_and_peer_accepts() {
         let g = ring(3, 1.0);
         let mut a = Pairing::new(0, &g, 7, 0.0);
@@ -486,7 +598,7 @@ mod tests {
         };
         assert!(matches!(a.status(), Status::Proposing { .. }));
         if peer == 1 {
-            let r = b.on_msg(0, PairMsg::Propose { seq });
+            let r = b.on_msg(0, PairMsg::Propose { seq }, 0.0);
             assert_eq!(
                 r[0],
                 Action::Send {
@@ -494,7 +606,7 @@ mod tests {
                     msg: PairMsg::Accept { seq }
                 }
             );
-            let r = a.on_msg(1, PairMsg::Accept { seq });
+            let r = a.on_msg(1, PairMsg::Accept { seq }, 0.0);
             assert_eq!(
                 r,
                 vec![Action::StartExchange {
@@ -520,7 +632,7 @@ mod tests {
         let acts = w1.poll(t);
         assert!(matches!(acts[0], Action::Send { to: 2, .. }));
         // 0 proposes to 1 meanwhile: refused immediately.
-        let r = w1.on_msg(0, PairMsg::Propose { seq: 99 });
+        let r = w1.on_msg(0, PairMsg::Propose { seq: 99 }, 0.0);
         assert_eq!(
             r,
             vec![Action::Send {
@@ -540,9 +652,9 @@ mod tests {
         let Status::Proposing { seq, .. } = w0.status() else {
             panic!()
         };
-        w0.on_proposal_timeout(1, seq);
+        w0.on_proposal_timeout(1, seq, t);
         assert_eq!(w0.status(), Status::Idle);
-        let r = w0.on_msg(1, PairMsg::Accept { seq });
+        let r = w0.on_msg(1, PairMsg::Accept { seq }, t);
         assert_eq!(
             r,
             vec![Action::Send {
@@ -550,17 +662,23 @@ mod tests {
                 msg: PairMsg::Abort { seq }
             }]
         );
-        assert_eq!(w0.counters(1).map(|c| c.missed_timeout), Some(1));
+        assert_eq!(w0.counters(1).map(|c| c.timeouts), Some(1));
+        // The event is still owed: proposed again once its retry time has come.
+        assert_eq!(w0.counters(1).map(|c| c.owed), Some(1));
+        assert!(w0.poll(t).is_empty(), "not before the retry time");
+        let retry = w0.next_due().expect("a retry is due");
+        assert!(retry > t && retry <= t + RETRY_MAX);
+        assert!(matches!(w0.poll(retry)[0], Action::Send { to: 1, .. }));
     }
 
     #[test]
     fn dead_peer_cancels_exchange_and_stops_pairing() {
         let g = vec![(0, 1, 5.0)];
         let mut w1 = Pairing::new(1, &g, 3, 0.0);
-        let _ = w1.on_msg(0, PairMsg::Propose { seq: 4 });
+        let _ = w1.on_msg(0, PairMsg::Propose { seq: 4 }, 0.0);
         let r = w1.on_peer_down(0);
         assert_eq!(r, vec![Action::CancelExchange { peer: 0, seq: 4 }]);
-        assert!(w1.on_msg(0, PairMsg::Propose { seq: 5 }).is_empty());
+        assert!(w1.on_msg(0, PairMsg::Propose { seq: 5 }, 0.0).is_empty());
         let mut w0 = Pairing::new(0, &g, 3, 0.0);
         w0.on_peer_down(1);
         assert!(w0.poll(1e9).is_empty());
