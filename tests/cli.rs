@@ -121,15 +121,24 @@ fn digits_single_worker_reaches_95_percent() {
     let cfg: toml::Value =
         toml::from_str(&std::fs::read_to_string(out.join("config.toml")).unwrap()).unwrap();
     assert_eq!(cfg["epochs"].as_integer(), Some(15));
+    // One schema for every writer: train lines every log window, an eval line per epoch.
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    let epochs: Vec<serde_json::Value> = metrics
+    let events: Vec<serde_json::Value> = metrics
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["event"] == "epoch")
+        .collect();
+    let epochs: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|v| v["event"] == "eval" && v["epoch"].is_u64())
         .collect();
     assert_eq!(epochs.len(), 15);
-    let first = epochs[0]["train_loss"].as_f64().unwrap();
-    let last = epochs[14]["train_loss"].as_f64().unwrap();
+    assert_eq!(epochs[14]["test_accuracy"].as_f64(), Some(acc));
+    let train: Vec<f64> = events
+        .iter()
+        .filter(|v| v["event"] == "train")
+        .map(|v| v["train_loss"].as_f64().unwrap())
+        .collect();
+    let (first, last) = (train[0], train[train.len() - 1]);
     assert!(last < 0.5 * first, "train loss {first} -> {last}");
 }
 

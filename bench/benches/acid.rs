@@ -34,6 +34,8 @@ fn acid(c: &mut Criterion) {
     u.alpha_tilde = alpha_tilde;
 
     let fused_step = kernels::mix_and_step(&ctx, &x, Some(&xt), &m, &g, &u).unwrap();
+    // Without x̃ and without mixing, the same kernel is the plain SGD step.
+    let plain = AcidUniform::new(N).unwrap().with_sgd(&sgd);
     let fused_avg =
         kernels::mix_and_average(&ctx, &x, Some(&xt), &s_i, &s_j, &partials, &u).unwrap();
     let copy = kernels::copy(&ctx, &g, 0, &tmp, 0, N).unwrap();
@@ -51,7 +53,7 @@ fn acid(c: &mut Criterion) {
     let mut unfused_step = mix_chain();
     unfused_step.extend([
         k(kernels::copy(&ctx, &x, 0, &tmp, 0, N)), // tmp = mixed x
-        k(kernels::sgd_step(&ctx, &x, &m, &g, N, &sgd)), // x −= u
+        k(kernels::mix_and_step(&ctx, &x, None, &m, &g, &plain)), // x −= u (plain SGD)
         k(kernels::axpy(&ctx, -1.0, &x, &tmp, N)), // tmp = u
         k(kernels::axpy(&ctx, -1.0, &tmp, &xt, N)), // x̃ −= u
     ]);

@@ -180,7 +180,7 @@ pub fn mix_and_average(
 
 /// One worker's state on the CPU (docs/algorithm.md §2): x, x̃ (`acid` only), the momentum and
 /// `t_last`, the clock value of the last event that touched (x, x̃). The CPU twin of
-/// [`crate::trainer::TrainState`]: every event takes the clock value `now` at which it happens and
+/// [`crate::train_state::TrainState`]: every event takes the clock value `now` at which it happens and
 /// mixes up to it first.
 #[derive(Debug, Clone)]
 pub struct State {
@@ -449,7 +449,8 @@ mod tests {
         // Each worker's gradient steps as (seq, update of x), and the read-back of its last step,
         // delivered later.
         let mut steps: Vec<Vec<(u64, Vec<f64>)>> = vec![Vec::new(), Vec::new()];
-        let mut in_flight: Vec<Option<(u64, f64, Vec<f32>, Vec<f32>)>> = vec![None, None];
+        type ReadBack = (u64, f64, Vec<f32>, Vec<f32>);
+        let mut in_flight: Vec<Option<ReadBack>> = vec![None, None];
         let (mut seq, mut tau) = (0u64, 0.0f64);
         let (mut worst_sum, mut worst_snapshot) = (0.0f64, 0.0f64);
         for (k, &op) in script.iter().enumerate() {
@@ -494,8 +495,7 @@ mod tests {
                                 .map(|(_, u)| u[i])
                                 .sum();
                             let expected = f64::from(device[w].x[i]) + left_out;
-                            let e =
-                                (f64::from(sent[w][i]) - expected).abs() / (1.0 + expected.abs());
+                            let e = (f64::from(sent[w][i]) - expected).abs() / scale;
                             worst_snapshot = worst_snapshot.max(e);
                         }
                     }

@@ -4,7 +4,7 @@
 //! kernels of `shaders/` with their Rust launch wrappers and CPU reference twins ([`kernels`],
 //! [`cpu`]), the models on the arena ([`models`]), the optimizer ([`optim`]), the A²CiD² math on
 //! the CPU ([`acid`], docs/algorithm.md §3) and a worker's training state with its fused
-//! dispatches ([`trainer`]).
+//! dispatches ([`train_state`]).
 //!
 //! **Must not touch:** the network, run directories, graphs. Exchanging parameters with peers is
 //! the mesh's job (`a2cid-net`); the runtime joins the two.
@@ -16,10 +16,12 @@ pub mod error;
 pub mod kernels;
 pub mod models;
 pub mod optim;
-pub mod trainer;
+pub mod train_state;
 
 pub use arena::{ParamLayout, TensorView};
 pub use device::{AdapterChoice, AdapterSummary, GpuContext};
 pub use error::{EngineError, Result};
 pub use models::mlp::{Mlp, MlpSpec};
-pub use optim::{LrSchedule, Sgd, SgdConfig};
+pub use models::{InputShape, Model, ModelKind, ModelSpec};
+pub use optim::{LrSchedule, SgdConfig};
+pub use train_state::TrainState;

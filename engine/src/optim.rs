@@ -1,6 +1,7 @@
-//! The optimizer: SGD with momentum, optional Nesterov and weight decay, PyTorch semantics.
-//! [`sgd_update`] is THE definition of one element's update; the WGSL kernel `sgd.wgsl` and every
-//! CPU reference (including the A²CiD² step) use it or are tested against it.
+//! The optimizer: SGD with momentum, optional Nesterov and weight decay, PyTorch semantics, and
+//! the learning-rate schedules. [`sgd_update`] is THE definition of one element's update: the CPU
+//! A²CiD² step (`crate::acid`) uses it and the fused kernel `mix_and_step` (`shaders/acid.wgsl`,
+//! which without x̃ is the plain SGD step) is tested against it.
 
 /// Hyper-parameters of one SGD step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -33,57 +34,6 @@ pub fn sgd_update(cfg: &SgdConfig, x: f32, g: f32, m: &mut f32) -> f32 {
         cfg.lr * (d + cfg.momentum * *m)
     } else {
         cfg.lr * *m
-    }
-}
-
-/// SGD state on the device: the momentum arena and the fused update launch over the whole arena.
-pub struct Sgd {
-    ctx: std::sync::Arc<crate::device::GpuContext>,
-    momentum: wgpu::Buffer,
-    step: crate::kernels::Dispatch,
-    cfg: SgdConfig,
-    n: usize,
-}
-
-impl Sgd {
-    /// Binds the update to a parameter arena `x` and gradient arena `g` of `n` elements.
-    pub fn new(
-        ctx: std::sync::Arc<crate::device::GpuContext>,
-        x: &wgpu::Buffer,
-        g: &wgpu::Buffer,
-        n: usize,
-        cfg: SgdConfig,
-    ) -> crate::error::Result<Self> {
-        let momentum = ctx.storage_buffer("momentum", n)?;
-        let step = crate::kernels::sgd_step(&ctx, x, &momentum, g, n, &cfg)?;
-        Ok(Sgd {
-            ctx,
-            momentum,
-            step,
-            cfg,
-            n,
-        })
-    }
-
-    pub fn config(&self) -> &SgdConfig {
-        &self.cfg
-    }
-
-    /// Changes the learning rate from the next recorded step on.
-    pub fn set_lr(&mut self, lr: f32) -> crate::error::Result<()> {
-        self.cfg.lr = lr;
-        let params = crate::kernels::SgdParams::new(self.n, &self.cfg)?;
-        self.step.set_params(&self.ctx, &params);
-        Ok(())
-    }
-
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.step.record(pass);
-    }
-
-    /// The momentum arena.
-    pub fn momentum_buffer(&self) -> &wgpu::Buffer {
-        &self.momentum
     }
 }
 

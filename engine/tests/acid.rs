@@ -1,5 +1,5 @@
 //! The fused A²CiD² kernels (shaders/acid.wgsl) against their CPU twins (`a2cid_engine::acid`),
-//! and the closed forms the SPEC states: mixing keeps (x + x̃)/2 and shrinks x − x̃ by
+//! and the closed forms of docs/algorithm.md §3.1: mixing keeps (x + x̃)/2 and shrinks x − x̃ by
 //! e^(−2·eta·d); a pairwise average conserves the pair's sum; gossip leaves x̃ alone.
 mod common;
 

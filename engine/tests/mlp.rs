@@ -4,7 +4,7 @@ mod common;
 
 use a2cid_engine::acid::AcidParams;
 use a2cid_engine::models::Model;
-use a2cid_engine::trainer::TrainState;
+use a2cid_engine::TrainState;
 use a2cid_engine::{cpu, Mlp, MlpSpec, SgdConfig};
 use common::*;
 

@@ -4,8 +4,8 @@
 mod common;
 
 use a2cid_engine::acid::{AcidParams, State};
-use a2cid_engine::trainer::TrainState;
 use a2cid_engine::SgdConfig;
+use a2cid_engine::TrainState;
 use common::*;
 
 const N: usize = 3_001;
@@ -80,7 +80,8 @@ fn run(params: AcidParams, with_tilde: bool) {
         }
     }
     for (w, (gpu, cpu)) in gpu_states.iter().zip(&cpu_states).enumerate() {
-        let (x, x_tilde, momentum) = gpu.read().unwrap();
+        let v = gpu.read().unwrap();
+        let (x, x_tilde, momentum) = (v.x, v.x_tilde, v.momentum);
         assert_close(&format!("x of worker {w}"), &x, &cpu.x, 1e-5);
         assert_close(
             &format!("momentum of worker {w}"),
@@ -121,7 +122,8 @@ fn load_replaces_the_state_and_checks_lengths() {
     let mut s = TrainState::new(ctx, &x, &g, 4, sgd(), AcidParams::GOSSIP, true).unwrap();
     s.load(&[1.0, 2.0, 3.0, 4.0], None, Some(&[0.5; 4]), 7.5)
         .unwrap();
-    let (x, x_tilde, m) = s.read().unwrap();
+    let v = s.read().unwrap();
+    let (x, x_tilde, m) = (v.x, v.x_tilde, v.momentum);
     assert_eq!(x, vec![1.0, 2.0, 3.0, 4.0]);
     assert_eq!(x_tilde, Some(x.clone()), "x̃ defaults to x");
     assert_eq!(m, vec![0.5; 4]);

@@ -1,13 +1,13 @@
 //! One worker's learning machinery, the same for a single worker and for each worker of a
 //! multi-worker run: the model (`--model`), its training state on the device (x, x̃, momentum,
-//! snapshots: `a2cid_engine::trainer::TrainState`), its shard of the data and the loss window.
+//! snapshots: `a2cid_engine::TrainState`), its shard of the data and the loss window.
 //! A single worker is the `gossip` path without peers.
 use std::sync::Arc;
 
 use a2cid_datasets::{self as data, Batch, BatchLoader, Dataset};
 use a2cid_engine::acid::AcidParams;
 use a2cid_engine::models::{InputShape, Model, ModelSpec};
-use a2cid_engine::trainer::TrainState;
+use a2cid_engine::TrainState;
 use a2cid_engine::{AdapterChoice, GpuContext};
 use a2cid_schema::RunConfig;
 use anyhow::Context;

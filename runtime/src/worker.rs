@@ -574,7 +574,11 @@ impl Worker {
     }
 
     fn checkpoint(&mut self, finished: bool) -> anyhow::Result<()> {
-        let (x, x_tilde, momentum) = self.learner.state.read()?;
+        let a2cid_engine::train_state::StateVectors {
+            x,
+            x_tilde,
+            momentum,
+        } = self.learner.state.read()?;
         let tau = self.tau();
         let c = Checkpoint {
             state: CheckpointState {

@@ -5,7 +5,7 @@
 //!
 //! **Owns:** the event loop (`runner`, one seeded queue of every Poisson clock), the `Problem`
 //! abstraction and its CPU implementation (`problem`), the `quadratic` problem, the GPU model
-//! problem (`model`: one `a2cid_engine::trainer::TrainState` per worker, as in the real runtime),
+//! problem (`model`: one `a2cid_engine::TrainState` per worker, as in the real runtime),
 //! heterogeneous speeds (`speeds`), and the outputs (`output`: series, summaries, figures drawn
 //! with the report's plotting stack).
 //!

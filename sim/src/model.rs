@@ -10,7 +10,7 @@ use a2cid_datasets::{self as data, BatchLoader, DatasetName};
 use a2cid_engine::acid::AcidParams;
 use a2cid_engine::kernels::{self, Dispatch};
 use a2cid_engine::models::{InputShape, Model, ModelKind, ModelSpec};
-use a2cid_engine::trainer::TrainState;
+use a2cid_engine::TrainState;
 use a2cid_engine::{AdapterChoice, GpuContext, SgdConfig};
 use anyhow::Context;
 

@@ -749,10 +749,13 @@ impl Topology {
     /// `edges()` (e.g. the rates a run achieved). An edge with rate 0 is absent; if the rest
     /// falls apart there are no constants (an error naming the graph).
     pub fn constants_with_rates(&self, rates: &[f64]) -> Result<AcidConstants, TopologyError> {
-        if rates.len() != self.rates.len() || rates.iter().any(|r| !(r.is_finite() && *r >= 0.0))
-        {
+        if rates.len() != self.rates.len() || rates.iter().any(|r| !(r.is_finite() && *r >= 0.0)) {
             return Err(TopologyError::BadRate(
-                rates.iter().copied().find(|r| !r.is_finite()).unwrap_or(-1.0),
+                rates
+                    .iter()
+                    .copied()
+                    .find(|r| !r.is_finite())
+                    .unwrap_or(-1.0),
             ));
         }
         let live = self

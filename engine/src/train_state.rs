@@ -23,6 +23,14 @@ use crate::error::Result;
 use crate::kernels::{self, AcidUniform, Dispatch};
 use crate::optim::SgdConfig;
 
+/// A worker's state vectors read back to the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateVectors {
+    pub x: Vec<f32>,
+    pub x_tilde: Option<Vec<f32>>,
+    pub momentum: Vec<f32>,
+}
+
 /// One worker's optimizer and A²CiD² state on the device.
 pub struct TrainState {
     ctx: Arc<GpuContext>,
@@ -235,13 +243,17 @@ impl TrainState {
     }
 
     /// Reads x, x̃ (if any) and the momentum back (waits for the GPU): what a checkpoint saves.
-    pub fn read(&self) -> Result<(Vec<f32>, Option<Vec<f32>>, Vec<f32>)> {
+    pub fn read(&self) -> Result<StateVectors> {
         let x = self.ctx.read(&self.x, 0, self.n)?;
         let x_tilde = match &self.x_tilde {
             Some(t) => Some(self.ctx.read(t, 0, self.n)?),
             None => None,
         };
         let momentum = self.ctx.read(&self.momentum, 0, self.n)?;
-        Ok((x, x_tilde, momentum))
+        Ok(StateVectors {
+            x,
+            x_tilde,
+            momentum,
+        })
     }
 }
