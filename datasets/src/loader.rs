@@ -42,20 +42,11 @@ pub struct BatchLoader {
 }
 
 impl BatchLoader {
+    /// A background thread batching `shard` of `data` (rows of `features` values), shuffled
+    /// by `seed` and the epoch, for `epochs` epochs (`None`: forever), starting at batch
+    /// `start.1` of epoch `start.0` (`(0, 0)` for a fresh run; a resumed one continues exactly: the
+    /// order of every epoch depends only on the seed and the epoch number).
     pub fn spawn(
-        data: Arc<Split>,
-        features: usize,
-        shard: Vec<usize>,
-        batch_size: usize,
-        seed: u64,
-        epochs: Option<usize>,
-    ) -> BatchLoader {
-        Self::spawn_at(data, features, shard, batch_size, seed, epochs, (0, 0))
-    }
-
-    /// Like [`spawn`](Self::spawn), starting at batch `start.1` of epoch `start.0` (resuming from a
-    /// checkpoint: the order of every epoch depends only on the seed and the epoch number).
-    pub fn spawn_at(
         data: Arc<Split>,
         features: usize,
         shard: Vec<usize>,
@@ -150,7 +141,7 @@ mod tests {
             x: (0..10).flat_map(|i| [i as f32, -(i as f32)]).collect(),
             y: (0..10).collect(),
         });
-        let loader = BatchLoader::spawn(data, 2, (0..10).collect(), 4, 1, Some(2));
+        let loader = BatchLoader::spawn(data, 2, (0..10).collect(), 4, 1, Some(2), (0, 0));
         assert_eq!(loader.batches_per_epoch, 3);
         let batches: Vec<Batch> = std::iter::from_fn(|| loader.next_batch()).collect();
         assert_eq!(batches.len(), 6);
@@ -178,7 +169,7 @@ mod tests {
             x: (0..10).flat_map(|i| [i as f32, -(i as f32)]).collect(),
             y: (0..10).collect(),
         });
-        let resumed = BatchLoader::spawn_at(data, 2, (0..10).collect(), 4, 1, Some(2), (1, 1));
+        let resumed = BatchLoader::spawn(data, 2, (0..10).collect(), 4, 1, Some(2), (1, 1));
         let rest: Vec<Vec<u32>> = std::iter::from_fn(|| resumed.next_batch())
             .map(|b| b.y)
             .collect();

@@ -424,6 +424,19 @@ mod tests {
         assert_eq!(t, vec![13.0]);
     }
 
+    /// Workers at `x0` with x̃ (their "device" states) and a mirror of each.
+    fn mirrored_states(x0: &[Vec<f32>], params: AcidParams) -> (Vec<State>, Vec<Mirror>) {
+        let device = x0
+            .iter()
+            .map(|x| State::new(x.clone(), params, true))
+            .collect();
+        let mirrors = x0
+            .iter()
+            .map(|x| Mirror::new(x.clone(), params, true, 0.0, 0))
+            .collect();
+        (device, mirrors)
+    }
+
     /// Two workers whose states live "on the device" (`State`s) exchange through mirrors, with
     /// gradient steps and late read-backs interleaved as `script` says. Returns the largest
     /// relative change of the pair's sum of x at an exchange, and the largest relative error of
@@ -438,14 +451,7 @@ mod tests {
         let x0: Vec<Vec<f32>> = (0..2)
             .map(|w| (0..d).map(|k| ((w * 7 + k) % 5) as f32 - 2.0).collect())
             .collect();
-        let mut device: Vec<State> = x0
-            .iter()
-            .map(|x| State::new(x.clone(), params, true))
-            .collect();
-        let mut mirrors: Vec<Mirror> = x0
-            .iter()
-            .map(|x| Mirror::new(x.clone(), params, true, 0.0, 0))
-            .collect();
+        let (mut device, mut mirrors) = mirrored_states(&x0, params);
         // Each worker's gradient steps as (seq, update of x), and the read-back of its last step,
         // delivered later.
         let mut steps: Vec<Vec<(u64, Vec<f64>)>> = vec![Vec::new(), Vec::new()];
@@ -575,14 +581,7 @@ mod tests {
         };
         let run = |mirror_averages: bool| {
             let x0 = [vec![1.0f32, 4.0], vec![-3.0f32, 0.0]];
-            let mut device: Vec<State> = x0
-                .iter()
-                .map(|x| State::new(x.clone(), params, true))
-                .collect();
-            let mut mirrors: Vec<Mirror> = x0
-                .iter()
-                .map(|x| Mirror::new(x.clone(), params, true, 0.0, 0))
-                .collect();
+            let (mut device, mut mirrors) = mirrored_states(&x0, params);
             for round in 1..=3u64 {
                 let tau = round as f64;
                 let sent: Vec<Vec<f32>> = mirrors.iter().map(|m| m.snapshot(tau)).collect();

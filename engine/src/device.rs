@@ -198,6 +198,12 @@ impl fmt::Debug for GpuContext {
 }
 
 impl GpuContext {
+    /// Opens the adapter an `--adapter` value names (an index, part of a name, or `auto`).
+    pub fn open(adapter: &str) -> Result<Arc<Self>> {
+        let choice: AdapterChoice = adapter.parse().unwrap_or_default();
+        GpuContext::new(&choice)
+    }
+
     /// Opens the adapter `choice` selects, with that adapter's own limits (so large storage
     /// buffers work). Falls back to a CPU adapter (lavapipe) with one log line when that is all
     /// there is.

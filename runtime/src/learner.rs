@@ -6,11 +6,10 @@ use std::sync::Arc;
 
 use a2cid_datasets::{self as data, Batch, BatchLoader, Dataset};
 use a2cid_engine::acid::AcidParams;
-use a2cid_engine::models::{InputShape, Model, ModelSpec};
+use a2cid_engine::models::Model;
+use a2cid_engine::GpuContext;
 use a2cid_engine::TrainState;
-use a2cid_engine::{AdapterChoice, GpuContext};
 use a2cid_schema::RunConfig;
-use anyhow::Context;
 
 /// Rows of one evaluation batch (the model's activations are sized for the larger of this and
 /// the training batch).
@@ -92,14 +91,8 @@ impl Learner {
         plan: DataPlan,
     ) -> anyhow::Result<Learner> {
         let dataset = data::load(cfg.dataset, &cfg.data_dir)?;
-        let ctx = GpuContext::new(&cfg.adapter.parse::<AdapterChoice>().expect("infallible"))?;
-        let spec = ModelSpec::new(
-            cfg.model,
-            &cfg.hidden,
-            InputShape(dataset.shape),
-            dataset.classes,
-        )
-        .with_context(|| format!("--model {} on {}", cfg.model, cfg.dataset))?;
+        let ctx = GpuContext::open(&cfg.adapter)?;
+        let spec = cfg.model_spec(&dataset)?;
         let model = spec.build(ctx.clone(), EVAL_BATCH.max(cfg.batch_size))?;
         model.set_params(&model.init(cfg.seed))?;
         let state = TrainState::new(
@@ -113,7 +106,7 @@ impl Learner {
         )?;
         let train = Arc::new(dataset.train.clone());
         let shard = data::shard_indices(train.len(), plan.rank, plan.world, cfg.seed);
-        let loader = BatchLoader::spawn_at(
+        let loader = BatchLoader::spawn(
             train,
             dataset.features,
             shard,

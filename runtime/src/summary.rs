@@ -2,8 +2,7 @@
 //! lost (so the final all-reduce could not run) the averaged model is the mean of the survivors'
 //! final checkpoints, evaluated here.
 
-use a2cid_engine::models::{InputShape, ModelSpec};
-use a2cid_engine::{AdapterChoice, GpuContext};
+use a2cid_engine::GpuContext;
 use anyhow::Context;
 use tracing::info;
 
@@ -63,12 +62,7 @@ pub fn gather(
         );
     }
     let dataset = a2cid_datasets::load(cfg.dataset, &cfg.data_dir)?;
-    let spec = ModelSpec::new(
-        cfg.model,
-        &cfg.hidden,
-        InputShape(dataset.shape),
-        dataset.classes,
-    )?;
+    let spec = cfg.model_spec(&dataset)?;
     let all_alive = alive.len() == n;
     let from_allreduce: Option<AverageResult> = if all_alive {
         read_json(&run.average())
@@ -92,7 +86,7 @@ pub fn gather(
                 }
             }
             let x: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
-            let ctx = GpuContext::new(&cfg.adapter.parse::<AdapterChoice>().expect("infallible"))?;
+            let ctx = GpuContext::open(&cfg.adapter)?;
             let mut model = spec.build(ctx.clone(), 1024)?;
             model.set_params(&x)?;
             let (loss, acc) = model.evaluate(&dataset.test.x, &dataset.test.y)?;

@@ -2,8 +2,9 @@
 //! run directory. Defaults, then a TOML file, then command-line flags (the binary merges those).
 use std::path::PathBuf;
 
+use a2cid_datasets::Dataset;
 use a2cid_datasets::DatasetName;
-use a2cid_engine::models::ModelKind;
+use a2cid_engine::models::{InputShape, ModelKind, ModelSpec};
 use a2cid_engine::{LrSchedule, SgdConfig};
 use a2cid_topology::{GraphSpec, Topology};
 use anyhow::bail;
@@ -134,6 +135,11 @@ impl RunConfig {
             .map_err(|e| anyhow::anyhow!("--graph {} on {} workers: {e}", self.graph, self.workers))
     }
 
+    /// The run's model fitted to `dataset`'s input shape and classes.
+    pub fn model_spec(&self, dataset: &Dataset) -> anyhow::Result<ModelSpec> {
+        model_spec(self.model, &self.hidden, dataset)
+    }
+
     pub fn sgd(&self) -> SgdConfig {
         SgdConfig {
             lr: self.lr,
@@ -153,4 +159,20 @@ impl RunConfig {
             PathBuf::from("runs").join(format!("{}-{t}", self.dataset))
         })
     }
+}
+
+/// Model `kind` with hidden widths `hidden`, fitted to `dataset`'s input shape and classes; when
+/// they do not fit, the error names both.
+pub fn model_spec(
+    kind: ModelKind,
+    hidden: &[usize],
+    dataset: &Dataset,
+) -> anyhow::Result<ModelSpec> {
+    ModelSpec::new(kind, hidden, InputShape(dataset.shape), dataset.classes).map_err(|e| {
+        anyhow::anyhow!(
+            "--model {kind} on {} ({}): {e}",
+            dataset.name,
+            InputShape(dataset.shape)
+        )
+    })
 }

@@ -14,7 +14,7 @@ pub mod records;
 pub mod run_dir;
 
 pub use a2cid_engine::models::ModelKind;
-pub use config::RunConfig;
+pub use config::{model_spec, RunConfig};
 pub use method::Method;
 pub use records::{
     At, AverageResult, MetricEvent, MetricsLog, Progress, StopReason, Summary, WorkerResult,

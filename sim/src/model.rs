@@ -9,9 +9,9 @@ use std::sync::Arc;
 use a2cid_datasets::{self as data, BatchLoader, DatasetName};
 use a2cid_engine::acid::AcidParams;
 use a2cid_engine::kernels::{self, Dispatch};
-use a2cid_engine::models::{InputShape, Model, ModelKind, ModelSpec};
+use a2cid_engine::models::{Model, ModelKind};
 use a2cid_engine::TrainState;
-use a2cid_engine::{AdapterChoice, GpuContext, SgdConfig};
+use a2cid_engine::{GpuContext, SgdConfig};
 use anyhow::Context;
 
 use crate::problem::{average_and_consensus_distance, Problem, Quality};
@@ -50,13 +50,8 @@ pub struct GpuModelWorkers {
 impl GpuModelWorkers {
     pub fn new(n: usize, cfg: &ModelProblemConfig) -> anyhow::Result<Self> {
         let dataset = data::load(cfg.dataset, &cfg.data_dir)?;
-        let ctx = GpuContext::new(&cfg.adapter.parse::<AdapterChoice>().expect("infallible"))?;
-        let spec = ModelSpec::new(
-            cfg.model,
-            &cfg.hidden,
-            InputShape(dataset.shape),
-            dataset.classes,
-        )?;
+        let ctx = GpuContext::open(&cfg.adapter)?;
+        let spec = a2cid_schema::model_spec(cfg.model, &cfg.hidden, &dataset)?;
         let eval_rows = cfg.eval_rows.min(dataset.train.len()).max(1);
         let model = spec.build(ctx.clone(), cfg.batch_size.max(eval_rows.min(1024)))?;
         let d = model.parameters();
@@ -83,6 +78,7 @@ impl GpuModelWorkers {
                 cfg.batch_size,
                 cfg.seed ^ rank as u64,
                 None,
+                (0, 0),
             ));
         }
         let grad_sum = ctx.storage_buffer("gradient sum", d)?;

@@ -203,26 +203,21 @@ impl Mlp {
         let logits = &self.acts[n_layers - 1];
         let dlogits = &self.dacts[n_layers - 1];
         let classes = self.spec.classes;
-        let loss_train = kernels::softmax_ce(
-            ctx,
-            logits,
-            &self.labels,
-            dlogits,
-            &self.stats,
-            rows,
-            classes,
-            Some(1.0 / rows as f32),
-        )?;
-        let loss_eval = kernels::softmax_ce(
-            ctx,
-            logits,
-            &self.labels,
-            dlogits,
-            &self.stats,
-            rows,
-            classes,
-            None,
-        )?;
+        // Training writes d(mean loss)/d(logits); evaluation only accumulates the statistics.
+        let loss = |grad_scale| {
+            kernels::softmax_ce(
+                ctx,
+                logits,
+                &self.labels,
+                dlogits,
+                &self.stats,
+                rows,
+                classes,
+                grad_scale,
+            )
+        };
+        let loss_train = loss(Some(1.0 / rows as f32))?;
+        let loss_eval = loss(None)?;
         let mut backward = Vec::new();
         for (i, l) in self.layers.iter().enumerate().rev() {
             let h_in = if i == 0 {
