@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::auth::{handshake, Identity, Role};
+use crate::config::MeshConfig;
 use crate::connection::Connection;
 use crate::error::NetError;
 use crate::frame::{Hello, Purpose};
-use crate::mesh::MeshConfig;
 use crate::pool::BufPool;
 use crate::rendezvous::Rendezvous;
 

@@ -8,53 +8,24 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::config::MeshConfig;
+use crate::events::{
+    ClockSegment, Command, ExchangeRequest, ExchangeStats, Exchanged, MeshEvent, MeshStats,
+    Participation,
+};
 use crate::frame::{Frame, Msg, PairMsg, HEADER_LEN, SNAPSHOT_SUB};
 use crate::health::{Failure, Health, Membership, Verdict};
 use crate::link::{LinkEvent, LinkHandle, Outgoing};
-use crate::mesh::{
-    ClockSegment, ExchangeRequest, ExchangeStats, Exchanged, MeshConfig, MeshEvent, MeshStats,
-};
 use crate::pairing::{Action, Pairing, Status};
 use crate::pool::BufPool;
 
 /// Frames the links may have queued for the driver. Link tasks wait for room (which pushes back on
 /// their sockets); the driver never waits on anything, so it empties this queue as fast as it fills.
 pub(crate) const LINK_EVENTS: usize = 256;
-
-/// What the caller's side ([`crate::Mesh`], [`ExchangeRequest`], [`crate::ShutdownHandle`]) asks.
-#[derive(Debug)]
-pub(crate) enum Command {
-    Supplied {
-        peer: usize,
-        seq: u64,
-        data: Vec<f32>,
-        at: Instant,
-    },
-    Declined {
-        peer: usize,
-        seq: u64,
-    },
-    /// Tell the neighbours goodbye and the caller [`MeshEvent::ShutdownRequested`].
-    Interrupt {
-        reason: String,
-    },
-    /// Say goodbye on every link, flush, stop.
-    Shutdown {
-        reason: String,
-        done: oneshot::Sender<()>,
-    },
-}
-
-/// Whether this worker takes part in pairing: state, not events, so it travels in a `watch`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Participation {
-    pub(crate) retired: bool,
-    pub(crate) paused: bool,
-}
 
 /// Why a peer is dropped: it decides how its link is closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -929,7 +900,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shutdown_says_goodbye_on_every_link_then_stops() {
         let mut rig = rig(1, 3, &[0, 2], 64);
-        let (done, finished) = oneshot::channel();
+        let (done, finished) = tokio::sync::oneshot::channel();
         let reason = "test over".to_string();
         rig.commands
             .send(Command::Shutdown { reason, done })

@@ -56,12 +56,15 @@
 //! tasks), `driver` (the pairing task), `collectives` (ring all-reduce, broadcast, barrier) and
 //! [`mesh`] (the handle).
 
+mod address_book;
 pub mod auth;
 mod collectives;
+pub mod config;
 mod connect;
 pub mod connection;
 mod driver;
 pub mod error;
+pub mod events;
 pub mod frame;
 pub mod health;
 mod link;
@@ -73,12 +76,13 @@ pub mod timeouts;
 
 pub use auth::{Identity, Secret, SECRET_ENV};
 pub use collectives::CollStats;
+pub use config::MeshConfig;
 pub use error::{FrameError, HandshakeError, NetError};
-pub use frame::{Fingerprint, PairMsg, PROTOCOL_VERSION};
-pub use mesh::{
-    ClockSegment, ExchangeRequest, ExchangeStats, Exchanged, Mesh, MeshConfig, MeshEvent,
-    MeshStats, ShutdownHandle,
+pub use events::{
+    ClockSegment, ExchangeRequest, ExchangeStats, Exchanged, MeshEvent, MeshStats, ShutdownHandle,
 };
+pub use frame::{Fingerprint, PairMsg, PROTOCOL_VERSION};
+pub use mesh::Mesh;
 pub use pairing::{EdgeCounters, Pairing};
 pub use pool::BufPool;
 pub use rendezvous::{expand_nodelist, slurm_from_env, Rendezvous, SlurmLaunch};

@@ -1,7 +1,7 @@
-//! The handle the runtime drives: [`MeshConfig`], [`Mesh`] and the types it hands out
-//! ([`MeshEvent`], [`ExchangeRequest`], [`Exchanged`], statistics). The work happens elsewhere:
-//! start-up in [`crate::connect`], the links in [`crate::link`], pairing in [`crate::driver`],
-//! all-reduce / broadcast / barrier in [`crate::collectives`].
+//! The handle the runtime drives: [`Mesh`]. It is built from a [`crate::MeshConfig`] and hands out
+//! the types of [`crate::events`]. The work happens elsewhere: start-up in [`crate::connect`] and
+//! [`crate::address_book`], the links in [`crate::link`], pairing in [`crate::driver`], all-reduce /
+//! broadcast / barrier in [`crate::collectives`].
 //!
 //! Shutdown: the mesh's token stops the acceptor, the Ctrl-C watcher and the driver; the driver
 //! says goodbye on every link, waits (briefly) for the goodbyes to be written, then stops the links.
@@ -10,331 +10,25 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::auth::Secret;
+use crate::address_book;
 use crate::collectives::{CollStats, Ring};
+use crate::config::MeshConfig;
 use crate::connect::{Acceptor, Plan};
 use crate::connection::Connection;
-use crate::driver::{Command, Driver, Inputs, Participation, LINK_EVENTS};
+use crate::driver::{Driver, Inputs, LINK_EVENTS};
 use crate::error::NetError;
-use crate::frame::{Fingerprint, Limits};
+use crate::events::{
+    ClockSegment, Command, ExchangeRequest, Exchanged, MeshEvent, MeshStats, Participation,
+    ShutdownHandle,
+};
+use crate::frame::Limits;
 use crate::link::{self, LinkCaps};
-use crate::pairing::EdgeCounters;
 use crate::pool::BufPool;
-use crate::rendezvous::{self, Rendezvous};
-
-/// Everything needed to join the mesh.
-#[derive(Debug)]
-pub struct MeshConfig {
-    pub rank: usize,
-    pub world: usize,
-    pub rendezvous: Rendezvous,
-    /// Interface to listen on when the port is not fixed by the rendezvous (`0.0.0.0` by default).
-    pub bind_host: String,
-    /// A listener bound by the caller (tests, launchers); overrides the address the rendezvous implies.
-    pub listener: Option<std::net::TcpListener>,
-    /// The communication graph: `(i, j, lambda_ij)`, rates per unit of the worker clock.
-    pub edges: Vec<(usize, usize, f64)>,
-    /// Seed of the Poisson clocks (the same on every worker).
-    pub seed: u64,
-    /// Clock value at which the Poisson processes start.
-    pub clock_start: f64,
-    pub run_id: String,
-    pub fingerprint: Fingerprint,
-    pub secret: Secret,
-    /// Deadline for the whole start-up: rendezvous plus every link.
-    pub connect_timeout: Duration,
-    pub handshake_timeout: Duration,
-    /// Initial / min / max of the adaptive exchange timeout (agreement to both snapshots crossed).
-    pub exchange_timeout: (Duration, Duration, Duration),
-    /// Initial / min / max of the adaptive proposal timeout (propose to answer).
-    pub proposal_timeout: (Duration, Duration, Duration),
-    /// Consecutive unanswered proposals or timed-out exchanges (waiting on the peer) after which a
-    /// connected but unresponsive peer is dropped.
-    pub max_exchange_failures: u32,
-    /// Floats per collective chunk (pipelining grain).
-    pub chunk_floats: usize,
-    /// Longest a collective waits for a neighbour before failing.
-    pub collective_timeout: Duration,
-}
-
-impl MeshConfig {
-    /// A configuration with sensible defaults for everything but the essentials.
-    pub fn new(
-        rank: usize,
-        world: usize,
-        rendezvous: Rendezvous,
-        edges: Vec<(usize, usize, f64)>,
-        run_id: impl Into<String>,
-        fingerprint: Fingerprint,
-        secret: Secret,
-    ) -> MeshConfig {
-        MeshConfig {
-            rank,
-            world,
-            rendezvous,
-            bind_host: "0.0.0.0".into(),
-            listener: None,
-            edges,
-            seed: 0x5EED,
-            clock_start: 0.0,
-            run_id: run_id.into(),
-            fingerprint,
-            secret,
-            connect_timeout: Duration::from_secs(120),
-            handshake_timeout: Duration::from_secs(10),
-            exchange_timeout: (
-                Duration::from_secs(60),
-                Duration::from_secs(2),
-                Duration::from_secs(300),
-            ),
-            proposal_timeout: (
-                Duration::from_secs(1),
-                Duration::from_millis(200),
-                Duration::from_secs(30),
-            ),
-            max_exchange_failures: 3,
-            chunk_floats: 1 << 18,
-            collective_timeout: Duration::from_secs(600),
-        }
-    }
-}
-
-/// The worker clock from one instant on: `tau` at `at`, then one unit every `seconds_per_unit`
-/// (standing still when `None`). The runtime sets a new segment whenever its estimate of the step
-/// time changes; the mesh extrapolates it to know when an edge event falls due.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ClockSegment {
-    pub tau: f64,
-    pub at: tokio::time::Instant,
-    pub seconds_per_unit: Option<f64>,
-}
-
-impl ClockSegment {
-    /// A clock standing at `tau`.
-    pub fn frozen(tau: f64) -> ClockSegment {
-        ClockSegment {
-            tau,
-            at: tokio::time::Instant::now(),
-            seconds_per_unit: None,
-        }
-    }
-
-    /// A clock at `tau` at the std instant `at`, one unit every `seconds_per_unit`.
-    pub fn running(tau: f64, at: std::time::Instant, seconds_per_unit: f64) -> ClockSegment {
-        ClockSegment {
-            tau,
-            at: tokio::time::Instant::from_std(at),
-            seconds_per_unit: Some(seconds_per_unit).filter(|s| s.is_finite() && *s > 0.0),
-        }
-    }
-
-    /// The clock's value at `t` (never less than `tau`).
-    pub fn tau_at(&self, t: tokio::time::Instant) -> f64 {
-        match self.seconds_per_unit {
-            Some(s) => self.tau + t.saturating_duration_since(self.at).as_secs_f64() / s,
-            None => self.tau,
-        }
-    }
-
-    /// When the clock reaches `tau`: `None` if it stands still below it (or `tau` is not finite).
-    pub fn instant_of(&self, tau: f64) -> Option<tokio::time::Instant> {
-        if !tau.is_finite() {
-            return None;
-        }
-        if tau <= self.tau {
-            return Some(self.at);
-        }
-        let s = self.seconds_per_unit?;
-        Some(self.at + Duration::from_secs_f64(((tau - self.tau) * s).min(1e9)))
-    }
-}
-
-/// Per-exchange statistics.
-#[derive(Clone, Debug)]
-pub struct ExchangeStats {
-    pub peer: usize,
-    pub seq: u64,
-    /// This worker owned the edge and proposed.
-    pub initiator: bool,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    /// From agreement to the caller supplying its snapshot.
-    pub wait_for_snapshot: Duration,
-    /// From agreement to both snapshots having crossed.
-    pub total: Duration,
-    /// Missed proposals (all edges, both directions) since the previous completed exchange.
-    pub missed_since_previous: u64,
-}
-
-/// A completed exchange: the peer's snapshot, and the caller's own buffer handed back for reuse.
-#[derive(Debug)]
-pub struct Exchanged {
-    pub peer: usize,
-    pub seq: u64,
-    /// The peer's parameters at the moment it supplied them.
-    pub theirs: Vec<f32>,
-    /// The snapshot this worker sent (the `s_i` of the update rule), returned for reuse.
-    pub mine: Vec<f32>,
-    pub stats: ExchangeStats,
-}
-
-/// "Exchange with `peer` now": hand over this worker's snapshot with [`ExchangeRequest::supply`].
-/// Dropping it without supplying calls the exchange off (the peer is told at once).
-#[derive(Debug)]
-pub struct ExchangeRequest {
-    pub peer: usize,
-    pub seq: u64,
-    pub initiator: bool,
-    params: usize,
-    commands: mpsc::Sender<Command>,
-    pool: BufPool,
-    done: bool,
-}
-
-impl ExchangeRequest {
-    pub(crate) fn new(
-        peer: usize,
-        seq: u64,
-        initiator: bool,
-        params: usize,
-        commands: mpsc::Sender<Command>,
-        pool: BufPool,
-    ) -> ExchangeRequest {
-        ExchangeRequest {
-            peer,
-            seq,
-            initiator,
-            params,
-            commands,
-            pool,
-            done: false,
-        }
-    }
-
-    /// Drop it without telling the driver (the driver already called the exchange off).
-    pub(crate) fn disarm(mut self) {
-        self.done = true;
-    }
-
-    /// Send `snapshot` (exactly the model's parameter count) to the peer. Returns at once; the
-    /// result arrives as [`MeshEvent::Exchanged`] or [`MeshEvent::ExchangeFailed`].
-    pub fn supply(mut self, snapshot: Vec<f32>) -> Result<(), NetError> {
-        self.check_len(snapshot.len())?;
-        self.done = true;
-        let supplied = Command::Supplied {
-            peer: self.peer,
-            seq: self.seq,
-            data: snapshot,
-            at: Instant::now(),
-        };
-        // Never waits: this is called from the compute loop. The queue holds one command per
-        // request the caller took, so it is full only if the driver stopped.
-        match self.commands.try_send(supplied) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Closed(_)) => Err(NetError::ShutDown),
-            Err(TrySendError::Full(cmd)) => {
-                if let Command::Supplied { data, .. } = cmd {
-                    self.pool.give(data);
-                }
-                Err(NetError::Exchange {
-                    peer: self.peer,
-                    why: format!(
-                        "the mesh's command queue is full ({} commands): its driver is not keeping up",
-                        self.commands.max_capacity()
-                    ),
-                })
-            }
-        }
-    }
-
-    /// Like [`supply`](Self::supply) from a borrowed slice (one memcpy into a pooled buffer).
-    pub fn supply_slice(self, snapshot: &[f32]) -> Result<(), NetError> {
-        self.check_len(snapshot.len())?;
-        let buf = self.pool.copy_of(snapshot);
-        self.supply(buf)
-    }
-
-    fn check_len(&self, got: usize) -> Result<(), NetError> {
-        if got == self.params {
-            Ok(())
-        } else {
-            Err(NetError::SnapshotLen {
-                got,
-                want: self.params,
-            })
-        }
-    }
-}
-
-impl Drop for ExchangeRequest {
-    fn drop(&mut self) {
-        if !self.done {
-            // Best effort: if it cannot be queued the exchange times out instead, which is not
-            // held against the peer (this worker never supplied).
-            let _ = self.commands.try_send(Command::Declined {
-                peer: self.peer,
-                seq: self.seq,
-            });
-        }
-    }
-}
-
-/// What the mesh tells the runtime.
-#[derive(Debug)]
-pub enum MeshEvent {
-    /// A pairing was agreed: supply this worker's snapshot now.
-    Exchange(ExchangeRequest),
-    /// Both snapshots crossed.
-    Exchanged(Exchanged),
-    /// The exchange was called off or failed; the parameters must not be updated.
-    ExchangeFailed { peer: usize, seq: u64, why: String },
-    /// A neighbour is gone: dropped from pairing. `graceful` when it said goodbye.
-    PeerLost {
-        peer: usize,
-        why: String,
-        graceful: bool,
-    },
-    /// The live graph fell apart into these components (warned once per change).
-    GraphSplit { components: Vec<Vec<usize>> },
-    /// Ctrl-C or a [`ShutdownHandle`] asked to stop; neighbours have been told.
-    ShutdownRequested,
-}
-
-/// Cumulative statistics of the mesh.
-#[derive(Clone, Debug, Default)]
-pub struct MeshStats {
-    pub edges: BTreeMap<usize, EdgeCounters>,
-    pub exchanges: u64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub lost_peers: Vec<usize>,
-    pub exchange_timeout: Duration,
-    pub proposal_timeout: Duration,
-    pub typical_exchange: Option<Duration>,
-}
-
-/// Asks the mesh to shut down from anywhere (another task, a signal handler).
-#[derive(Clone, Debug)]
-pub struct ShutdownHandle {
-    commands: mpsc::Sender<Command>,
-}
-
-impl ShutdownHandle {
-    pub fn shutdown(&self, reason: &str) {
-        let interrupt = Command::Interrupt {
-            reason: reason.to_string(),
-        };
-        if let Err(TrySendError::Full(_)) = self.commands.try_send(interrupt) {
-            warn!("shutdown request '{reason}' not delivered: the mesh's command queue is full");
-        }
-    }
-}
 
 /// Events waiting for the caller. Only exchange requests are unbounded in number over time (a
 /// caller that stops polling keeps being offered exchanges that then time out): the driver calls an
@@ -387,7 +81,7 @@ impl Mesh {
         let pool = BufPool::default();
         let mut acceptor = Acceptor::spawn(listener, &me, &plan, &cfg, &pool, &shutdown);
         let table =
-            rendezvous::address_table(&cfg, &me, local_addr, &mut acceptor, deadline).await?;
+            address_book::address_table(&cfg, &me, local_addr, &mut acceptor, deadline).await?;
         let conns =
             crate::connect::open_links(&cfg, &me, &plan, &table, acceptor, &pool, deadline).await?;
         stop_on_error.disarm();
