@@ -79,6 +79,21 @@ fn digits_run(out: &Path, method: &str, epochs: u32) -> Command {
     c
 }
 
+/// `--epochs E` of an asynchronous method is a budget of E epochs of every shard, all workers
+/// together (`steps` per worker on average): faster workers do more, and the first to see the
+/// budget spent ends the run for all. The total is the budget, up to the few steps taken while
+/// the counts and the stop travel.
+fn assert_ended_together(per: &[Value], steps: u64) {
+    let grads: Vec<u64> = per.iter().map(|w| w["grads"].as_u64().unwrap()).collect();
+    let budget = steps * 4;
+    let total: u64 = grads.iter().sum();
+    assert!(
+        total >= budget && total <= budget + budget / 20,
+        "{grads:?}: total {total} for a budget of {budget}"
+    );
+    assert!(grads.iter().all(|&g| g > 0), "{grads:?}");
+}
+
 /// Highest `step` in a worker's metrics.
 fn last_step(dir: &Path, rank: usize) -> u64 {
     lines(&dir.join(format!("workers/rank{rank}.jsonl")))
@@ -163,9 +178,10 @@ fn four_workers_on_a_ring_train_digits_with_acid() {
     );
     let per = s["per_worker"].as_array().unwrap();
     assert_eq!(per.len(), 4);
-    // 1438 rows / 4 shards, batches of 32: 12 batches per epoch.
+    // 1438 rows / 4 shards, batches of 32: 12 batches per epoch. The first worker to finish its
+    // 25 epochs ends the run for all (no worker trains or averages alone in a tail).
+    assert_ended_together(per, 12 * 25);
     for w in per {
-        assert_eq!(w["grads"].as_u64(), Some(12 * 25), "{w}");
         assert!(w["comms"].as_u64().unwrap() > 10, "too few averagings: {w}");
         assert_eq!(w["alive"], Value::Bool(true));
         assert!(w["test_accuracy"].as_f64().unwrap() > 0.85, "{w}");
@@ -173,6 +189,32 @@ fn four_workers_on_a_ring_train_digits_with_acid() {
             assert!(w.get(k).is_some(), "{w}");
         }
     }
+    // The averagings happened at the asked Poisson rate (rate_com 1; 0.7 leaves CI noise a
+    // margin, docs/results.md shows >= 0.9), with exponential-looking gaps on every edge.
+    let rates = &s["rates"];
+    let achieved = rates["achieved_rate"].as_f64().unwrap();
+    assert!(
+        achieved >= 0.7,
+        "achieved averaging rate {achieved}: {rates}"
+    );
+    assert_eq!(rates["asked_rate"].as_f64(), Some(1.0));
+    let edges = rates["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 4, "a ring of 4 has 4 edges: {rates}");
+    for e in edges {
+        let cv = e["gaps"]["cv"].as_f64().unwrap();
+        assert!((0.5..1.6).contains(&cv), "edge {e}");
+        assert!(e["exchanges"].as_u64().unwrap() > 20, "edge {e}");
+    }
+    for k in ["constants_in_use", "constants_implied"] {
+        assert!(rates[k]["eta"].as_f64().unwrap() > 0.0, "{k}: {rates}");
+    }
+    // The consensus distance from the workers' sketches.
+    let consensus = &s["consensus"];
+    assert!(consensus["points"].as_u64().unwrap() > 10, "{consensus}");
+    assert!(
+        consensus["second_half"]["value"].as_f64().unwrap() > 0.0,
+        "{consensus}"
+    );
     // Per-worker metrics: train lines and exchanges with their disagreement and bytes.
     let m = lines(&out.join("workers/rank1.jsonl"));
     let train = m
@@ -254,6 +296,7 @@ fn four_workers_on_a_ring_train_digits_with_acid() {
         "disagreement.svg",
         "accuracy_vs_time.svg",
         "accuracy_vs_grads.svg",
+        "consensus.svg",
         "counts.svg",
     ] {
         assert!(out.join("report").join(f).exists(), "report/{f} missing");
@@ -291,8 +334,16 @@ fn acid_survives_a_killed_worker_and_averages_the_survivors() {
     assert_eq!(per[2]["alive"], Value::Bool(false), "{s}");
     for r in [0, 1, 3] {
         assert_eq!(per[r]["alive"], Value::Bool(true), "{s}");
-        assert_eq!(per[r]["grads"].as_u64(), Some(12 * 40));
     }
+    // The budget of 40 epochs of every shard was spent by the survivors and what the killed
+    // worker had done (its count as of its last checkpoint: a little less than what it did).
+    let grads: Vec<u64> = per.iter().map(|w| w["grads"].as_u64().unwrap()).collect();
+    let total: u64 = grads.iter().sum();
+    let budget = 4 * 12 * 40;
+    assert!(
+        total * 10 >= budget * 9 && total <= budget + budget / 20,
+        "{grads:?}: total {total} for a budget of {budget}"
+    );
     let averaged = s["averaged"].as_str().unwrap();
     assert!(
         averaged.contains("3 survivors") && averaged.contains("[2]"),
@@ -383,9 +434,9 @@ fn a_run_killed_midway_resumes_from_its_checkpoints() {
         .unwrap();
     assert!(o.status.success(), "{}\n{}", text(&o), logs(&out));
     let s = json(&out.join("summary.json"));
-    for (r, w) in s["per_worker"].as_array().unwrap().iter().enumerate() {
-        // Exactly the planned 30 epochs of 12 batches, counting the steps before the kill.
-        assert_eq!(w["grads"].as_u64(), Some(12 * 30), "{w}");
+    // The planned 30 epochs of 12 batches, counting the steps before the kill.
+    assert_ended_together(s["per_worker"].as_array().unwrap(), 12 * 30);
+    for (r, _) in s["per_worker"].as_array().unwrap().iter().enumerate() {
         let m = lines(&out.join(format!("workers/rank{r}.jsonl")));
         // The first session's metrics are kept; the resumed session starts from the checkpoint
         // (a multiple of 20 steps, at most where the kill found it), not from zero.

@@ -12,4 +12,4 @@ pub mod idx;
 pub mod loader;
 
 pub use datasets::{load, DataError, Dataset, DatasetName, Split};
-pub use loader::{shard_indices, Batch, BatchLoader};
+pub use loader::{batches_in_all_shards, shard_indices, shard_len, Batch, BatchLoader};

@@ -22,6 +22,19 @@ pub fn shard_indices(len: usize, rank: usize, world: usize, seed: u64) -> Vec<us
     perm.into_iter().skip(rank).step_by(world).collect()
 }
 
+/// Rows of shard `rank` of `world` over `len` rows (what [`shard_indices`] returns, counted).
+pub fn shard_len(len: usize, rank: usize, world: usize) -> usize {
+    (len + world - 1 - rank) / world
+}
+
+/// Batches of `batch_size` in one epoch of every shard together (each shard's last batch may be
+/// short).
+pub fn batches_in_all_shards(len: usize, world: usize, batch_size: usize) -> usize {
+    (0..world)
+        .map(|r| shard_len(len, r, world).div_ceil(batch_size))
+        .sum()
+}
+
 /// One batch, row-major inputs and labels.
 #[derive(Clone, Debug)]
 pub struct Batch {
@@ -122,6 +135,18 @@ impl Drop for BatchLoader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shard_lengths_add_up() {
+        for (len, world) in [(1438, 4), (1438, 16), (10, 3), (7, 7)] {
+            let lens: Vec<usize> = (0..world).map(|r| shard_len(len, r, world)).collect();
+            assert_eq!(lens.iter().sum::<usize>(), len);
+            for (r, &l) in lens.iter().enumerate() {
+                assert_eq!(l, shard_indices(len, r, world, 5).len());
+            }
+        }
+        assert_eq!(batches_in_all_shards(1438, 4, 32), 4 * 12);
+    }
 
     #[test]
     fn shards_partition_the_data() {

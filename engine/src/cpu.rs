@@ -5,6 +5,7 @@
 pub use crate::kernels::bias::cpu::{bias_add, bias_grad};
 pub use crate::kernels::matmul::cpu::matmul;
 pub use crate::kernels::relu::cpu::{relu_backward, relu_forward};
+pub use crate::kernels::sketch::cpu::sketch;
 pub use crate::kernels::softmax_ce::cpu::softmax_ce;
 pub use crate::kernels::softmax_ce::LossStats;
 pub use crate::kernels::util::cpu::{axpy, copy, fill};

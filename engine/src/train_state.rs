@@ -174,6 +174,13 @@ impl TrainState {
         ctx.queue.submit(Some(encoder.finish()));
     }
 
+    /// Uploads the snapshot this worker sent, when it was not taken on the device (a snapshot
+    /// from the host's mirror): the average takes its delta against it.
+    pub fn write_sent(&self, sent: &[f32]) {
+        self.ctx
+            .write(&self.snapshot, 0, &sent[..self.n.min(sent.len())]);
+    }
+
     /// Uploads the peer's snapshot (queued before the next submit).
     pub fn write_received(&self, peer: &[f32]) {
         self.ctx
@@ -204,6 +211,11 @@ impl TrainState {
     /// The parameter arena x.
     pub fn x_buffer(&self) -> &wgpu::Buffer {
         &self.x
+    }
+
+    /// The companion x̃, if this state keeps one.
+    pub fn x_tilde_buffer(&self) -> Option<&wgpu::Buffer> {
+        self.x_tilde.as_ref()
     }
 
     /// Replaces the whole state: x, x̃ (ignored without one; x when `None`), the momentum and

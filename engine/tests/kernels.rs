@@ -267,3 +267,36 @@ fn pipelines_are_compiled_once() {
         "one pipeline per transpose specialisation"
     );
 }
+
+#[test]
+fn sketch_matches_twin_and_keeps_the_norm_in_expectation() {
+    let ctx = gpu();
+    let mut r = rng(9);
+    let n = 20_003;
+    let k = 64;
+    let x = random_vec(&mut r, n, 1.0);
+    let gx = ctx.storage_buffer_from("x", &x).unwrap();
+    let out = ctx.storage_buffer("sketch", k).unwrap();
+    let norm2: f64 = x.iter().map(|&v| f64::from(v).powi(2)).sum();
+    let mut ratios = Vec::new();
+    for seed in 0..12u32 {
+        let params = kernels::SketchParams::new(n, k, seed.wrapping_mul(0x9e37_79b9)).unwrap();
+        let d = kernels::sketch(&ctx, &gx, &out, &params).unwrap();
+        ctx.run(&[&d]);
+        let got: Vec<f32> = ctx.read(&out, 0, k).unwrap();
+        let want = cpu::sketch(&x, k, params.seed);
+        assert_close(&format!("sketch seed {seed}"), &got, &want, 1e-5);
+        let s2: f64 = got.iter().map(|&v| f64::from(v).powi(2)).sum();
+        ratios.push(s2 / norm2);
+    }
+    // Each ‖sketch‖²/‖x‖² has mean 1 and standard deviation sqrt(2/k) = 0.18; their mean over 12
+    // seeds is within 3 standard errors of 1.
+    let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+    let se = (2.0 / k as f64).sqrt() / (ratios.len() as f64).sqrt();
+    assert!(
+        (mean - 1.0).abs() < 3.0 * se,
+        "mean ratio {mean} ({ratios:?})"
+    );
+    // Another seed, other signs.
+    assert_ne!(cpu::sketch(&x, 4, 1), cpu::sketch(&x, 4, 2));
+}

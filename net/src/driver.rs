@@ -101,6 +101,8 @@ pub(crate) struct Driver {
     clock: ClockSegment,
     /// The latest clock value the state machine was polled at (it never goes back).
     polled: f64,
+    /// The run's stop was announced or passed on already.
+    stop_seen: bool,
 }
 
 /// The driver's inputs.
@@ -153,6 +155,7 @@ impl Driver {
             totals: Totals::default(),
             clock: ClockSegment::frozen(cfg.clock_start),
             polled: cfg.clock_start,
+            stop_seen: false,
         }
     }
 
@@ -267,6 +270,13 @@ impl Driver {
             LinkEvent::Down { peer, why } => self.peer_lost(peer, &why, Loss::Broken),
             LinkEvent::Goodbye { peer, reason } => self.peer_lost(peer, &reason, Loss::Graceful),
             LinkEvent::PeerDown { rank } => self.note_failed(rank),
+            LinkEvent::Stop { origin, reason } => {
+                if !self.stop_seen {
+                    self.stop_seen = true;
+                    self.flood_stop(origin, &reason);
+                    self.emit(MeshEvent::RunStopping { origin, reason });
+                }
+            }
         }
     }
 
@@ -293,6 +303,12 @@ impl Driver {
             }
             Command::Declined { peer, seq } => {
                 self.fail_exchange(peer, seq, "the caller declined to supply a snapshot")
+            }
+            Command::AnnounceStop { reason } => {
+                if !self.stop_seen {
+                    self.stop_seen = true;
+                    self.flood_stop(self.rank, &reason);
+                }
             }
             Command::Interrupt { reason } => {
                 info!("rank {}: shutdown requested: {reason}", self.rank);
@@ -537,6 +553,17 @@ impl Driver {
                 "rank {}: no live neighbour left: this worker now trains alone",
                 self.rank
             );
+        }
+    }
+
+    /// Passes the run's stop on to every neighbour (each worker passes it on once).
+    fn flood_stop(&mut self, origin: usize, reason: &str) {
+        for p in self.link_ranks() {
+            let stop = Msg::Stop {
+                origin: origin as u32,
+                reason: reason.to_string(),
+            };
+            let _ = self.send(p, Frame::Msg(stop));
         }
     }
 

@@ -26,6 +26,10 @@ pub(crate) enum Command {
         peer: usize,
         seq: u64,
     },
+    /// This worker stops training: tell every worker (flooded along the links).
+    AnnounceStop {
+        reason: String,
+    },
     /// Tell the neighbours goodbye and the caller [`MeshEvent::ShutdownRequested`].
     Interrupt {
         reason: String,
@@ -243,6 +247,9 @@ pub enum MeshEvent {
     GraphSplit { components: Vec<Vec<usize>> },
     /// Ctrl-C or a [`ShutdownHandle`] asked to stop; neighbours have been told.
     ShutdownRequested,
+    /// Another worker stopped training (it reached its stop rule), so the run ends: every worker
+    /// stops at its next step.
+    RunStopping { origin: usize, reason: String },
 }
 
 /// Cumulative statistics of the mesh.

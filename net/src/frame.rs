@@ -13,7 +13,7 @@ use crate::error::FrameError;
 /// First bytes each side sends on a fresh connection, followed by [`PROTOCOL_VERSION`] (u32 LE).
 pub const MAGIC: [u8; 8] = *b"A2CIDNET";
 /// Bump on any incompatible change of the wire format or the protocol.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Bytes of the preamble: [`MAGIC`] then the protocol version.
 pub const PREAMBLE_LEN: usize = 12;
 /// Bytes of the frame header.
@@ -43,6 +43,7 @@ pub enum Kind {
     CollAbort = 31,
     PeerDown = 40,
     Goodbye = 41,
+    Stop = 42,
     Register = 50,
     Table = 51,
 }
@@ -61,6 +62,7 @@ impl Kind {
             30 => Kind::Coll,
             31 => Kind::CollAbort,
             40 => Kind::PeerDown,
+            42 => Kind::Stop,
             41 => Kind::Goodbye,
             50 => Kind::Register,
             51 => Kind::Table,
@@ -80,6 +82,7 @@ impl Kind {
             Kind::Coll => "collective",
             Kind::CollAbort => "collective-abort",
             Kind::PeerDown => "peer-down",
+            Kind::Stop => "stop",
             Kind::Goodbye => "goodbye",
             Kind::Register => "register",
             Kind::Table => "table",
@@ -205,6 +208,11 @@ pub enum Msg {
     Goodbye {
         reason: String,
     },
+    /// The run is ending: rank `origin` reached its stop rule (flooded to every worker).
+    Stop {
+        origin: u32,
+        reason: String,
+    },
     Register {
         port: u16,
     },
@@ -223,6 +231,7 @@ impl Msg {
             Msg::CollAbort { .. } => Kind::CollAbort,
             Msg::PeerDown { .. } => Kind::PeerDown,
             Msg::Goodbye { .. } => Kind::Goodbye,
+            Msg::Stop { .. } => Kind::Stop,
             Msg::Register { .. } => Kind::Register,
             Msg::Table { .. } => Kind::Table,
         }
@@ -472,6 +481,10 @@ pub fn encode_msg(msg: &Msg) -> Vec<u8> {
         }
         Msg::PeerDown { rank } => b.extend_from_slice(&rank.to_le_bytes()),
         Msg::Goodbye { reason } => put_str(&mut b, reason),
+        Msg::Stop { origin, reason } => {
+            b.extend_from_slice(&origin.to_le_bytes());
+            put_str(&mut b, reason);
+        }
         Msg::Register { port } => b.extend_from_slice(&port.to_le_bytes()),
         Msg::Table { addrs } => {
             b.extend_from_slice(&(addrs.len() as u32).to_le_bytes());
@@ -547,6 +560,10 @@ pub fn decode_msg(kind: Kind, body: &[u8]) -> Result<Msg, FrameError> {
         Kind::Goodbye => Msg::Goodbye {
             reason: r.string(4096)?,
         },
+        Kind::Stop => Msg::Stop {
+            origin: r.u32()?,
+            reason: r.string(4096)?,
+        },
         Kind::Register => Msg::Register { port: r.u16()? },
         Kind::Table => {
             let n = r.u32()? as usize;
@@ -610,6 +627,10 @@ mod tests {
             Msg::PeerDown { rank: 9 },
             Msg::Goodbye {
                 reason: "done".into(),
+            },
+            Msg::Stop {
+                origin: 3,
+                reason: "the epochs are done".into(),
             },
             Msg::Register { port: 4242 },
             Msg::Table {

@@ -82,7 +82,7 @@ pub use events::{
     ClockSegment, ExchangeRequest, ExchangeStats, Exchanged, MeshEvent, MeshStats, ShutdownHandle,
 };
 pub use frame::{Fingerprint, PairMsg, PROTOCOL_VERSION};
-pub use mesh::Mesh;
+pub use mesh::{Mesh, MeshEvents};
 pub use pairing::{EdgeCounters, Pairing};
 pub use pool::BufPool;
 pub use rendezvous::{expand_nodelist, slurm_from_env, Rendezvous, SlurmLaunch};

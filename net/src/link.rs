@@ -74,6 +74,11 @@ pub(crate) enum LinkEvent {
     PeerDown {
         rank: usize,
     },
+    /// The peer passes on that `origin` stopped the run.
+    Stop {
+        origin: usize,
+        reason: String,
+    },
 }
 
 /// What a link tells the collectives (ring links only).
@@ -300,6 +305,10 @@ fn route(peer: usize, frame: Frame) -> Route {
         }),
         Frame::Msg(Msg::PeerDown { rank }) => Route::Driver(LinkEvent::PeerDown {
             rank: rank as usize,
+        }),
+        Frame::Msg(Msg::Stop { origin, reason }) => Route::Driver(LinkEvent::Stop {
+            origin: origin as usize,
+            reason,
         }),
         Frame::Msg(Msg::Goodbye { reason }) => Route::Goodbye(reason),
         other => Route::Unexpected(other.kind()),

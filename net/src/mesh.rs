@@ -36,6 +36,29 @@ use crate::pool::BufPool;
 /// for the few other events (see [`Driver`]).
 const EVENT_QUEUE: usize = 256;
 
+/// The mesh's events, taken out of it with [`Mesh::take_events`].
+#[derive(Debug)]
+pub struct MeshEvents {
+    events: mpsc::Receiver<MeshEvent>,
+    stash: VecDeque<MeshEvent>,
+    pool: BufPool,
+}
+
+impl MeshEvents {
+    /// The next event, waiting for one. `None` once the mesh has shut down.
+    pub async fn recv(&mut self) -> Option<MeshEvent> {
+        if let Some(e) = self.stash.pop_front() {
+            return Some(e);
+        }
+        self.events.recv().await
+    }
+
+    /// Give a buffer (e.g. [`Exchanged::theirs`]) back to the receive pool.
+    pub fn recycle(&self, buf: Vec<f32>) {
+        self.pool.give(buf);
+    }
+}
+
 /// A worker's handle on the mesh. Owned by the runtime; see the crate docs for the loop.
 pub struct Mesh {
     rank: usize,
@@ -252,6 +275,26 @@ impl Mesh {
                 Some(other) => self.stash.push_back(other),
                 None => return Err(NetError::ShutDown),
             }
+        }
+    }
+
+    /// Tell every worker of the run that this one stops training (`reason` says why): each gets
+    /// [`MeshEvent::RunStopping`] once, passed on along the links.
+    pub fn announce_stop(&self, reason: &str) {
+        let _ = self.commands.try_send(Command::AnnounceStop {
+            reason: reason.to_string(),
+        });
+    }
+
+    /// Hand the stream of events to another task (say, one that answers exchanges while the
+    /// compute loop is busy): from then on [`Mesh::next_event`] and [`Mesh::try_next_event`] see
+    /// none. Collectives and the clock stay with the mesh.
+    pub fn take_events(&mut self) -> MeshEvents {
+        let (_, closed) = mpsc::channel(1);
+        MeshEvents {
+            events: std::mem::replace(&mut self.events, closed),
+            stash: std::mem::take(&mut self.stash),
+            pool: self.pool.clone(),
         }
     }
 

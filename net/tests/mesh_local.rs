@@ -447,3 +447,37 @@ async fn shutdown_stops_every_task_including_the_acceptor() {
     .await
     .expect("test timed out");
 }
+
+/// One worker's stop reaches every other worker once, across the ring, however many paths lead
+/// to it; the one that announced it hears nothing back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_reaches_every_worker_once() {
+    timeout(LIMIT, async {
+        let world = 5;
+        let mut meshes = cluster(world, &ring(world, 0.0), 8, 1 << 12).await;
+        meshes[2].announce_stop("the epochs are done");
+        for m in meshes.iter_mut() {
+            let me = m.rank();
+            let mut heard = Vec::new();
+            while let Ok(Some(ev)) = timeout(Duration::from_millis(1500), m.next_event()).await {
+                if let MeshEvent::RunStopping { origin, reason } = ev {
+                    heard.push((origin, reason));
+                }
+            }
+            if me == 2 {
+                assert!(heard.is_empty(), "rank 2 heard its own stop: {heard:?}");
+            } else {
+                assert_eq!(
+                    heard,
+                    vec![(2, "the epochs are done".to_string())],
+                    "rank {me}"
+                );
+            }
+        }
+        for m in meshes {
+            m.shutdown("test done").await.expect("shutdown");
+        }
+    })
+    .await
+    .expect("timed out");
+}

@@ -14,10 +14,11 @@ pub mod plot;
 
 use std::path::{Path, PathBuf};
 
+use a2cid_schema::sketch::{consensus_series, GridSketch};
 use a2cid_schema::{MetricEvent, MetricsLog, RunDir, Summary};
 use anyhow::Context;
 
-use crate::plot::{BarChart, Chart, LegendPosition, Line, LineChart, YScale};
+use crate::plot::{Band, BarChart, Chart, LegendPosition, Line, LineChart, YScale};
 
 /// One worker's series.
 #[derive(Default, Clone)]
@@ -28,6 +29,8 @@ struct WorkerSeries {
     eval: Vec<(f64, f64, f64)>,
     /// (training wall, ‖s_i − s_j‖²)
     exchanges: Vec<(f64, f64)>,
+    /// Sketches of the parameters at the common grid of the clock.
+    sketches: Vec<GridSketch>,
 }
 
 struct RunData {
@@ -53,6 +56,11 @@ fn read_series(path: &Path) -> anyhow::Result<WorkerSeries> {
                 }
             }
             MetricEvent::Exchange { dist2, .. } => s.exchanges.push((wall, dist2)),
+            MetricEvent::Sketch { at, grid, values } => s.sketches.push(GridSketch {
+                grid,
+                tau: at.tau.unwrap_or(f64::NAN),
+                values,
+            }),
             MetricEvent::PeerLost { .. } | MetricEvent::Resume { .. } => {}
         }
     }
@@ -119,6 +127,48 @@ fn worker_lines(data: &[RunData], f: &dyn Fn(&WorkerSeries) -> Vec<(f64, f64)>) 
         .collect()
 }
 
+/// The consensus distance over the clock, estimated from the workers' sketches, one line per run
+/// with a band of ± 2 standard errors; `None` when no run logged sketches.
+fn consensus_chart(data: &[RunData]) -> Option<LineChart> {
+    let mut lines = Vec::new();
+    let mut bands = Vec::new();
+    for (i, r) in data.iter().enumerate() {
+        let sketches: Vec<Vec<GridSketch>> = r.workers.iter().map(|w| w.sketches.clone()).collect();
+        let series = consensus_series(&sketches);
+        if series.is_empty() {
+            continue;
+        }
+        lines.push(Line::new(
+            r.label.clone(),
+            i,
+            series.iter().map(|p| (p.tau, p.estimate.value)).collect(),
+        ));
+        bands.push(Band {
+            color: i,
+            points: series
+                .iter()
+                .map(|p| {
+                    let e = p.estimate;
+                    (
+                        p.tau,
+                        e.value - 2.0 * e.std_error,
+                        e.value + 2.0 * e.std_error,
+                    )
+                })
+                .collect(),
+        });
+    }
+    (!lines.is_empty()).then(|| LineChart {
+        title: "consensus distance from the workers' sketches (band: ± 2 standard errors)".into(),
+        x_desc: "worker clock (gradients per worker)".into(),
+        y_desc: "(1/n) Σ ||x_i - x̄||²".into(),
+        y_scale: YScale::Log,
+        legend: Some(LegendPosition::UpperRight),
+        lines,
+        bands,
+    })
+}
+
 /// Renders the plots of `runs` into `out` and writes `out/index.html`. Returns the page's path.
 pub fn render(runs: &[PathBuf], out: &Path) -> anyhow::Result<PathBuf> {
     let data: Vec<RunData> = runs
@@ -133,6 +183,7 @@ pub fn render(runs: &[PathBuf], out: &Path) -> anyhow::Result<PathBuf> {
         y_scale,
         legend: Some(legend),
         lines,
+        bands: Vec::new(),
     };
     let (time, grads) = ("training wall time (s)", "gradients computed by the worker");
     let charts = [
@@ -193,6 +244,19 @@ pub fn render(runs: &[PathBuf], out: &Path) -> anyhow::Result<PathBuf> {
         ),
     ];
     let mut figures = Vec::new();
+    if let Some(consensus) = consensus_chart(&data) {
+        plot::write_svg_and_png(
+            out,
+            "consensus",
+            (900, 520),
+            (1, 1),
+            &[Chart::Lines(consensus)],
+        )?;
+        figures.push((
+            "consensus".to_string(),
+            "consensus distance (1/n) Σ‖x_i − x̄‖² from the workers' sketches".to_string(),
+        ));
+    }
     for (name, chart) in charts {
         let title = chart.title.clone();
         plot::write_svg_and_png(out, name, (900, 520), (1, 1), &[Chart::Lines(chart)])?;

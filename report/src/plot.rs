@@ -61,6 +61,15 @@ impl Line {
     }
 }
 
+/// A shaded band between two curves (a range over workers, an error bar over time), drawn under
+/// the lines in a light shade of its palette colour.
+#[derive(Clone, Debug)]
+pub struct Band {
+    pub color: usize,
+    /// `(x, low, high)`, by increasing x.
+    pub points: Vec<(f64, f64, f64)>,
+}
+
 /// A line chart.
 #[derive(Clone, Debug)]
 pub struct LineChart {
@@ -71,6 +80,7 @@ pub struct LineChart {
     /// `None`: no legend.
     pub legend: Option<LegendPosition>,
     pub lines: Vec<Line>,
+    pub bands: Vec<Band>,
 }
 
 /// A bar chart: groups of bars (one group per x label), one bar per series in each group.
@@ -119,7 +129,29 @@ where
         .iter()
         .map(|l| l.points.iter().copied().filter(keep).collect())
         .collect();
-    let all = lines.iter().flatten();
+    let bands: Vec<Vec<(f64, f64, f64)>> = c
+        .bands
+        .iter()
+        .map(|b| {
+            b.points
+                .iter()
+                .copied()
+                .filter(|p| p.0.is_finite() && p.1.is_finite() && p.2.is_finite())
+                .map(|(x, lo, hi)| {
+                    // On a log axis the band stops at a tenth of its top rather than at zero.
+                    let lo = if log { lo.max(hi * 0.1) } else { lo };
+                    (x, lo, hi)
+                })
+                .filter(|p| !log || p.2 > 0.0)
+                .collect()
+        })
+        .collect();
+    let band_points: Vec<(f64, f64)> = bands
+        .iter()
+        .flatten()
+        .flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)])
+        .collect();
+    let all = lines.iter().flatten().chain(band_points.iter());
     let x_min = all.clone().map(|p| p.0).fold(0.0, f64::min);
     let x_max = all
         .clone()
@@ -165,6 +197,22 @@ where
                 .max_light_lines(0)
                 .draw()
                 .map_err(plot_err)?;
+            for (band, points) in c.bands.iter().zip(&bands) {
+                if points.len() < 2 {
+                    continue;
+                }
+                let outline: Vec<(f64, f64)> = points
+                    .iter()
+                    .map(|p| (p.0, p.2))
+                    .chain(points.iter().rev().map(|p| (p.0, p.1)))
+                    .collect();
+                chart
+                    .draw_series(std::iter::once(Polygon::new(
+                        outline,
+                        color(band.color).mix(0.18).filled(),
+                    )))
+                    .map_err(plot_err)?;
+            }
             for (line, points) in c.lines.iter().zip(lines) {
                 if points.is_empty() {
                     continue;
@@ -357,6 +405,10 @@ mod tests {
                 Line::new("first", 0, vec![(0.0, 1.0), (1.0, 0.5), (2.0, 0.25)]),
                 Line::new("second", 1, vec![(0.0, 2.0), (1.0, -1.0), (2.0, 0.1)]),
             ],
+            bands: vec![Band {
+                color: 0,
+                points: vec![(0.0, 0.8, 1.2), (1.0, 0.4, 0.6), (2.0, 0.2, 0.3)],
+            }],
         });
         let bars = Chart::Bars(BarChart {
             title: "b".into(),
@@ -372,6 +424,7 @@ mod tests {
             assert_eq!(strokes, 2, "{hex}: the line and its legend mark");
             assert!(svg.lines().any(|l| l.trim() == label), "{label} missing");
         }
+        assert_eq!(svg.matches("<polygon").count(), 1, "the band");
         // The bars, in the first palette colour.
         assert!(svg.matches("fill=\"#D62728\"").count() >= 2, "two bars");
     }

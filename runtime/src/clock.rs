@@ -134,6 +134,9 @@ impl GlobalCounts {
 pub struct StopRule {
     /// Gradients computed by all workers together.
     pub grad_budget: Option<u64>,
+    /// What spending the budget means: `GradBudget`, or `Epochs` when it stands for epochs of
+    /// every shard.
+    pub budget_reason: StopReason,
     /// Gradient steps of this worker that make its epochs (its batches per epoch × epochs).
     pub epoch_steps: Option<u64>,
     pub max_seconds: Option<f64>,
@@ -144,7 +147,7 @@ impl StopRule {
     /// `wall` seconds stop?
     pub fn check(&self, own_steps: u64, global_grads: u64, wall: f64) -> Option<StopReason> {
         if self.grad_budget.is_some_and(|g| global_grads >= g) {
-            return Some(StopReason::GradBudget);
+            return Some(self.budget_reason);
         }
         if self.epoch_steps.is_some_and(|e| own_steps >= e) {
             return Some(StopReason::Epochs);
@@ -282,6 +285,7 @@ mod tests {
     fn whichever_criterion_comes_first_stops() {
         let rule = StopRule {
             grad_budget: Some(1000),
+            budget_reason: StopReason::GradBudget,
             epoch_steps: Some(300),
             max_seconds: Some(60.0),
         };
@@ -294,10 +298,12 @@ mod tests {
         assert_eq!(rule.expected_steps(4), Some(250));
         let budget_only = StopRule {
             grad_budget: Some(1001),
+            budget_reason: StopReason::Epochs,
             epoch_steps: None,
             max_seconds: None,
         };
         assert_eq!(budget_only.expected_steps(4), Some(251));
         assert_eq!(budget_only.check(u64::MAX, 1000, 1e9), None);
+        assert_eq!(budget_only.check(0, 1001, 0.0), Some(StopReason::Epochs));
     }
 }

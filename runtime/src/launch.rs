@@ -315,18 +315,53 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
             if w.alive { "" } else { "  (lost)" }
         );
     }
-    if cfg.method != Method::AllReduce {
-        let (grads, comms) = summary
-            .per_worker
-            .iter()
-            .fold((0, 0), |(g, c), w| (g + w.grads, c + w.comms));
-        println!(
-            "achieved rate: {:.2} averagings per gradient per worker (rate_com {} asked; an \
-             averaging is missed when the peer is busy in another exchange)",
-            comms as f64 / grads.max(1) as f64,
-            cfg.rate_com
-        );
+    if let Some(rates) = &summary.rates {
+        print_rates(rates);
     }
     println!("summary {}", run.summary().display());
     Ok(summary)
+}
+
+/// The averaging rate asked and achieved, per worker and per edge, and a warning naming the likely
+/// cause when a run falls below 0.8 of the asked rate (docs/algorithm.md §1: the constants assume
+/// the asked rate).
+fn print_rates(r: &a2cid_schema::RateSummary) {
+    let per: Vec<String> = r
+        .achieved_rate_per_worker
+        .iter()
+        .map(|a| format!("{a:.2}"))
+        .collect();
+    println!(
+        "averagings per gradient per worker: asked {}, achieved {:.2} ({:.0}% of asked; by rank: {})",
+        r.asked_rate,
+        r.achieved_rate,
+        100.0 * r.achieved_rate / r.asked_rate,
+        per.join(" ")
+    );
+    let edges: Vec<String> = r
+        .edges
+        .iter()
+        .map(|e| {
+            let cv = e.gaps.map_or(String::from("-"), |g| format!("{:.2}", g.cv));
+            format!("({},{}) {} cv {cv}", e.owner, e.peer, e.exchanges)
+        })
+        .collect();
+    println!("exchanges per edge: {}", edges.join(", "));
+    if let (Some(used), Some(implied)) = (r.constants_in_use, r.constants_implied) {
+        println!(
+            "constants: eta {:.4} and alpha_tilde {:.3} in use; the achieved rates imply eta {:.4}, \
+             alpha_tilde {:.3}",
+            used.eta, used.alpha_tilde, implied.eta, implied.alpha_tilde
+        );
+    }
+    if r.achieved_rate < 0.8 * r.asked_rate {
+        let dropped: u64 = r.edges.iter().map(|e| e.dropped).sum();
+        eprintln!(
+            "warning: the run averaged at {:.0}% of the asked rate ({dropped} edge events dropped): \
+             exchanges take too long against the step time — a slow link, a model too large to \
+             send at this rate, or more workers than the machine runs at once. Lower --rate-com \
+             or use fewer workers per machine; the A²CiD² constants assume the asked rate",
+            100.0 * r.achieved_rate / r.asked_rate
+        );
+    }
 }

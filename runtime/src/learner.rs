@@ -1,14 +1,15 @@
 //! One worker's learning machinery, the same for a single worker and for each worker of a
-//! multi-worker run: the model (`--model`), its training state on the device (x, x̃, momentum,
-//! snapshots: `a2cid_engine::TrainState`), its shard of the data and the loss window.
-//! A single worker is the `gossip` path without peers.
+//! multi-worker run: the model (`--model`), its shard of the data and the loss window. Its
+//! training state on the device (x, x̃, momentum, snapshots: `a2cid_engine::TrainState`) is made
+//! here and held by the caller — a single worker owns it, a worker of a run shares it with the
+//! task that answers exchanges. A single worker is the `gossip` path without peers.
 use std::sync::Arc;
 
 use a2cid_datasets::{self as data, Batch, BatchLoader, Dataset};
 use a2cid_engine::acid::AcidParams;
 use a2cid_engine::models::Model;
-use a2cid_engine::GpuContext;
 use a2cid_engine::TrainState;
+use a2cid_engine::{GpuContext, SgdConfig};
 use a2cid_schema::RunConfig;
 
 /// Rows of one evaluation batch (the model's activations are sized for the larger of this and
@@ -28,11 +29,10 @@ pub struct DataPlan {
     pub position: (usize, usize),
 }
 
-/// A model, its training state and its data, on one device.
+/// A model and its data, on one device.
 pub struct Learner {
     pub ctx: Arc<GpuContext>,
     pub model: Box<dyn Model>,
-    pub state: TrainState,
     pub dataset: Dataset,
     loader: BatchLoader,
     /// Rows trained on since the loss statistics were last read.
@@ -67,6 +67,15 @@ pub struct Stepped {
 }
 
 impl Stepped {
+    fn of(batch: &Batch, rows: usize) -> Stepped {
+        Stepped {
+            rows,
+            epoch: batch.epoch,
+            batch: batch.index,
+            batches_in_epoch: batch.batches_in_epoch,
+        }
+    }
+
     pub fn ends_epoch(&self) -> bool {
         self.batch + 1 >= self.batches_in_epoch
     }
@@ -82,28 +91,14 @@ impl Stepped {
 }
 
 impl Learner {
-    /// Loads the dataset, opens the device, builds the model at its seeded initial parameters
-    /// and a training state with the method's update-rule parameters (`with_tilde`: keep x̃).
-    pub fn new(
-        cfg: &RunConfig,
-        params: AcidParams,
-        with_tilde: bool,
-        plan: DataPlan,
-    ) -> anyhow::Result<Learner> {
+    /// Loads the dataset, opens the device and builds the model at its seeded initial
+    /// parameters.
+    pub fn new(cfg: &RunConfig, plan: DataPlan) -> anyhow::Result<Learner> {
         let dataset = data::load(cfg.dataset, &cfg.data_dir)?;
         let ctx = GpuContext::open(&cfg.adapter)?;
         let spec = cfg.model_spec(&dataset)?;
         let model = spec.build(ctx.clone(), EVAL_BATCH.max(cfg.batch_size))?;
         model.set_params(&model.init(cfg.seed))?;
-        let state = TrainState::new(
-            ctx.clone(),
-            model.params_buffer(),
-            model.grads_buffer(),
-            model.parameters(),
-            cfg.sgd(),
-            params,
-            with_tilde,
-        )?;
         let train = Arc::new(dataset.train.clone());
         let shard = data::shard_indices(train.len(), plan.rank, plan.world, cfg.seed);
         let loader = BatchLoader::spawn(
@@ -118,11 +113,29 @@ impl Learner {
         Ok(Learner {
             ctx,
             model,
-            state,
             dataset,
             loader,
             window_rows: 0,
         })
+    }
+
+    /// A training state bound to the model's parameter and gradient arenas, with the method's
+    /// update-rule parameters (`with_tilde`: keep x̃, equal to x at first).
+    pub fn train_state(
+        &self,
+        sgd: SgdConfig,
+        params: AcidParams,
+        with_tilde: bool,
+    ) -> anyhow::Result<TrainState> {
+        Ok(TrainState::new(
+            self.ctx.clone(),
+            self.model.params_buffer(),
+            self.model.grads_buffer(),
+            self.model.parameters(),
+            sgd,
+            params,
+            with_tilde,
+        )?)
     }
 
     /// Batches in one epoch of this worker's shard.
@@ -136,51 +149,40 @@ impl Learner {
     }
 
     /// Records and submits one gradient event on `batch` at clock value `tau`: forward, loss,
-    /// backward, then the (mixing +) SGD step with learning rate `lr`. Nothing waits for the GPU.
-    pub fn step(&mut self, batch: &Batch, lr: f32, tau: f64) -> anyhow::Result<Stepped> {
-        let rows = self.model.load_batch(&batch.x, &batch.y)?;
-        self.record_and_submit(rows, |state, pass| state.record_step(pass, lr, tau))?;
-        Ok(Stepped {
-            rows,
-            epoch: batch.epoch,
-            batch: batch.index,
-            batches_in_epoch: batch.batches_in_epoch,
-        })
-    }
-
-    /// Forward, loss and backward only: the gradient arena then holds this batch's gradient
-    /// (for `allreduce`, which averages it before [`Learner::apply_gradient`]).
-    pub fn gradient(&mut self, batch: &Batch) -> anyhow::Result<Stepped> {
-        let rows = self.model.load_batch(&batch.x, &batch.y)?;
-        self.record_and_submit(rows, |_, _| {})?;
-        Ok(Stepped {
-            rows,
-            epoch: batch.epoch,
-            batch: batch.index,
-            batches_in_epoch: batch.batches_in_epoch,
-        })
-    }
-
-    /// The SGD step with whatever the gradient arena holds.
-    pub fn apply_gradient(&mut self, lr: f32, tau: f64) {
-        self.state
-            .submit(|state, pass| state.record_step(pass, lr, tau));
-    }
-
-    fn record_and_submit(
+    /// backward, then the (mixing +) SGD step of `state` with learning rate `lr`; `also` may add
+    /// copies after the pass (a read-back of the parameters). Returns what was trained on and the
+    /// submission; nothing waits for the GPU.
+    pub fn step(
         &mut self,
-        rows: usize,
-        then: impl FnOnce(&mut TrainState, &mut wgpu::ComputePass<'_>),
-    ) -> anyhow::Result<()> {
+        state: &mut TrainState,
+        batch: &Batch,
+        lr: f32,
+        tau: f64,
+        also: impl FnOnce(&mut wgpu::CommandEncoder),
+    ) -> anyhow::Result<(Stepped, wgpu::SubmissionIndex)> {
+        let rows = self.model.load_batch(&batch.x, &batch.y)?;
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             self.model.record_train(&mut pass, rows)?;
-            then(&mut self.state, &mut pass);
+            state.record_step(&mut pass, lr, tau);
         }
+        also(&mut encoder);
+        let submission = self.ctx.queue.submit(Some(encoder.finish()));
+        self.window_rows += rows;
+        Ok((Stepped::of(batch, rows), submission))
+    }
+
+    /// Forward, loss and backward only: the gradient arena then holds this batch's gradient
+    /// (for `allreduce`, which averages it before the step).
+    pub fn gradient(&mut self, batch: &Batch) -> anyhow::Result<Stepped> {
+        let rows = self.model.load_batch(&batch.x, &batch.y)?;
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        self.model
+            .record_train(&mut encoder.begin_compute_pass(&Default::default()), rows)?;
         self.ctx.queue.submit(Some(encoder.finish()));
         self.window_rows += rows;
-        Ok(())
+        Ok(Stepped::of(batch, rows))
     }
 
     /// Rows trained on since the last [`Learner::take_window`].

@@ -12,8 +12,12 @@
 //! [`RunConfig`]: a2cid_schema::RunConfig
 pub mod checkpoint;
 pub mod clock;
+pub mod exchanges;
 pub mod launch;
 pub mod learner;
+pub mod poisson;
+pub mod readback;
+pub mod shared;
 pub mod single;
 pub mod summary;
 pub mod worker;

@@ -33,7 +33,8 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
         epochs: Some(cfg.epochs),
         position: (0, 0),
     };
-    let mut learner = Learner::new(cfg, AcidParams::GOSSIP, false, plan)?;
+    let mut learner = Learner::new(cfg, plan)?;
+    let mut state = learner.train_state(cfg.sgd(), AcidParams::GOSSIP, false)?;
     tracing::info!(
         "dataset {} ({} train / {} test), model {} {}, adapter {:?}",
         learner.dataset.name,
@@ -79,7 +80,7 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
     while let Some(batch) = learner.next_batch() {
         let lr = cfg.schedule.lr(cfg.lr, step, total_steps, cfg.warmup_steps);
         // A single worker's clock never advances a mixing: tau stays 0 (eta = 0 anyway).
-        let stepped = learner.step(&batch, lr, 0.0)?;
+        let (stepped, _) = learner.step(&mut state, &batch, lr, 0.0, |_| {})?;
         step += 1;
         since_log += 1;
         bar.inc(1);
@@ -168,6 +169,8 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
         epochs: cfg.epochs,
         averaged: "single worker".into(),
         total_grads: step as u64,
+        rates: None,
+        consensus: None,
     };
     write_json_atomic(&run.summary(), &summary)?;
     println!(

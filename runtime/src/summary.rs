@@ -6,9 +6,10 @@ use a2cid_engine::GpuContext;
 use anyhow::Context;
 use tracing::info;
 
+use a2cid_schema::sketch::{consensus_series, mean_of, GridSketch};
 use a2cid_schema::{
-    read_json, write_json_atomic, AverageResult, RunConfig, RunDir, Summary, WorkerResult,
-    WorkerSummary,
+    read_json, write_json_atomic, AverageResult, ConsensusSummary, Constants, EdgeReport,
+    MetricEvent, MetricsLog, RateSummary, RunConfig, RunDir, Summary, WorkerResult, WorkerSummary,
 };
 
 use crate::checkpoint::Checkpoint;
@@ -117,6 +118,12 @@ pub fn gather(
         .map(|r| r.adapter.clone())
         .next()
         .unwrap_or(adapter);
+    let rates = if cfg.method.is_pairwise() {
+        Some(rate_summary(cfg, &per_worker, &results)?)
+    } else {
+        None
+    };
+    let consensus = consensus_summary(run, &alive)?;
     let summary = Summary {
         method: cfg.method.name().to_string(),
         graph: cfg.graph.clone(),
@@ -133,7 +140,93 @@ pub fn gather(
         adapter,
         epochs: cfg.epochs,
         averaged,
+        rates,
+        consensus,
     };
     write_json_atomic(&run.summary(), &summary).context("writing summary.json")?;
     Ok(summary)
+}
+
+/// Averagings asked and achieved, per worker and per edge, and the A²CiD² constants the achieved
+/// per-edge rates imply (docs/algorithm.md §5).
+fn rate_summary(
+    cfg: &RunConfig,
+    per_worker: &[WorkerSummary],
+    results: &[Option<WorkerResult>],
+) -> anyhow::Result<RateSummary> {
+    let ratio = |comms: u64, grads: u64| comms as f64 / grads.max(1) as f64;
+    let (comms, grads) = per_worker
+        .iter()
+        .fold((0, 0), |(c, g), w| (c + w.comms, g + w.grads));
+    let mut edges: Vec<EdgeReport> = results
+        .iter()
+        .flatten()
+        .flat_map(|r| r.edges.iter().cloned())
+        .collect();
+    edges.sort_by_key(|e| (e.owner, e.peer));
+    let topology = cfg.topology()?;
+    let achieved: Vec<f64> = topology
+        .edges()
+        .iter()
+        .map(|&(i, j)| {
+            edges
+                .iter()
+                .find(|e| (e.owner, e.peer) == (i.min(j), i.max(j)))
+                .and_then(|e| e.gaps)
+                .map_or(0.0, |g| g.achieved_rate)
+        })
+        .collect();
+    let constants_implied = topology
+        .constants_with_rates(&achieved)
+        .ok()
+        .map(|c| Constants {
+            eta: c.eta,
+            alpha_tilde: c.alpha_tilde,
+        });
+    Ok(RateSummary {
+        asked_rate: cfg.rate_com,
+        achieved_rate: ratio(comms, grads),
+        achieved_rate_per_worker: per_worker.iter().map(|w| ratio(w.comms, w.grads)).collect(),
+        edges,
+        constants_in_use: results.iter().flatten().find_map(|r| r.constants),
+        constants_implied,
+    })
+}
+
+/// Every sketch a worker logged, from its metrics file.
+pub fn sketches(run: &RunDir, rank: usize) -> anyhow::Result<Vec<GridSketch>> {
+    Ok(MetricsLog::read(&run.metrics(rank))?
+        .into_iter()
+        .filter_map(|e| match e {
+            MetricEvent::Sketch { at, grid, values } => Some(GridSketch {
+                grid,
+                tau: at.tau.unwrap_or(f64::NAN),
+                values,
+            }),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The consensus distance from the surviving workers' sketches (`None` without sketches).
+fn consensus_summary(run: &RunDir, alive: &[usize]) -> anyhow::Result<Option<ConsensusSummary>> {
+    let workers = alive
+        .iter()
+        .map(|&r| sketches(run, r))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let series = consensus_series(&workers);
+    let Some(last) = series.last() else {
+        return Ok(None);
+    };
+    let half = last.tau / 2.0;
+    let second: Vec<_> = series
+        .iter()
+        .filter(|p| p.tau >= half)
+        .map(|p| p.estimate)
+        .collect();
+    Ok(mean_of(&second).map(|second_half| ConsensusSummary {
+        points: series.len(),
+        second_half,
+        last: last.estimate,
+    }))
 }

@@ -1,29 +1,43 @@
 //! One worker process: the engine (GPU) and the mesh (tokio, TCP) joined.
 //!
-//! `acid` / `gossip`: the compute loop runs gradient steps back to back on the GPU; the mesh's tasks
-//! run beside it on a small tokio runtime and the loop only polls them between steps
-//! (`try_next_event`), so it never waits for the network. At an agreed exchange the worker mixes up
-//! to now into a snapshot buffer (one fused kernel), reads the snapshot back and hands it to the
-//! mesh; when the peer's snapshot has arrived it is uploaded and `mix_and_average` applies the
-//! update against the snapshot that was sent. The stall is those copies and kernels, nothing else.
+//! `acid` / `gossip`: the compute loop runs gradient steps back to back and keeps the device's
+//! queue fed (at most one step waits behind the running one; nothing is read back but what is
+//! logged and the parameters' asynchronous read-backs). Beside it, the exchange task
+//! ([`crate::exchanges`]) answers the mesh at any moment: snapshots come from the host mirror at
+//! once, averages are submitted to the device in clock order. The mesh itself runs the worker
+//! clock ([`a2cid_net::ClockSegment`]) and proposes each edge's events when they fall due, not
+//! at step boundaries (docs/algorithm.md §6).
 //!
 //! `allreduce`: synchronous data-parallel SGD, the gradient averaged by the mesh's ring all-reduce
 //! every step (with one extra float: a stop vote, so every rank stops at the same step).
+//!
+//! `local`: each worker trains alone (no averaging); the final model is still averaged.
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use a2cid_engine::acid::Mirror;
 use a2cid_engine::models::Model;
-use a2cid_net::{Fingerprint, Mesh, MeshConfig, MeshEvent, Rendezvous, Secret};
+use a2cid_engine::train_state::StateVectors;
+use a2cid_engine::TrainState;
+use a2cid_net::{ClockSegment, Fingerprint, Mesh, MeshConfig, Rendezvous, Secret};
 use a2cid_schema::{
-    write_atomic, write_json_atomic, At, AverageResult, Method, MetricEvent, MetricsLog, Progress,
-    RunConfig, RunDir, StopReason, WorkerResult,
+    write_atomic, write_json_atomic, At, AverageResult, Constants, EdgeReport, Method, MetricEvent,
+    MetricsLog, Progress, RunConfig, RunDir, StopReason, WorkerResult,
 };
 use anyhow::{bail, Context};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::checkpoint::{Checkpoint, CheckpointState};
 use crate::clock::{meta_len, GlobalCounts, StepClock, StopRule};
+use crate::exchanges::ExchangeTask;
 use crate::learner::{DataPlan, Learner};
+use crate::readback::Readbacks;
+use crate::shared::{lock, Shared, Timekeeper};
+
+/// Weight of a new step time in the clock's moving average of the step time.
+const CLOCK_BETA: f64 = 0.05;
 
 /// The run's id: a hash of its run directory, so workers of another run are refused (a worker of
 /// this run with another model is refused by the model fingerprint, with a message saying so).
@@ -144,7 +158,6 @@ pub fn run_worker(
         write_atomic(&run.config(), toml::to_string_pretty(&cfg)?.as_bytes())?;
     }
     std::fs::write(run.pid(place.rank), std::process::id().to_string())?;
-    let secret = options.secret;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("a2cid-mesh")
@@ -157,13 +170,13 @@ pub fn run_worker(
         place.rank,
         place.world,
         place.rendezvous,
-        w.edges.clone(),
+        w.pairing_edges(),
         run_id(&cfg)?,
         fingerprint(w.learner.model.as_ref(), cfg.method, place.world),
-        secret,
+        options.secret,
     );
     mc.seed = cfg.seed ^ 0x5eed_0000 ^ w.generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    mc.clock_start = w.clock.tau(0.0);
+    mc.clock_start = lock(&w.shared).time.tau();
     mc.connect_timeout = options.connect_timeout.max(Duration::from_secs(1));
     let mut mesh = rt
         .block_on(Mesh::connect(mc))
@@ -177,7 +190,7 @@ pub fn run_worker(
     );
     let outcome = match cfg.method {
         Method::AllReduce => w.train_allreduce(&rt, &mut mesh),
-        Method::Acid | Method::Gossip => w.train_async(&rt, &mut mesh),
+        Method::Acid | Method::Gossip | Method::Local => w.train_async(&rt, &mut mesh),
     };
     let outcome = outcome.and_then(|reason| w.finish(&rt, &mut mesh, reason));
     let reason = match &outcome {
@@ -186,6 +199,60 @@ pub fn run_worker(
     };
     let _ = rt.block_on(mesh.shutdown(&reason));
     outcome
+}
+
+/// Sketches of the parameters at a common grid of the clock (`a2cid_schema::sketch`).
+struct Sketcher {
+    every: f64,
+    k: usize,
+    out: wgpu::Buffer,
+    dispatch: a2cid_engine::kernels::Dispatch,
+    /// The next grid point to sketch.
+    next: u64,
+}
+
+/// When a worker of `world` stops (docs/running.md, "The end of a run"). `allreduce` steps in
+/// lockstep, so `--epochs` counts each worker's steps of an epoch of the largest shard. The
+/// asynchronous methods let faster workers do more: `--epochs E` is a budget of as many gradients
+/// as E epochs of every shard, all workers together (like `--grad-budget`), and the first worker
+/// to see it spent ends the run for all.
+fn stop_rule(cfg: &RunConfig, rows: usize, world: usize) -> StopRule {
+    let epochs = (cfg.epochs > 0).then_some(cfg.epochs as u64);
+    match cfg.method {
+        Method::AllReduce => StopRule {
+            grad_budget: cfg.grad_budget,
+            budget_reason: StopReason::GradBudget,
+            epoch_steps: epochs.map(|e| e * rows.div_ceil(world).div_ceil(cfg.batch_size) as u64),
+            max_seconds: cfg.max_seconds,
+        },
+        _ => {
+            let per_epoch = a2cid_datasets::batches_in_all_shards(rows, world, cfg.batch_size);
+            let from_epochs = epochs.map(|e| e * per_epoch as u64);
+            let epochs_bind = match (cfg.grad_budget, from_epochs) {
+                (Some(a), Some(b)) => b <= a,
+                (a, b) => a.is_none() && b.is_some(),
+            };
+            StopRule {
+                grad_budget: match (cfg.grad_budget, from_epochs) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
+                budget_reason: if epochs_bind {
+                    StopReason::Epochs
+                } else {
+                    StopReason::GradBudget
+                },
+                epoch_steps: None,
+                max_seconds: cfg.max_seconds,
+            }
+        }
+    }
+}
+
+/// The exchange task of a running worker.
+struct Exchanging {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// The state of one worker process.
@@ -198,31 +265,26 @@ struct Worker {
     learner: Learner,
     /// Parameters in the model (the snapshot sent to peers carries `meta_len(world)` more floats).
     d: usize,
+    /// The graph's edges with their asked rates.
     edges: Vec<(usize, usize, f64)>,
-    metrics: MetricsLog,
-    clock: StepClock,
-    counts: GlobalCounts,
+    /// The training state on the device: only this loop submits work that touches it.
+    state: TrainState,
+    /// What the exchange task shares with this loop.
+    shared: Arc<Mutex<Shared>>,
+    readbacks: Readbacks,
     stop: StopRule,
-    // counters
-    grads: u64,
-    comms: u64,
-    failed: u64,
     position: (usize, usize),
-    wall0: f64,
-    start: Instant,
-    /// Seconds spent evaluating, over all sessions / in this process (off the clock).
-    eval_seconds: f64,
-    paused: f64,
     /// (grads, averagings, test loss, test accuracy) of the last evaluation.
     last_eval: Option<(u64, u64, f64, f64)>,
     generation: u64,
     resumed: bool,
-    in_flight: Option<u64>,
-    lost: Vec<usize>,
-    interrupted: bool,
     last_loss: f64,
     last_progress: Instant,
     last_checkpoint: u64,
+    constants: Option<Constants>,
+    /// The clock when this session's Poisson processes started (0, or the resumed clock).
+    tau_start: f64,
+    sketcher: Option<Sketcher>,
 }
 
 impl Worker {
@@ -257,13 +319,14 @@ impl Worker {
             epochs: None,
             position,
         };
-        let mut learner = Learner::new(
-            cfg,
-            cfg.method.acid_params(&topology),
-            cfg.method.uses_x_tilde(),
-            plan,
-        )?;
+        let learner = Learner::new(cfg, plan)?;
+        let params = cfg.method.acid_params(&topology);
+        let with_tilde = cfg.method.uses_x_tilde();
+        let mut state = learner.train_state(cfg.sgd(), params, with_tilde)?;
         let d = learner.model.parameters();
+        let mut x0 = learner.model.params()?;
+        let mut xt0 = None;
+        let mut t_last = 0.0;
         if let Some(c) = &ckpt {
             c.check_matches(
                 rank,
@@ -271,28 +334,22 @@ impl Worker {
                 cfg.method.name(),
                 learner.model.layout().fingerprint(),
             )?;
-            learner.state.load(
+            state.load(
                 &c.x,
                 c.x_tilde.as_deref(),
                 Some(&c.momentum),
                 c.state.t_last,
             )?;
+            x0 = c.x.clone();
+            xt0 = c.x_tilde.clone();
+            t_last = c.state.t_last;
         }
-        let batches_per_epoch = match cfg.method {
-            // Synchronous: every rank must count the same steps per epoch.
-            Method::AllReduce => learner
-                .dataset
-                .train
-                .len()
-                .div_ceil(world)
-                .div_ceil(cfg.batch_size),
-            _ => learner.batches_per_epoch(),
-        };
-        let stop = StopRule {
-            grad_budget: cfg.grad_budget,
-            epoch_steps: (cfg.epochs > 0).then(|| (batches_per_epoch * cfg.epochs) as u64),
-            max_seconds: cfg.max_seconds,
-        };
+        let mut mirror = Mirror::new(x0, params, with_tilde, t_last, 0);
+        if let Some(xt) = &xt0 {
+            let x = mirror.snapshot(t_last);
+            mirror.set_boundary(0, t_last, &x, Some(xt));
+        }
+        let stop = stop_rule(cfg, learner.dataset.train.len(), world);
         let mut metrics = MetricsLog::open(&run.metrics(rank), resume)?;
         if let Some(c) = &ckpt {
             metrics.record(&MetricEvent::Resume {
@@ -306,31 +363,6 @@ impl Worker {
                 epoch: c.state.epoch,
                 batch: c.state.batch,
             })?;
-        }
-        let (clock, counts, grads, comms, wall0, generation, last_loss) = match &ckpt {
-            Some(c) => {
-                let s = &c.state;
-                (
-                    StepClock::resumed(0.05, s.tau, s.step_seconds, 0.0),
-                    GlobalCounts::from_counts(rank, s.counts.clone()),
-                    s.grads,
-                    s.comms,
-                    s.wall,
-                    s.generation + 1,
-                    s.final_train_loss,
-                )
-            }
-            None => (
-                StepClock::new(0.05),
-                GlobalCounts::new(rank, world),
-                0,
-                0,
-                0.0,
-                0,
-                f64::NAN,
-            ),
-        };
-        if let Some(c) = &ckpt {
             info!(
                 "rank {rank}: resuming from {} (step {}, epoch {}, tau {:.1})",
                 run.checkpoint(rank).display(),
@@ -339,6 +371,74 @@ impl Worker {
                 c.state.tau
             );
         }
+        let (time, counts, grads, comms, generation, last_loss) = match &ckpt {
+            Some(c) => {
+                let s = &c.state;
+                (
+                    Timekeeper::new(
+                        StepClock::resumed(CLOCK_BETA, s.tau, s.step_seconds, 0.0),
+                        s.wall,
+                        s.eval_seconds,
+                    ),
+                    GlobalCounts::from_counts(rank, s.counts.clone()),
+                    s.grads,
+                    s.comms,
+                    s.generation + 1,
+                    s.final_train_loss,
+                )
+            }
+            None => (
+                Timekeeper::new(StepClock::new(CLOCK_BETA), 0.0, 0.0),
+                GlobalCounts::new(rank, world),
+                0,
+                0,
+                0,
+                f64::NAN,
+            ),
+        };
+        let constants = cfg.method.is_pairwise().then_some(Constants {
+            eta: params.eta,
+            alpha_tilde: params.alpha_tilde,
+        });
+        let readbacks = Readbacks::new(learner.ctx.clone(), d, with_tilde);
+        let tau_start = time.tau();
+        let sketcher = if cfg.sketch_every > 0.0 {
+            let k = cfg.sketch_dim;
+            let out = learner.ctx.storage_buffer("sketch", k)?;
+            let params = a2cid_engine::kernels::SketchParams::new(d, k, 0)?;
+            let dispatch = a2cid_engine::kernels::sketch(
+                &learner.ctx,
+                learner.model.params_buffer(),
+                &out,
+                &params,
+            )?;
+            Some(Sketcher {
+                every: cfg.sketch_every,
+                k,
+                out,
+                dispatch,
+                next: (tau_start / cfg.sketch_every).ceil() as u64,
+            })
+        } else {
+            None
+        };
+        let shared = Shared {
+            rank,
+            mirror,
+            seq: 0,
+            pending: Vec::new(),
+            time,
+            counts,
+            grads,
+            comms,
+            failed: 0,
+            in_flight: None,
+            lost: Vec::new(),
+            interrupted: false,
+            stopped_elsewhere: None,
+            edges: Default::default(),
+            metrics,
+        };
         Ok(Worker {
             cfg: cfg.clone(),
             rank,
@@ -348,66 +448,38 @@ impl Worker {
             learner,
             d,
             edges,
-            metrics,
-            clock,
-            counts,
+            state,
+            shared: Arc::new(Mutex::new(shared)),
+            readbacks,
             stop,
-            grads,
-            comms,
-            failed: 0,
             position,
-            wall0,
-            start: Instant::now(),
-            eval_seconds: ckpt.as_ref().map_or(0.0, |c| c.state.eval_seconds),
-            paused: 0.0,
             last_eval: None,
             generation,
             resumed: resume,
-            in_flight: None,
-            lost: Vec::new(),
-            interrupted: false,
             last_loss,
             last_progress: Instant::now(),
             last_checkpoint: grads,
+            constants,
+            tau_start,
+            sketcher,
         })
     }
 
-    /// Where and when an event of this worker happens: now.
-    fn at(&mut self) -> At {
-        At {
-            rank: self.rank,
-            wall: self.wall(),
-            train_wall: self.train_wall(),
-            tau: Some(self.clock.tau(self.clock_seconds())),
-            step: self.grads,
+    /// The edges the mesh draws Poisson clocks for: none for the methods that do not average
+    /// pairwise (the links are still made, for the collectives).
+    fn pairing_edges(&self) -> Vec<(usize, usize, f64)> {
+        if self.cfg.method.is_pairwise() {
+            self.edges.clone()
+        } else {
+            self.edges.iter().map(|&(i, j, _)| (i, j, 0.0)).collect()
         }
     }
 
-    fn wall(&self) -> f64 {
-        self.wall0 + self.start.elapsed().as_secs_f64()
-    }
-
-    /// Wall seconds spent training (evaluation pauses excluded): what the stop rule, the
-    /// learning-rate schedule and the plots against time use.
-    fn train_wall(&self) -> f64 {
-        self.wall() - self.eval_seconds
-    }
-
-    /// Seconds on this process's clock: training time since this process started.
-    fn clock_seconds(&self) -> f64 {
-        self.start.elapsed().as_secs_f64() - self.paused
-    }
-
-    /// The worker clock now.
-    fn tau(&mut self) -> f64 {
-        self.clock.tau(self.clock_seconds())
-    }
-
-    fn lr(&self) -> f32 {
+    fn lr(&self, s: &Shared) -> f32 {
         const SCALE: usize = 1_000_000;
         let p = self
             .stop
-            .progress(self.grads, self.global_grads(), self.train_wall());
+            .progress(s.grads, self.global_grads(s), s.time.train_wall());
         let warmup = match self.stop.expected_steps(self.world) {
             Some(total) if total > 0 => self.cfg.warmup_steps * SCALE / total as usize,
             _ => 0,
@@ -417,134 +489,157 @@ impl Worker {
             .lr(self.cfg.lr, (p * SCALE as f64) as usize, SCALE, warmup)
     }
 
-    fn global_grads(&self) -> u64 {
+    fn global_grads(&self, s: &Shared) -> u64 {
         match self.cfg.method {
-            Method::AllReduce => self.grads * self.world as u64,
-            _ => self.counts.total(),
+            Method::AllReduce => s.grads * self.world as u64,
+            _ => s.counts.total(),
         }
     }
 
-    /// Forward, backward and the (mixing +) SGD step for one batch. With `average_grads`, the
-    /// gradient is first replaced by the all-reduced one.
-    fn gradient_step(
-        &mut self,
-        rt: &tokio::runtime::Runtime,
-        mesh: &mut Mesh,
-        allreduce: bool,
-        stop_vote: bool,
-    ) -> anyhow::Result<bool> {
-        let batch = self
-            .learner
-            .next_batch()
-            .context("the batch loader stopped")?;
-        let lr = self.lr();
-        let t0 = Instant::now();
-        let stepped = if allreduce {
-            let stepped = self.learner.gradient(&batch)?;
-            let mut g: Vec<f32> = self.learner.model.grads()?;
-            g.push(if stop_vote { 1.0 } else { 0.0 });
-            rt.block_on(mesh.allreduce_mean(&mut g)).map_err(|e| {
-                anyhow::anyhow!(
-                    "the gradient all-reduce failed: {e}. `allreduce` is synchronous and cannot \
-                     go on without every worker (acid and gossip runs survive a lost worker)"
-                )
-            })?;
-            if g[self.d] > 0.0 {
-                return Ok(false); // some rank stopped: everyone stops at this same step
-            }
-            self.learner
-                .ctx
-                .write(self.learner.model.grads_buffer(), 0, &g[..self.d]);
-            self.comms += 1;
-            let tau = self.tau();
-            self.learner.apply_gradient(lr, tau);
-            stepped
-        } else {
-            let tau = self.tau();
-            self.learner.step(&batch, lr, tau)?
-        };
-        self.learner.ctx.sync()?;
-        let now = self.clock_seconds();
-        self.clock.record_step(t0.elapsed().as_secs_f64(), now);
-        self.grads += 1;
-        self.counts.set_own(self.grads);
-        self.position = stepped.next_position();
-        if self.grads % self.cfg.log_every as u64 == 0 {
-            self.log_train(lr, Some(mesh))?;
+    fn check_stop(&self) -> Option<StopReason> {
+        let s = lock(&self.shared);
+        if s.interrupted {
+            return Some(StopReason::Interrupted);
         }
-        if self.cfg.eval_every > 0 && self.grads % self.cfg.eval_every as u64 == 0 {
+        if s.stopped_elsewhere.is_some() {
+            return Some(StopReason::Elsewhere);
+        }
+        self.stop
+            .check(s.grads, self.global_grads(&s), s.time.train_wall())
+    }
+
+    /// After a gradient step: the sketch, the logs, the evaluations, the progress line and the
+    /// checkpoints that fall due.
+    fn after_step(&mut self, mesh: &Mesh, lr: f32) -> anyhow::Result<()> {
+        self.maybe_sketch()?;
+        let grads = lock(&self.shared).grads;
+        if grads % self.cfg.log_every as u64 == 0 {
+            self.log_train(lr, mesh)?;
+        }
+        if self.cfg.eval_every > 0 && grads % self.cfg.eval_every as u64 == 0 {
             if self.learner.window_rows() > 0 {
-                self.log_train(lr, Some(mesh))?; // evaluation resets the loss accumulators
+                self.log_train(lr, mesh)?; // evaluation resets the loss accumulators
             }
             self.evaluate_own(mesh)?;
         }
         self.maybe_progress(false);
         if self.cfg.checkpoint_every > 0
-            && self.grads - self.last_checkpoint >= self.cfg.checkpoint_every as u64
+            && grads - self.last_checkpoint >= self.cfg.checkpoint_every as u64
         {
             self.checkpoint(false)?;
         }
-        Ok(true)
+        Ok(())
     }
 
-    fn log_train(&mut self, lr: f32, mesh: Option<&Mesh>) -> anyhow::Result<()> {
+    fn log_train(&mut self, lr: f32, mesh: &Mesh) -> anyhow::Result<()> {
         let window = self.learner.take_window()?;
         self.last_loss = window.loss();
-        let (missed, sent, recv) = match mesh {
-            Some(m) => {
-                let st = m.stats();
-                (
-                    st.edges.values().map(|c| c.missed()).sum::<u64>(),
-                    st.bytes_sent,
-                    st.bytes_received,
-                )
-            }
-            None => (0, 0, 0),
-        };
+        let st = mesh.stats();
+        let missed = st.edges.values().map(|c| c.missed()).sum::<u64>();
+        let mut s = lock(&self.shared);
         let event = MetricEvent::Train {
-            at: self.at(),
+            at: s.at(),
             epoch: self.position.0,
             train_loss: self.last_loss,
             train_accuracy: window.accuracy(),
             lr,
-            averagings: self.comms,
+            averagings: s.comms,
             missed,
-            failed: self.failed,
-            bytes_sent: sent,
-            bytes_received: recv,
-            global_grads: self.global_grads(),
-            step_seconds: self.clock.step_seconds(),
+            failed: s.failed,
+            bytes_sent: st.bytes_sent,
+            bytes_received: st.bytes_received,
+            global_grads: self.global_grads(&s),
+            step_seconds: s.time.clock.step_seconds(),
         };
-        self.metrics.record(&event)?;
-        self.metrics.flush()?; // a killed worker loses at most one logging window
+        s.metrics.record(&event)?;
+        s.metrics.flush()?; // a killed worker loses at most one logging window
         Ok(())
     }
 
     /// The worker's own model on the test set, off the clock: the time it takes is neither on tau
-    /// (no mixing, no Poisson events accrue) nor in the training wall time.
-    /// Pairing pauses meanwhile, so no peer waits on this worker's snapshot.
+    /// (no mixing, no Poisson events fall due: the mesh's clock stands still) nor in the training
+    /// wall time. Pairing pauses meanwhile (peers that propose are told Busy and retry), so the
+    /// model is not averaged while it is being evaluated.
     fn evaluate_own(&mut self, mesh: &Mesh) -> anyhow::Result<(f64, f64)> {
         let t0 = Instant::now();
+        mesh.set_clock(ClockSegment::frozen(lock(&self.shared).time.tau()));
         mesh.pause(true);
+        // An exchange agreed just before the pause completes first, and is applied.
+        self.wait_for_exchange(Duration::from_secs(30));
+        self.apply_pending();
         let evaluated = self.learner.evaluate_test();
         mesh.pause(false);
         let (test_loss, test_accuracy) = evaluated?;
         let dt = t0.elapsed().as_secs_f64();
-        self.paused += dt;
-        self.eval_seconds += dt;
+        let mut s = lock(&self.shared);
+        s.time.record_pause(dt);
+        mesh.set_clock(s.time.segment());
         let event = MetricEvent::Eval {
-            at: self.at(),
+            at: s.at(),
             epoch: None,
             test_loss,
             test_accuracy,
-            averagings: self.comms,
-            global_grads: self.global_grads(),
+            averagings: s.comms,
+            global_grads: self.global_grads(&s),
             seconds: dt,
         };
-        self.metrics.record(&event)?;
-        self.metrics.flush()?;
-        self.last_eval = Some((self.grads, self.comms, test_loss, test_accuracy));
+        s.metrics.record(&event)?;
+        s.metrics.flush()?;
+        self.last_eval = Some((s.grads, s.comms, test_loss, test_accuracy));
         Ok((test_loss, test_accuracy))
+    }
+
+    /// Sketches the parameters when the clock has passed the next point of the grid (every
+    /// worker uses the grid point's seed, so their sketches compare).
+    fn maybe_sketch(&mut self) -> anyhow::Result<()> {
+        let Some(sk) = self.sketcher.as_mut() else {
+            return Ok(());
+        };
+        let (grid, at) = {
+            let s = lock(&self.shared);
+            let tau = s.time.tau();
+            if tau < sk.next as f64 * sk.every {
+                return Ok(());
+            }
+            let grid = (tau / sk.every).floor() as u64;
+            let seed = a2cid_schema::sketch::grid_seed(self.cfg.seed, grid);
+            let params = a2cid_engine::kernels::SketchParams::new(self.d, sk.k, seed)?;
+            sk.dispatch.set_params(&self.learner.ctx, &params);
+            // Submitted under the lock: the sketch sees x between two events, in the device's
+            // order. Read outside it (the read waits for the queue), so exchanges go on.
+            self.learner.ctx.run(&[&sk.dispatch]);
+            (grid, s.at())
+        };
+        let values: Vec<f32> = self.learner.ctx.read(&sk.out, 0, sk.k)?;
+        sk.next = grid + 1;
+        lock(&self.shared)
+            .metrics
+            .record(&MetricEvent::Sketch { at, grid, values })?;
+        Ok(())
+    }
+
+    /// Submits completed averages to the device, in the order of events, each against the
+    /// snapshot this worker sent (docs/algorithm.md §3.3).
+    fn submit_averages(&mut self, pending: Vec<crate::shared::PendingAverage>) {
+        for p in pending {
+            self.state.write_sent(&p.sent);
+            self.state.write_received(&p.received);
+            self.state.submit(|st, pass| st.record_average(pass, p.tau));
+        }
+    }
+
+    /// Submits the averages completed since the last step (before the device state is read).
+    fn apply_pending(&mut self) {
+        let pending = std::mem::take(&mut lock(&self.shared).pending);
+        self.submit_averages(pending);
+    }
+
+    /// Waits (at most `limit`) until no exchange is in flight.
+    fn wait_for_exchange(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while lock(&self.shared).in_flight.is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     fn maybe_progress(&mut self, done: bool) {
@@ -554,14 +649,17 @@ impl Worker {
             return;
         }
         self.last_progress = Instant::now();
-        let p = Progress {
-            rank: self.rank,
-            grads: self.grads,
-            target: self.stop.expected_steps(self.world),
-            loss: self.last_loss,
-            comms: self.comms,
-            wall: self.wall(),
-            done,
+        let p = {
+            let s = lock(&self.shared);
+            Progress {
+                rank: self.rank,
+                grads: s.grads,
+                target: self.stop.expected_steps(self.world),
+                loss: self.last_loss,
+                comms: s.comms,
+                wall: s.time.wall(),
+                done,
+            }
         };
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
@@ -574,12 +672,13 @@ impl Worker {
     }
 
     fn checkpoint(&mut self, finished: bool) -> anyhow::Result<()> {
-        let a2cid_engine::train_state::StateVectors {
+        self.apply_pending();
+        let StateVectors {
             x,
             x_tilde,
             momentum,
-        } = self.learner.state.read()?;
-        let tau = self.tau();
+        } = self.state.read()?;
+        let s = lock(&self.shared);
         let c = Checkpoint {
             state: CheckpointState {
                 rank: self.rank,
@@ -587,37 +686,31 @@ impl Worker {
                 method: self.cfg.method.name().to_string(),
                 fingerprint: self.learner.model.layout().fingerprint(),
                 parameters: self.d,
-                grads: self.grads,
-                comms: self.comms,
+                grads: s.grads,
+                comms: s.comms,
                 missed: 0,
                 epoch: self.position.0,
                 batch: self.position.1,
                 seed: self.cfg.seed,
-                tau,
-                t_last: self.learner.state.t_last(),
-                step_seconds: self.clock.step_seconds(),
-                wall: self.wall(),
-                counts: self.counts.counts().to_vec(),
+                tau: s.time.tau(),
+                t_last: self.state.t_last(),
+                step_seconds: s.time.clock.step_seconds(),
+                wall: s.time.wall(),
+                counts: s.counts.counts().to_vec(),
                 generation: self.generation,
                 final_train_loss: self.last_loss,
                 finished,
-                eval_seconds: self.eval_seconds,
+                eval_seconds: s.time.eval_seconds,
             },
             x,
             x_tilde,
             momentum,
         };
+        let grads = s.grads;
+        drop(s);
         c.save(&self.run.checkpoint(self.rank))?;
-        self.last_checkpoint = self.grads;
+        self.last_checkpoint = grads;
         Ok(())
-    }
-
-    fn check_stop(&self) -> Option<StopReason> {
-        if self.interrupted {
-            return Some(StopReason::Interrupted);
-        }
-        self.stop
-            .check(self.grads, self.global_grads(), self.train_wall())
     }
 
     /// A fresh run starts every worker from rank 0's parameters (x̃ = x); a resumed one from its
@@ -633,7 +726,11 @@ impl Worker {
         let mut x: Vec<f32> = self.learner.model.params()?;
         rt.block_on(mesh.broadcast(0, &mut x))
             .context("broadcasting the initial parameters")?;
-        self.learner.state.load(&x, None, None, 0.0)?;
+        self.state.load(&x, None, None, 0.0)?;
+        let mut s = lock(&self.shared);
+        let x_tilde = self.state.has_tilde().then_some(x.as_slice());
+        let seq = s.seq;
+        s.mirror.set_boundary(seq, 0.0, &x, x_tilde);
         Ok(())
     }
 
@@ -645,190 +742,258 @@ impl Worker {
         self.start_identical(rt, mesh)?;
         loop {
             while let Some(ev) = mesh.try_next_event() {
-                if matches!(ev, MeshEvent::ShutdownRequested) {
-                    self.interrupted = true;
+                if matches!(ev, a2cid_net::MeshEvent::ShutdownRequested) {
+                    lock(&self.shared).interrupted = true;
                 }
             }
             let vote = self.check_stop();
-            if !self.gradient_step(rt, mesh, true, vote.is_some())? {
+            let batch = self
+                .learner
+                .next_batch()
+                .context("the batch loader stopped")?;
+            let lr = self.lr(&lock(&self.shared));
+            let t0 = Instant::now();
+            let stepped = self.learner.gradient(&batch)?;
+            let mut g: Vec<f32> = self.learner.model.grads()?;
+            g.push(if vote.is_some() { 1.0 } else { 0.0 });
+            rt.block_on(mesh.allreduce_mean(&mut g)).map_err(|e| {
+                anyhow::anyhow!(
+                    "the gradient all-reduce failed: {e}. `allreduce` is synchronous and cannot \
+                     go on without every worker (acid and gossip runs survive a lost worker)"
+                )
+            })?;
+            if g[self.d] > 0.0 {
                 // Every rank stops at this same step; one that did not vote itself stops for
                 // another rank's reason (all share the budget and epochs: its clock ran out).
                 return Ok(vote.unwrap_or(StopReason::MaxSeconds));
             }
+            self.learner
+                .ctx
+                .write(self.learner.model.grads_buffer(), 0, &g[..self.d]);
+            {
+                let mut s = lock(&self.shared);
+                let tau = s.time.tau();
+                self.state.submit(|st, pass| st.record_step(pass, lr, tau));
+                s.seq += 1;
+                s.comms += 1;
+                s.grads += 1;
+                let grads = s.grads;
+                s.counts.set_own(grads);
+            }
+            self.learner.ctx.sync()?;
+            lock(&self.shared)
+                .time
+                .record_step(t0.elapsed().as_secs_f64());
+            self.position = stepped.next_position();
+            self.after_step(mesh, lr)?;
         }
     }
 
+    /// The asynchronous methods: steps back to back, the queue kept fed, exchanges answered by
+    /// the exchange task meanwhile.
     fn train_async(
         &mut self,
         rt: &tokio::runtime::Runtime,
         mesh: &mut Mesh,
     ) -> anyhow::Result<StopReason> {
         self.start_identical(rt, mesh)?;
+        let exchanging = self.start_exchanges(rt, mesh);
+        let outcome = self.async_loop(mesh);
+        self.stop_exchanges(rt, mesh, exchanging);
+        outcome
+    }
+
+    fn start_exchanges(&mut self, rt: &tokio::runtime::Runtime, mesh: &mut Mesh) -> Exchanging {
+        let stop = CancellationToken::new();
+        let task = ExchangeTask {
+            shared: self.shared.clone(),
+            events: mesh.take_events(),
+            d: self.d,
+        };
+        let task = rt.spawn(task.run(stop.clone()));
+        mesh.set_clock(lock(&self.shared).time.segment());
+        Exchanging { stop, task }
+    }
+
+    /// Retires from pairing, lets the exchange in flight complete (the peer applies its half, so
+    /// the pair's sum stays conserved), then stops the exchange task.
+    fn stop_exchanges(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        mesh: &mut Mesh,
+        exchanging: Exchanging,
+    ) {
+        mesh.retire();
+        mesh.set_clock(ClockSegment::frozen(lock(&self.shared).time.tau()));
+        std::thread::sleep(Duration::from_millis(50)); // an agreement racing the retirement
+        self.wait_for_exchange(Duration::from_secs(30));
+        exchanging.stop.cancel();
+        if let Err(e) = rt.block_on(exchanging.task) {
+            warn!("rank {}: the exchange task ended badly: {e}", self.rank);
+        }
+    }
+
+    fn async_loop(&mut self, mesh: &mut Mesh) -> anyhow::Result<StopReason> {
+        let ctx = self.learner.ctx.clone();
+        let mut previous: Option<wgpu::SubmissionIndex> = None;
+        let mut last = Instant::now();
         loop {
             if let Some(reason) = self.check_stop() {
+                // The run ends for everyone together: no worker trains or averages alone in a
+                // tail (docs/running.md, "The end of a run").
+                if reason != StopReason::Elsewhere {
+                    mesh.announce_stop(&reason.to_string());
+                }
                 return Ok(reason);
             }
-            self.gradient_step(rt, mesh, false, false)?;
-            let tau = self.tau();
-            mesh.advance_clock(tau);
-            while let Some(ev) = mesh.try_next_event() {
-                self.on_event(ev, mesh)?;
+            let batch = self
+                .learner
+                .next_batch()
+                .context("the batch loader stopped")?;
+            // Under the lock: the averages completed so far, this step's clock value and place in
+            // the order of events. Outside it: every submission, in that order.
+            let (lr, tau, seq, pending) = {
+                let mut s = lock(&self.shared);
+                let lr = self.lr(&s);
+                let tau = s.time.tau();
+                s.seq += 1;
+                (lr, tau, s.seq, std::mem::take(&mut s.pending))
+            };
+            self.submit_averages(pending);
+            let mut slot = None;
+            let readbacks = &mut self.readbacks;
+            let x = self.state.x_buffer().clone();
+            let x_tilde = self.state.x_tilde_buffer().cloned();
+            let (stepped, submission) =
+                self.learner
+                    .step(&mut self.state, &batch, lr, tau, |encoder| {
+                        slot = readbacks.record(encoder, &x, x_tilde.as_ref(), seq, tau);
+                    })?;
+            let readback = slot;
+            if let Some(k) = readback {
+                self.readbacks.arm(k);
             }
+            // Keep the queue fed: the next step is recorded while this one runs, and never more
+            // than one waits behind the running one.
+            if let Some(before) = previous.replace(submission) {
+                ctx.device
+                    .poll(wgpu::PollType::Wait {
+                        submission_index: Some(before),
+                        timeout: None,
+                    })
+                    .map_err(|e| anyhow::anyhow!("the GPU device failed: {e}"))?;
+            }
+            self.readbacks.collect(&self.shared);
+            let now = Instant::now();
+            let seconds = now.duration_since(last).as_secs_f64();
+            last = now;
+            {
+                let mut s = lock(&self.shared);
+                s.time.record_step(seconds);
+                s.grads += 1;
+                let grads = s.grads;
+                s.counts.set_own(grads);
+                mesh.set_clock(s.time.segment());
+            }
+            self.position = stepped.next_position();
+            self.after_step(mesh, lr)?;
         }
     }
 
-    fn on_event(&mut self, ev: MeshEvent, mesh: &Mesh) -> anyhow::Result<()> {
-        match ev {
-            MeshEvent::Exchange(req) => {
-                let tau = self.tau();
-                self.learner
-                    .state
-                    .submit(|state, pass| state.record_snapshot(pass, tau));
-                let mut buf: Vec<f32> = self.learner.state.read_snapshot()?;
-                self.counts.encode_into(&mut buf);
-                self.in_flight = Some(req.seq);
-                if let Err(e) = req.supply(buf) {
-                    self.in_flight = None;
-                    warn!("rank {}: could not supply a snapshot: {e}", self.rank);
-                }
-            }
-            MeshEvent::Exchanged(x) => {
-                self.counts
-                    .merge(&GlobalCounts::decode(&x.theirs[self.d..]));
-                self.learner.state.write_received(&x.theirs[..self.d]);
-                let tau = self.tau();
-                self.learner
-                    .state
-                    .submit(|state, pass| state.record_average(pass, tau));
-                let dist2 = self.learner.state.read_distance()?;
-                self.comms += 1;
-                self.in_flight = None;
-                let event = MetricEvent::Exchange {
-                    at: At {
-                        tau: Some(tau),
-                        ..self.at()
-                    },
-                    peer: x.peer,
-                    dist2,
-                    bytes_sent: x.stats.bytes_sent,
-                    bytes_received: x.stats.bytes_received,
-                    seconds: x.stats.total.as_secs_f64(),
-                    initiator: x.stats.initiator,
-                    missed_before: x.stats.missed_since_previous,
-                };
-                self.metrics.record(&event)?;
-                mesh.recycle(x.theirs);
-                mesh.recycle(x.mine);
-            }
-            MeshEvent::ExchangeFailed { peer, seq, why } => {
-                if self.in_flight == Some(seq) {
-                    self.in_flight = None;
-                }
-                self.failed += 1;
-                tracing::debug!(
-                    "rank {}: exchange {seq} with {peer} failed: {why}",
-                    self.rank
-                );
-            }
-            MeshEvent::PeerLost {
-                peer,
-                why,
-                graceful,
-            } => {
-                if !graceful {
-                    warn!(
-                        "rank {}: lost neighbour {peer} ({why}); training goes on without it",
-                        self.rank
-                    );
-                    self.lost.push(peer);
-                }
-                let event = MetricEvent::PeerLost {
-                    at: self.at(),
+    /// The owned edges' reports from the mesh's counters and the exchange task's log.
+    fn edge_reports(&self, mesh: &Mesh, tau_end: f64) -> Vec<EdgeReport> {
+        let stats = mesh.stats();
+        let s = lock(&self.shared);
+        self.edges
+            .iter()
+            .filter(|&&(i, j, _)| i.min(j) == self.rank && self.cfg.method.is_pairwise())
+            .map(|&(i, j, rate)| {
+                let peer = i.max(j);
+                let c = stats.edges.get(&peer).copied().unwrap_or_default();
+                let started = s.edges.get(&peer).map(|e| e.started.as_slice());
+                let gaps = started
+                    .and_then(|t| crate::poisson::gap_stats(t, rate, self.tau_start, tau_end));
+                EdgeReport {
+                    owner: self.rank,
                     peer,
-                    why,
-                    graceful,
-                };
-                self.metrics.record(&event)?;
-            }
-            MeshEvent::GraphSplit { components } => {
-                warn!(
-                    "rank {}: the live graph fell apart into {components:?}: the parts train \
-                     apart until the end",
-                    self.rank
-                );
-            }
-            MeshEvent::ShutdownRequested => self.interrupted = true,
-        }
-        Ok(())
+                    asked_rate: rate,
+                    fired: c.fired,
+                    exchanges: c.started,
+                    dropped: c.dropped,
+                    owed: c.owed,
+                    gaps,
+                }
+            })
+            .collect()
     }
 
-    /// Retire from pairing, finish the exchange in flight, checkpoint, evaluate, average.
+    /// Checkpoint, evaluate, report, average.
     fn finish(
         &mut self,
         rt: &tokio::runtime::Runtime,
         mesh: &mut Mesh,
         reason: StopReason,
     ) -> anyhow::Result<()> {
+        let grads = lock(&self.shared).grads;
         info!(
-            "rank {}: stopping after {} gradients: {reason}",
-            self.rank, self.grads
+            "rank {}: stopping after {grads} gradients: {reason}",
+            self.rank
         );
-        if self.cfg.method != Method::AllReduce {
-            mesh.retire();
-            // An exchange agreed just before retiring still completes: apply it (the peer
-            // applies its half), so the pair's sum stays conserved.
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                match rt.block_on(tokio::time::timeout(
-                    Duration::from_millis(300),
-                    mesh.next_event(),
-                )) {
-                    Ok(Some(ev)) => self.on_event(ev, mesh)?,
-                    Ok(None) => break,
-                    Err(_) if self.in_flight.is_none() => break,
-                    Err(_) => {}
-                }
-            }
-        }
-        let lr = self.lr();
+        self.learner.ctx.sync()?;
+        let lr = self.lr(&lock(&self.shared));
         if self.learner.window_rows() > 0 {
-            self.log_train(lr, Some(mesh))?;
+            self.log_train(lr, mesh)?;
         }
         self.checkpoint(true)?;
+        let (grads, comms) = {
+            let s = lock(&self.shared);
+            (s.grads, s.comms)
+        };
         let (test_loss, test_accuracy) = match self.last_eval {
             // Evaluated at this very step and no averaging since: the same parameters.
-            Some((g, c, loss, acc)) if (g, c) == (self.grads, self.comms) => (loss, acc),
+            Some((g, c, loss, acc)) if (g, c) == (grads, comms) => (loss, acc),
             _ => self.evaluate_own(mesh)?,
         };
         let stats = mesh.stats();
-        let result = WorkerResult {
-            rank: self.rank,
-            grads: self.grads,
-            comms: self.comms,
-            missed: stats.edges.values().map(|c| c.missed()).sum(),
-            failed_exchanges: self.failed,
-            final_train_loss: self.last_loss,
-            test_accuracy,
-            test_loss,
-            wall_seconds: self.wall(),
-            stop_reason: reason,
-            lost_peers: self.lost.clone(),
-            bytes_sent: stats.bytes_sent,
-            bytes_received: stats.bytes_received,
-            step_seconds: self.clock.step_seconds(),
-            known_total_grads: self.global_grads(),
-            adapter: self.learner.ctx.adapter.name.clone(),
-            eval_seconds: self.eval_seconds,
+        let tau = lock(&self.shared).time.tau();
+        let edges = self.edge_reports(mesh, tau);
+        let result = {
+            let s = lock(&self.shared);
+            WorkerResult {
+                rank: self.rank,
+                grads: s.grads,
+                comms: s.comms,
+                missed: stats.edges.values().map(|c| c.missed()).sum(),
+                failed_exchanges: s.failed,
+                final_train_loss: self.last_loss,
+                test_accuracy,
+                test_loss,
+                wall_seconds: s.time.wall(),
+                stop_reason: reason,
+                lost_peers: s.lost.clone(),
+                bytes_sent: stats.bytes_sent,
+                bytes_received: stats.bytes_received,
+                step_seconds: s.time.clock.step_seconds(),
+                known_total_grads: self.global_grads(&s),
+                adapter: self.learner.ctx.adapter.name.clone(),
+                eval_seconds: s.time.eval_seconds,
+                tau,
+                edges,
+                constants: self.constants,
+            }
         };
-        let event = MetricEvent::End {
-            at: self.at(),
-            averagings: self.comms,
-            test_loss,
-            test_accuracy,
-            stop_reason: reason,
-        };
-        self.metrics.record(&event)?;
-        self.metrics.flush()?;
+        {
+            let mut s = lock(&self.shared);
+            let event = MetricEvent::End {
+                at: s.at(),
+                averagings: s.comms,
+                test_loss,
+                test_accuracy,
+                stop_reason: reason,
+            };
+            s.metrics.record(&event)?;
+            s.metrics.flush()?;
+        }
         self.maybe_progress(true);
         // The final average over the workers: every one of them must be alive for the ring
         // all-reduce; if one was lost, the launcher averages the survivors' final checkpoints.

@@ -50,6 +50,11 @@ pub struct RunConfig {
     /// Steps between two test-set evaluations of each worker's own model in multi-worker runs
     /// (0: only at the end). Training pauses meanwhile; the pause is not on the worker's clock.
     pub eval_every: usize,
+    /// Clock units (gradients) between two sketches of each worker's parameters, from which the
+    /// consensus distance is estimated (0: no sketches).
+    pub sketch_every: f64,
+    /// Rows of a sketch (its relative error is about sqrt(2/rows)).
+    pub sketch_dim: usize,
     pub out: Option<PathBuf>,
 }
 
@@ -80,6 +85,8 @@ impl Default for RunConfig {
             adapter: "auto".into(),
             log_every: 20,
             eval_every: 100,
+            sketch_every: 5.0,
+            sketch_dim: 128,
             out: None,
         }
     }
@@ -121,6 +128,18 @@ impl RunConfig {
         }
         if self.log_every == 0 {
             bail!("log_every must be at least 1");
+        }
+        if !(self.sketch_every.is_finite() && self.sketch_every >= 0.0) {
+            bail!(
+                "--sketch-every must be a number of gradients >= 0 (0: no sketches), got {}",
+                self.sketch_every
+            );
+        }
+        if self.sketch_every > 0.0 && self.sketch_dim < 8 {
+            bail!(
+                "--sketch-dim must be at least 8 (its relative error is about sqrt(2/rows)), got {}",
+                self.sketch_dim
+            );
         }
         Ok(())
     }

@@ -12,12 +12,13 @@ pub mod config;
 pub mod method;
 pub mod records;
 pub mod run_dir;
+pub mod sketch;
 
 pub use a2cid_engine::models::ModelKind;
 pub use config::{model_spec, RunConfig};
 pub use method::Method;
 pub use records::{
-    At, AverageResult, MetricEvent, MetricsLog, Progress, StopReason, Summary, WorkerResult,
-    WorkerSummary,
+    At, AverageResult, ConsensusSummary, Constants, EdgeReport, GapStats, MetricEvent, MetricsLog,
+    Progress, RateSummary, StopReason, Summary, WorkerResult, WorkerSummary,
 };
 pub use run_dir::{read_json, write_atomic, write_json_atomic, RunDir};

@@ -14,16 +14,25 @@ pub enum Method {
     /// Synchronous SGD, gradients averaged by all-reduce every step.
     #[serde(rename = "allreduce")]
     AllReduce,
+    /// Each worker trains alone, no averaging (the floor every method must beat); the final
+    /// models are still averaged.
+    Local,
 }
 
 impl Method {
-    pub const ALL: [Method; 3] = [Method::Acid, Method::Gossip, Method::AllReduce];
+    pub const ALL: [Method; 4] = [
+        Method::Acid,
+        Method::Gossip,
+        Method::AllReduce,
+        Method::Local,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Method::Acid => "acid",
             Method::Gossip => "gossip",
             Method::AllReduce => "allreduce",
+            Method::Local => "local",
         }
     }
 
@@ -32,9 +41,14 @@ impl Method {
         self == Method::Acid
     }
 
-    /// Whether workers average pairwise at Poisson times (acid, gossip).
+    /// Whether workers train without waiting for each other (all but allreduce).
     pub fn is_asynchronous(self) -> bool {
         self != Method::AllReduce
+    }
+
+    /// Whether workers average pairwise at Poisson times (acid, gossip).
+    pub fn is_pairwise(self) -> bool {
+        matches!(self, Method::Acid | Method::Gossip)
     }
 
     /// The parameters of the update rules for this method on `topology`: the graph's A²CiD²
@@ -49,7 +63,7 @@ impl Method {
                     alpha_tilde: c.alpha_tilde,
                 }
             }
-            Method::Gossip | Method::AllReduce => AcidParams::GOSSIP,
+            Method::Gossip | Method::AllReduce | Method::Local => AcidParams::GOSSIP,
         }
     }
 }
@@ -66,7 +80,9 @@ impl std::str::FromStr for Method {
         Method::ALL
             .into_iter()
             .find(|m| m.name() == s)
-            .ok_or_else(|| format!("unknown method `{s}`: expected acid, gossip or allreduce"))
+            .ok_or_else(|| {
+                format!("unknown method `{s}`: expected acid, gossip, allreduce or local")
+            })
     }
 }
 
@@ -84,6 +100,6 @@ mod tests {
             );
         }
         let e = "adam".parse::<Method>().unwrap_err();
-        assert!(e.contains("acid, gossip or allreduce"), "{e}");
+        assert!(e.contains("acid, gossip, allreduce or local"), "{e}");
     }
 }

@@ -74,6 +74,9 @@ pub enum MetricEvent {
         bytes_received: u64,
         /// From agreement to both snapshots having crossed.
         seconds: f64,
+        /// From agreement to this worker's snapshot being handed to the mesh.
+        #[serde(default)]
+        snapshot_seconds: f64,
         initiator: bool,
         /// Pairing opportunities missed since the previous exchange.
         missed_before: u64,
@@ -92,6 +95,14 @@ pub enum MetricEvent {
         at: At,
         epoch: usize,
         batch: usize,
+    },
+    /// A sketch of the worker's parameters at point `grid` of the common grid of the clock
+    /// (`crate::sketch`): the consensus distance is estimated from the workers' sketches.
+    Sketch {
+        #[serde(flatten)]
+        at: At,
+        grid: u64,
+        values: Vec<f32>,
     },
     /// The worker stopped training.
     End {
@@ -112,6 +123,7 @@ impl MetricEvent {
             | MetricEvent::Exchange { at, .. }
             | MetricEvent::PeerLost { at, .. }
             | MetricEvent::Resume { at, .. }
+            | MetricEvent::Sketch { at, .. }
             | MetricEvent::End { at, .. } => at,
         }
     }
@@ -168,6 +180,8 @@ pub enum StopReason {
     Epochs,
     MaxSeconds,
     Interrupted,
+    /// Another worker reached its stop rule: the run ends for every worker together.
+    Elsewhere,
 }
 
 impl std::fmt::Display for StopReason {
@@ -177,8 +191,53 @@ impl std::fmt::Display for StopReason {
             StopReason::Epochs => "the epochs are done",
             StopReason::MaxSeconds => "the wall-time limit is reached",
             StopReason::Interrupted => "interrupted",
+            StopReason::Elsewhere => "another worker stopped the run",
         })
     }
+}
+
+/// What the gaps between a process's events say about it, asked to be Poisson at some rate.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GapStats {
+    /// Events.
+    pub events: usize,
+    /// Events per unit of time over the span observed.
+    pub achieved_rate: f64,
+    /// Mean gap.
+    pub mean_gap: f64,
+    /// Standard deviation / mean of the gaps (1 for a Poisson process).
+    pub cv: f64,
+    /// sup |F_empirical − F_exp(asked rate)| over the gaps (Kolmogorov–Smirnov).
+    pub ks: f64,
+    /// The KS distance above which exponential gaps of the asked rate are rejected at the 5%
+    /// level (1.36 / sqrt(gaps)).
+    pub ks_critical: f64,
+}
+
+/// One edge of the graph as its owner (the lower rank, which draws its Poisson clock) saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EdgeReport {
+    pub owner: usize,
+    pub peer: usize,
+    /// lambda_ij: exchanges asked per unit of the owner's clock.
+    pub asked_rate: f64,
+    /// Poisson events that fell due.
+    pub fired: u64,
+    /// Exchanges started.
+    pub exchanges: u64,
+    /// Events given up (the owner could not keep up, or had retired).
+    pub dropped: u64,
+    /// Events still owed at the end.
+    pub owed: u64,
+    /// The exchanges' start times, as a process (clock units of the owner).
+    pub gaps: Option<GapStats>,
+}
+
+/// The A²CiD² constants a worker uses and those the achieved rates imply.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Constants {
+    pub eta: f64,
+    pub alpha_tilde: f64,
 }
 
 /// What a worker writes at the end (`workers/rank<R>.json`); the launcher builds `summary.json`
@@ -205,6 +264,15 @@ pub struct WorkerResult {
     /// Seconds of `wall_seconds` spent evaluating on the test set (training paused).
     #[serde(default)]
     pub eval_seconds: f64,
+    /// The worker clock at the end (units of its own gradients).
+    #[serde(default)]
+    pub tau: f64,
+    /// The edges this worker owns.
+    #[serde(default)]
+    pub edges: Vec<EdgeReport>,
+    /// The constants this worker's updates used.
+    #[serde(default)]
+    pub constants: Option<Constants>,
 }
 
 /// The averaged model's evaluation, written by rank 0 after a successful final all-reduce.
@@ -270,4 +338,42 @@ pub struct Summary {
     /// Gradients computed by all workers together.
     #[serde(default)]
     pub total_grads: u64,
+    /// Averagings asked and achieved (pairwise methods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rates: Option<RateSummary>,
+    /// The consensus distance estimated from the workers' sketches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consensus: Option<ConsensusSummary>,
+}
+
+/// The consensus distance (1/n) Σ‖x_i − x̄‖² of a run, estimated from sketches
+/// (`crate::sketch`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConsensusSummary {
+    /// Grid points every worker sketched.
+    pub points: usize,
+    /// Mean over the grid points in the second half of the run (by clock), with its standard
+    /// error.
+    pub second_half: crate::sketch::Estimate,
+    /// The last grid point's estimate.
+    pub last: crate::sketch::Estimate,
+}
+
+/// How much averaging a run asked for and how much happened (docs/algorithm.md §1: the constants
+/// are only right if the exchanges happen at the asked rates).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RateSummary {
+    /// `rate_com`: averagings asked per worker per gradient.
+    pub asked_rate: f64,
+    /// Averagings per gradient, all workers together.
+    pub achieved_rate: f64,
+    /// Averagings per gradient of each worker, by rank.
+    pub achieved_rate_per_worker: Vec<f64>,
+    /// Every edge, as its owner saw it.
+    pub edges: Vec<EdgeReport>,
+    /// eta and alpha_tilde the workers used (from the asked rates) …
+    pub constants_in_use: Option<Constants>,
+    /// … and those the achieved per-edge rates imply (`None` if an edge saw no exchange and the
+    /// rest of the graph fell apart).
+    pub constants_implied: Option<Constants>,
 }

@@ -157,6 +157,7 @@ pub fn plot_panels(path: &Path, panels: &[Panel]) -> anyhow::Result<()> {
                 y_desc: y.into(),
                 y_scale: YScale::Log,
                 legend,
+                bands: Vec::new(),
                 lines: panel
                     .curves
                     .iter()

@@ -122,12 +122,15 @@ pub fn simulate<P: Problem + ?Sized>(
     let step_interval = 1.0 / config.speeds.iter().copied().fold(f64::INFINITY, f64::min);
     match config.method {
         Method::AllReduce => queue.push(step_interval, EventKind::AllReduce),
-        Method::Acid | Method::Gossip => {
+        Method::Acid | Method::Gossip | Method::Local => {
             for (worker, &speed) in config.speeds.iter().enumerate() {
                 queue.push(wait(speed), EventKind::Gradient(worker));
             }
-            for (edge, &rate) in config.topology.rates().iter().enumerate() {
-                queue.push(wait(rate), EventKind::Averaging(edge));
+            // `local` never averages: no edge clocks.
+            if config.method.is_pairwise() {
+                for (edge, &rate) in config.topology.rates().iter().enumerate() {
+                    queue.push(wait(rate), EventKind::Averaging(edge));
+                }
             }
         }
     }

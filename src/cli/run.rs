@@ -95,6 +95,13 @@ pub struct RunArgs {
     /// single-worker runs evaluate every epoch); 0: only at the end [default: 100].
     #[arg(long, value_name = "K")]
     pub eval_every: Option<usize>,
+    /// Gradients between two sketches of each worker's parameters, from which the report
+    /// estimates the consensus distance; 0: none [default: 5].
+    #[arg(long, value_name = "T")]
+    pub sketch_every: Option<f64>,
+    /// Rows of a sketch (relative error about sqrt(2/rows)) [default: 128].
+    #[arg(long, value_name = "K")]
+    pub sketch_dim: Option<usize>,
     /// No progress bar (per-epoch lines are printed instead).
     #[arg(long)]
     pub no_progress: bool,
@@ -146,7 +153,9 @@ impl RunArgs {
             data_dir,
             adapter,
             log_every,
-            eval_every
+            eval_every,
+            sketch_every,
+            sketch_dim
         );
         if self.nesterov {
             cfg.nesterov = true;

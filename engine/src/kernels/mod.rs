@@ -81,7 +81,7 @@ macro_rules! kernel_families {
 }
 
 // One line per family: adding a family adds its name here.
-kernel_families![util, matmul, bias, relu, softmax_ce, acid];
+kernel_families![util, matmul, bias, relu, softmax_ce, acid, sketch];
 
 // The flat paths the rest of the workspace uses (`kernels::matmul(..)`, `kernels::AcidUniform`).
 // New families need not add themselves here: `kernels::<family>::<item>` works.
@@ -89,6 +89,7 @@ pub use acid::{acid_partials_len, mix_and_average, mix_and_snapshot, mix_and_ste
 pub use bias::{bias_add, bias_grad, BiasParams};
 pub use matmul::{matmul, MatRef, MatmulParams, MATMUL_TILE};
 pub use relu::{relu_backward, relu_forward, ReluParams};
+pub use sketch::{sketch, SketchParams};
 pub use softmax_ce::{softmax_ce, softmax_stats_len, SoftmaxCeParams, SOFTMAX_ROWS_PER_GROUP};
 pub use util::{axpy, copy, fill, UtilParams};
 

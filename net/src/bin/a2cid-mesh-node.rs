@@ -230,6 +230,9 @@ async fn run() -> Result<(), String> {
                 )),
                 MeshEvent::GraphSplit { components } => say(format!("GRAPH_SPLIT {components:?}")),
                 MeshEvent::ShutdownRequested => interrupted = true,
+                MeshEvent::RunStopping { origin, reason } => {
+                    say(format!("RUN_STOPPING origin={origin} reason={reason}"))
+                }
             }
         }
     }

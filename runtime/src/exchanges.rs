@@ -1,0 +1,150 @@
+//! The exchange task: answers the mesh while the compute loop trains, so a pairing never waits for
+//! a step boundary (docs/algorithm.md §3.3, §6).
+//!
+//! An agreed exchange takes its snapshot from the host mirror at once (the device state at the
+//! exchange's clock value, minus the gradient steps since the last read-back, which are kept as
+//! steps that land while bytes are in flight); when the peer's snapshot arrives, the average gets
+//! its clock value and its place in the order of events, is pushed onto the mirror (so the next
+//! snapshot includes it) and queued for the compute loop, which submits it to the device before
+//! its next step. ‖s_i − s_j‖² is computed on the host from the two snapshots. The task never
+//! touches the device, so an exchange takes what the network takes.
+use std::sync::{Arc, Mutex};
+
+use a2cid_net::{MeshEvent, MeshEvents};
+use a2cid_schema::MetricEvent;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::clock::GlobalCounts;
+use crate::shared::{lock, PendingAverage, Shared};
+
+/// Handles the mesh's events for one worker.
+pub struct ExchangeTask {
+    pub shared: Arc<Mutex<Shared>>,
+    pub events: MeshEvents,
+    /// Parameters in the model; a snapshot on the wire carries the gradient counts after them.
+    pub d: usize,
+}
+
+impl ExchangeTask {
+    /// Runs until `stop` is cancelled or the mesh shuts down.
+    pub async fn run(mut self, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                ev = self.events.recv() => match ev {
+                    Some(ev) => {
+                        if let Err(e) = self.on_event(ev) {
+                            warn!("exchange task: {e:#}");
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: MeshEvent) -> anyhow::Result<()> {
+        match ev {
+            MeshEvent::Exchange(req) => {
+                let buf = {
+                    let mut s = lock(&self.shared);
+                    let tau = s.time.tau();
+                    let mut buf = s.mirror.snapshot(tau);
+                    s.counts.encode_into(&mut buf);
+                    s.in_flight = Some((req.peer, req.seq));
+                    if req.initiator {
+                        s.edges.entry(req.peer).or_default().started.push(tau);
+                    }
+                    buf
+                };
+                let (peer, seq) = (req.peer, req.seq);
+                if let Err(e) = req.supply(buf) {
+                    let mut s = lock(&self.shared);
+                    if s.in_flight == Some((peer, seq)) {
+                        s.in_flight = None;
+                    }
+                    warn!("rank {}: could not supply a snapshot: {e}", s.rank);
+                }
+            }
+            MeshEvent::Exchanged(x) => {
+                let d = self.d;
+                let (mine, theirs) = (&x.mine[..d], &x.theirs[..d]);
+                let dist2: f64 = mine
+                    .iter()
+                    .zip(theirs)
+                    .map(|(&a, &b)| (f64::from(b) - f64::from(a)).powi(2))
+                    .sum();
+                let mut s = lock(&self.shared);
+                s.counts.merge(&GlobalCounts::decode(&x.theirs[d..]));
+                let tau = s.time.tau();
+                s.seq += 1;
+                let seq = s.seq;
+                s.mirror.push_average(seq, tau, mine, theirs);
+                s.pending.push(PendingAverage {
+                    tau,
+                    sent: mine.to_vec(),
+                    received: theirs.to_vec(),
+                });
+                s.comms += 1;
+                s.in_flight = None;
+                let event = MetricEvent::Exchange {
+                    at: s.at(),
+                    peer: x.peer,
+                    dist2,
+                    bytes_sent: x.stats.bytes_sent,
+                    bytes_received: x.stats.bytes_received,
+                    seconds: x.stats.total.as_secs_f64(),
+                    snapshot_seconds: x.stats.wait_for_snapshot.as_secs_f64(),
+                    initiator: x.stats.initiator,
+                    missed_before: x.stats.missed_since_previous,
+                };
+                s.metrics.record(&event)?;
+                drop(s);
+                self.events.recycle(x.theirs);
+                self.events.recycle(x.mine);
+            }
+            MeshEvent::ExchangeFailed { peer, seq, why } => {
+                let mut s = lock(&self.shared);
+                if s.in_flight == Some((peer, seq)) {
+                    s.in_flight = None;
+                }
+                s.failed += 1;
+                debug!("rank {}: exchange {seq} with {peer} failed: {why}", s.rank);
+            }
+            MeshEvent::PeerLost {
+                peer,
+                why,
+                graceful,
+            } => {
+                let mut s = lock(&self.shared);
+                if !graceful {
+                    warn!(
+                        "rank {}: lost neighbour {peer} ({why}); training goes on without it",
+                        s.rank
+                    );
+                    s.lost.push(peer);
+                }
+                let event = MetricEvent::PeerLost {
+                    at: s.at(),
+                    peer,
+                    why,
+                    graceful,
+                };
+                s.metrics.record(&event)?;
+            }
+            MeshEvent::GraphSplit { components } => {
+                warn!(
+                    "rank {}: the live graph fell apart into {components:?}: the parts train apart \
+                     until the end",
+                    lock(&self.shared).rank
+                );
+            }
+            MeshEvent::ShutdownRequested => lock(&self.shared).interrupted = true,
+            MeshEvent::RunStopping { origin, reason } => {
+                lock(&self.shared).stopped_elsewhere = Some((origin, reason));
+            }
+        }
+        Ok(())
+    }
+}
