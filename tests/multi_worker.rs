@@ -238,7 +238,15 @@ fn four_workers_on_a_ring_train_digits_with_acid() {
     // one being the accuracy the summary reports for it; evaluation pauses are off training time.
     let evals: Vec<&Value> = m.iter().filter(|v| v["event"] == "eval").collect();
     let steps: Vec<u64> = evals.iter().map(|v| v["step"].as_u64().unwrap()).collect();
-    assert_eq!(&steps[..3], &[100, 200, 300], "{evals:?}");
+    // (about 300 steps per worker: a slower worker may stop before its third.)
+    assert!(steps.len() >= 2, "{evals:?}");
+    assert!(
+        steps
+            .iter()
+            .enumerate()
+            .all(|(i, &s)| s == 100 * (i as u64 + 1)),
+        "{steps:?}"
+    );
     for e in &evals {
         let a = e["test_accuracy"].as_f64().unwrap();
         assert!(a > 0.3 && a <= 1.0, "{e}");
@@ -306,6 +314,42 @@ fn four_workers_on_a_ring_train_digits_with_acid() {
     assert!(svg.matches("<polyline").count() >= 4, "{svg}");
     let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
     assert!(html.contains("acid n=4 ring") && html.contains("loss_vs_time.svg"));
+}
+
+/// The other asynchronous methods run end to end too: `gossip` (the same exchanges, no x̃) averages
+/// at the asked rate and reaches the accuracy; `local` never averages until the final all-reduce.
+#[test]
+fn gossip_and_local_runs_finish_with_their_own_dynamics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut consensus = Vec::new();
+    for method in ["gossip", "local"] {
+        let out = dir.path().join(method);
+        let o = digits_run(&out, method, 10).output().unwrap();
+        assert!(o.status.success(), "{method}: {}\n{}", text(&o), logs(&out));
+        let s = json(&out.join("summary.json"));
+        assert_eq!(s["method"].as_str(), Some(method));
+        let per = s["per_worker"].as_array().unwrap();
+        assert_ended_together(per, 10 * 12);
+        let comms: Vec<u64> = per.iter().map(|w| w["comms"].as_u64().unwrap()).collect();
+        match method {
+            "gossip" => {
+                let achieved = s["rates"]["achieved_rate"].as_f64().unwrap();
+                assert!(achieved >= 0.7, "gossip achieved rate {achieved}");
+                assert!(comms.iter().all(|&c| c > 0), "{comms:?}");
+            }
+            _ => assert!(comms.iter().all(|&c| c == 0), "local averaged: {comms:?}"),
+        }
+        let acc = s["test_accuracy"].as_f64().unwrap();
+        assert!(acc >= 0.85, "{method}: averaged model test accuracy {acc}");
+        consensus.push(s["consensus"]["second_half"]["value"].as_f64().unwrap());
+    }
+    // Without averaging the workers drift apart: far more disagreement than with gossip.
+    assert!(
+        consensus[1] > 2.0 * consensus[0],
+        "consensus distance gossip {} vs local {}",
+        consensus[0],
+        consensus[1]
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Shared helpers for the a2cid criterion benchmarks: timing GPU work honestly (the device is
 //! synchronised before the clock stops) and reporting ratios measured in the same run.
+#[cfg(feature = "burn")]
 pub mod burn_ref;
 
 use std::time::{Duration, Instant};

@@ -31,6 +31,19 @@ pub struct StateVectors {
     pub momentum: Vec<f32>,
 }
 
+/// Pairwise averages one submission can hold (see [`TrainState::record_average_of`]): each has its
+/// own sent/received buffers and uniform block, because buffer writes all land before the
+/// submission's first command.
+pub const AVERAGE_SLOTS: usize = 4;
+
+/// The buffers of one pairwise average recorded from host snapshots (slots 1.. of
+/// [`TrainState::record_average_of`]; slot 0 is the state's own snapshot and received buffers).
+struct AverageSlot {
+    sent: wgpu::Buffer,
+    received: wgpu::Buffer,
+    average: Dispatch,
+}
+
 /// One worker's optimizer and A²CiD² state on the device.
 pub struct TrainState {
     ctx: Arc<GpuContext>,
@@ -45,6 +58,8 @@ pub struct TrainState {
     step: Dispatch,
     snap: Dispatch,
     average: Dispatch,
+    /// Extra averaging slots, created on first use.
+    slots: Vec<AverageSlot>,
     /// The uniform block shared by the three kernels; the fields that change per event (mixing
     /// factor, learning rate) are set just before each is recorded.
     base: AcidUniform,
@@ -96,6 +111,7 @@ impl TrainState {
             step,
             snap,
             average,
+            slots: Vec::new(),
             base,
             t_last: 0.0,
         })
@@ -161,6 +177,64 @@ impl TrainState {
         u.alpha_tilde = self.params.alpha_tilde as f32;
         self.average.set_params(&self.ctx, &u);
         self.average.record(pass);
+    }
+
+    /// Records the pairwise average at clock value `tau` of a snapshot taken on the host (`sent`,
+    /// what this worker sent; `peer`, what it received) into `pass`, using averaging slot `slot`
+    /// (< [`AVERAGE_SLOTS`]). Several averages, each in its own slot, can share one submission
+    /// (with a gradient step after them): each slot has its own buffers and uniform block. The
+    /// uploads are queued at once and land before the submission's first command.
+    pub fn record_average_of(
+        &mut self,
+        pass: &mut wgpu::ComputePass<'_>,
+        slot: usize,
+        sent: &[f32],
+        peer: &[f32],
+        tau: f64,
+    ) -> Result<()> {
+        assert!(
+            slot < AVERAGE_SLOTS,
+            "averaging slot {slot} of {AVERAGE_SLOTS}"
+        );
+        let mut u = self.base;
+        u.mix = self.mix_until(tau);
+        u.alpha = self.params.alpha as f32;
+        u.alpha_tilde = self.params.alpha_tilde as f32;
+        let n = self.n;
+        if slot == 0 {
+            self.write_sent(sent);
+            self.write_received(peer);
+            self.average.set_params(&self.ctx, &u);
+            self.average.record(pass);
+            return Ok(());
+        }
+        while self.slots.len() < slot {
+            let k = self.slots.len() + 1;
+            let sent = self.ctx.storage_buffer(&format!("snapshot sent {k}"), n)?;
+            let received = self
+                .ctx
+                .storage_buffer(&format!("snapshot received {k}"), n)?;
+            let average = kernels::mix_and_average(
+                &self.ctx,
+                &self.x,
+                self.x_tilde.as_ref(),
+                &sent,
+                &received,
+                &self.partials,
+                &self.base,
+            )?;
+            self.slots.push(AverageSlot {
+                sent,
+                received,
+                average,
+            });
+        }
+        let s = &self.slots[slot - 1];
+        self.ctx.write(&s.sent, 0, &sent[..n.min(sent.len())]);
+        self.ctx.write(&s.received, 0, &peer[..n.min(peer.len())]);
+        s.average.set_params(&self.ctx, &u);
+        s.average.record(pass);
+        Ok(())
     }
 
     /// Records one event into its own compute pass and submits it.

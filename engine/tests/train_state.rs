@@ -4,6 +4,7 @@
 mod common;
 
 use a2cid_engine::acid::{AcidParams, State};
+use a2cid_engine::train_state::AVERAGE_SLOTS;
 use a2cid_engine::SgdConfig;
 use a2cid_engine::TrainState;
 use common::*;
@@ -112,6 +113,62 @@ fn acid_state_on_the_gpu_matches_its_cpu_twin() {
 #[test]
 fn gossip_state_on_the_gpu_matches_its_cpu_twin() {
     run(AcidParams::GOSSIP, false);
+}
+
+/// Averages of snapshots taken on the host, several of them and a gradient step in ONE
+/// submission (each in its own slot), give what the CPU twin gives applying them one by one in
+/// clock order; more averages than slots go in two submissions.
+#[test]
+fn several_averages_and_a_step_in_one_submission_match_the_cpu_twin() {
+    let params = AcidParams {
+        eta: 0.4,
+        alpha: 0.5,
+        alpha_tilde: 2.5,
+    };
+    let ctx = gpu();
+    let mut r = rng(11);
+    let x0 = random_vec(&mut r, N, 1.0);
+    let x = ctx.storage_buffer_from("x", &x0).unwrap();
+    let g = ctx.storage_buffer("g", N).unwrap();
+    let mut gpu_state = TrainState::new(ctx.clone(), &x, &g, N, sgd(), params, true).unwrap();
+    let mut cpu = State::new(x0.clone(), params, true);
+    let total = AVERAGE_SLOTS + 2;
+    let pairs: Vec<(Vec<f32>, Vec<f32>, f64)> = (0..total)
+        .map(|k| {
+            let sent = random_vec(&mut r, N, 1.0);
+            let peer = random_vec(&mut r, N, 1.0);
+            (sent, peer, 0.2 + 0.15 * k as f64)
+        })
+        .collect();
+    let grad = random_vec(&mut r, N, 0.5);
+    let step_tau = 0.2 + 0.15 * total as f64;
+    ctx.write(&g, 0, &grad);
+    let (first, last) = pairs.split_at(total - AVERAGE_SLOTS);
+    gpu_state.submit(|st, pass| {
+        for (k, (sent, peer, tau)) in first.iter().enumerate() {
+            st.record_average_of(pass, k, sent, peer, *tau).unwrap();
+        }
+    });
+    gpu_state.submit(|st, pass| {
+        for (k, (sent, peer, tau)) in last.iter().enumerate() {
+            st.record_average_of(pass, k, sent, peer, *tau).unwrap();
+        }
+        st.record_step(pass, sgd().lr, step_tau);
+    });
+    for (sent, peer, tau) in &pairs {
+        cpu.average(sent, peer, *tau);
+    }
+    cpu.step(&grad, step_tau, &sgd());
+    let v = gpu_state.read().unwrap();
+    assert_close("x", &v.x, &cpu.x, 1e-5);
+    assert_close(
+        "x̃",
+        &v.x_tilde.unwrap(),
+        cpu.x_tilde.as_ref().unwrap(),
+        1e-5,
+    );
+    assert_close("momentum", &v.momentum, &cpu.momentum, 1e-5);
+    assert_eq!(gpu_state.t_last(), cpu.t_last);
 }
 
 #[test]

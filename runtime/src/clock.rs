@@ -137,8 +137,11 @@ pub struct StopRule {
     /// What spending the budget means: `GradBudget`, or `Epochs` when it stands for epochs of
     /// every shard.
     pub budget_reason: StopReason,
-    /// Gradient steps of this worker that make its epochs (its batches per epoch × epochs).
+    /// Gradient steps of this worker that make its epochs (its batches per epoch × epochs), or
+    /// its share of the budget when workers cannot count each other's gradients (`local`).
     pub epoch_steps: Option<u64>,
+    /// What reaching `epoch_steps` means: `Epochs`, or `GradBudget` for a share of it.
+    pub steps_reason: StopReason,
     pub max_seconds: Option<f64>,
 }
 
@@ -150,7 +153,7 @@ impl StopRule {
             return Some(self.budget_reason);
         }
         if self.epoch_steps.is_some_and(|e| own_steps >= e) {
-            return Some(StopReason::Epochs);
+            return Some(self.steps_reason);
         }
         if self.max_seconds.is_some_and(|s| wall >= s) {
             return Some(StopReason::MaxSeconds);
@@ -287,6 +290,7 @@ mod tests {
             grad_budget: Some(1000),
             budget_reason: StopReason::GradBudget,
             epoch_steps: Some(300),
+            steps_reason: StopReason::Epochs,
             max_seconds: Some(60.0),
         };
         assert_eq!(rule.check(10, 100, 1.0), None);
@@ -300,6 +304,7 @@ mod tests {
             grad_budget: Some(1001),
             budget_reason: StopReason::Epochs,
             epoch_steps: None,
+            steps_reason: StopReason::Epochs,
             max_seconds: None,
         };
         assert_eq!(budget_only.expected_steps(4), Some(251));

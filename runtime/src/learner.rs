@@ -149,8 +149,10 @@ impl Learner {
     }
 
     /// Records and submits one gradient event on `batch` at clock value `tau`: forward, loss,
-    /// backward, then the (mixing +) SGD step of `state` with learning rate `lr`; `also` may add
-    /// copies after the pass (a read-back of the parameters). Returns what was trained on and the
+    /// backward, then the (mixing +) SGD step of `state` with learning rate `lr`. `before` may
+    /// record events that happened before the step into the same pass (pairwise averages: one
+    /// submission instead of one each), `also` copies after the pass (a read-back of the
+    /// parameters). Returns what was trained on and the
     /// submission; nothing waits for the GPU.
     pub fn step(
         &mut self,
@@ -158,12 +160,14 @@ impl Learner {
         batch: &Batch,
         lr: f32,
         tau: f64,
+        before: impl FnOnce(&mut TrainState, &mut wgpu::ComputePass<'_>) -> anyhow::Result<()>,
         also: impl FnOnce(&mut wgpu::CommandEncoder),
     ) -> anyhow::Result<(Stepped, wgpu::SubmissionIndex)> {
         let rows = self.model.load_batch(&batch.x, &batch.y)?;
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
+            before(state, &mut pass)?;
             self.model.record_train(&mut pass, rows)?;
             state.record_step(&mut pass, lr, tau);
         }

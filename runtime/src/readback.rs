@@ -123,7 +123,7 @@ impl Readbacks {
                         Ok(view) => {
                             let floats: &[f32] = bytemuck::cast_slice(&view);
                             let (x, rest) = floats.split_at(self.n);
-                            let x_tilde = self.with_tilde.then_some(&rest[..self.n]);
+                            let x_tilde = self.with_tilde.then(|| &rest[..self.n]);
                             lock(shared).mirror.set_boundary(seq, tau, x, x_tilde);
                             self.delivered += 1;
                         }

@@ -80,7 +80,7 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
     while let Some(batch) = learner.next_batch() {
         let lr = cfg.schedule.lr(cfg.lr, step, total_steps, cfg.warmup_steps);
         // A single worker's clock never advances a mixing: tau stays 0 (eta = 0 anyway).
-        let (stepped, _) = learner.step(&mut state, &batch, lr, 0.0, |_| {})?;
+        let (stepped, _) = learner.step(&mut state, &batch, lr, 0.0, |_, _| Ok(()), |_| {})?;
         step += 1;
         since_log += 1;
         bar.inc(1);

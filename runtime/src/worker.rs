@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use a2cid_engine::acid::Mirror;
 use a2cid_engine::models::Model;
 use a2cid_engine::train_state::StateVectors;
+use a2cid_engine::train_state::AVERAGE_SLOTS;
 use a2cid_engine::TrainState;
 use a2cid_net::{ClockSegment, Fingerprint, Mesh, MeshConfig, Rendezvous, Secret};
 use a2cid_schema::{
@@ -34,7 +35,19 @@ use crate::clock::{meta_len, GlobalCounts, StepClock, StopRule};
 use crate::exchanges::ExchangeTask;
 use crate::learner::{DataPlan, Learner};
 use crate::readback::Readbacks;
-use crate::shared::{lock, Shared, Timekeeper};
+use crate::shared::{lock, PendingAverage, Shared, Timekeeper};
+
+/// Records pairwise averages into one pass, each in its own averaging slot.
+fn record_averages(
+    st: &mut TrainState,
+    pass: &mut wgpu::ComputePass<'_>,
+    averages: &[PendingAverage],
+) -> anyhow::Result<()> {
+    for (k, p) in averages.iter().enumerate() {
+        st.record_average_of(pass, k, &p.sent, &p.received, p.tau)?;
+    }
+    Ok(())
+}
 
 /// Weight of a new step time in the clock's moving average of the step time.
 const CLOCK_BETA: f64 = 0.05;
@@ -212,39 +225,52 @@ struct Sketcher {
 }
 
 /// When a worker of `world` stops (docs/running.md, "The end of a run"). `allreduce` steps in
-/// lockstep, so `--epochs` counts each worker's steps of an epoch of the largest shard. The
-/// asynchronous methods let faster workers do more: `--epochs E` is a budget of as many gradients
-/// as E epochs of every shard, all workers together (like `--grad-budget`), and the first worker
-/// to see it spent ends the run for all.
+/// lockstep, so `--epochs` counts each worker's steps of an epoch of the largest shard. `acid`
+/// and `gossip` let faster workers do more: `--epochs E` is a budget of as many gradients as E
+/// epochs of every shard, all workers together (like `--grad-budget`), and the first worker to see
+/// it spent ends the run for all. `local` workers never exchange, so none can count the others'
+/// gradients: each does its equal share of the budget.
 fn stop_rule(cfg: &RunConfig, rows: usize, world: usize) -> StopRule {
     let epochs = (cfg.epochs > 0).then_some(cfg.epochs as u64);
-    match cfg.method {
-        Method::AllReduce => StopRule {
+    if cfg.method == Method::AllReduce {
+        return StopRule {
             grad_budget: cfg.grad_budget,
             budget_reason: StopReason::GradBudget,
             epoch_steps: epochs.map(|e| e * rows.div_ceil(world).div_ceil(cfg.batch_size) as u64),
+            steps_reason: StopReason::Epochs,
             max_seconds: cfg.max_seconds,
-        },
-        _ => {
-            let per_epoch = a2cid_datasets::batches_in_all_shards(rows, world, cfg.batch_size);
-            let from_epochs = epochs.map(|e| e * per_epoch as u64);
-            let epochs_bind = match (cfg.grad_budget, from_epochs) {
-                (Some(a), Some(b)) => b <= a,
-                (a, b) => a.is_none() && b.is_some(),
-            };
-            StopRule {
-                grad_budget: match (cfg.grad_budget, from_epochs) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                },
-                budget_reason: if epochs_bind {
-                    StopReason::Epochs
-                } else {
-                    StopReason::GradBudget
-                },
-                epoch_steps: None,
-                max_seconds: cfg.max_seconds,
-            }
+        };
+    }
+    let per_epoch = a2cid_datasets::batches_in_all_shards(rows, world, cfg.batch_size);
+    let from_epochs = epochs.map(|e| e * per_epoch as u64);
+    let epochs_bind = match (cfg.grad_budget, from_epochs) {
+        (Some(a), Some(b)) => b <= a,
+        (a, b) => a.is_none() && b.is_some(),
+    };
+    let budget = match (cfg.grad_budget, from_epochs) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let reason = if epochs_bind {
+        StopReason::Epochs
+    } else {
+        StopReason::GradBudget
+    };
+    if cfg.method.is_pairwise() {
+        StopRule {
+            grad_budget: budget,
+            budget_reason: reason,
+            epoch_steps: None,
+            steps_reason: StopReason::Epochs,
+            max_seconds: cfg.max_seconds,
+        }
+    } else {
+        StopRule {
+            grad_budget: None,
+            budget_reason: reason,
+            epoch_steps: budget.map(|b| b.div_ceil(world as u64)),
+            steps_reason: reason,
+            max_seconds: cfg.max_seconds,
         }
     }
 }
@@ -566,7 +592,7 @@ impl Worker {
         mesh.pause(true);
         // An exchange agreed just before the pause completes first, and is applied.
         self.wait_for_exchange(Duration::from_secs(30));
-        self.apply_pending();
+        self.apply_pending()?;
         let evaluated = self.learner.evaluate_test();
         mesh.pause(false);
         let (test_loss, test_accuracy) = evaluated?;
@@ -620,18 +646,21 @@ impl Worker {
 
     /// Submits completed averages to the device, in the order of events, each against the
     /// snapshot this worker sent (docs/algorithm.md §3.3).
-    fn submit_averages(&mut self, pending: Vec<crate::shared::PendingAverage>) {
-        for p in pending {
-            self.state.write_sent(&p.sent);
-            self.state.write_received(&p.received);
-            self.state.submit(|st, pass| st.record_average(pass, p.tau));
+    /// Submits averages, up to [`AVERAGE_SLOTS`] per submission, in their order.
+    fn submit_averages(&mut self, pending: &[PendingAverage]) -> anyhow::Result<()> {
+        for chunk in pending.chunks(AVERAGE_SLOTS) {
+            let mut recorded = Ok(());
+            self.state
+                .submit(|st, pass| recorded = record_averages(st, pass, chunk));
+            recorded?;
         }
+        Ok(())
     }
 
     /// Submits the averages completed since the last step (before the device state is read).
-    fn apply_pending(&mut self) {
+    fn apply_pending(&mut self) -> anyhow::Result<()> {
         let pending = std::mem::take(&mut lock(&self.shared).pending);
-        self.submit_averages(pending);
+        self.submit_averages(&pending)
     }
 
     /// Waits (at most `limit`) until no exchange is in flight.
@@ -672,7 +701,7 @@ impl Worker {
     }
 
     fn checkpoint(&mut self, finished: bool) -> anyhow::Result<()> {
-        self.apply_pending();
+        self.apply_pending()?;
         let StateVectors {
             x,
             x_tilde,
@@ -840,8 +869,9 @@ impl Worker {
         loop {
             if let Some(reason) = self.check_stop() {
                 // The run ends for everyone together: no worker trains or averages alone in a
-                // tail (docs/running.md, "The end of a run").
-                if reason != StopReason::Elsewhere {
+                // tail (docs/running.md, "The end of a run"). `local` workers each do their
+                // share and wait for the others at the final average.
+                if reason != StopReason::Elsewhere && self.cfg.method.is_pairwise() {
                     mesh.announce_stop(&reason.to_string());
                 }
                 return Ok(reason);
@@ -859,16 +889,24 @@ impl Worker {
                 s.seq += 1;
                 (lr, tau, s.seq, std::mem::take(&mut s.pending))
             };
-            self.submit_averages(pending);
+            // The last few averages share the step's submission (one submission per event would
+            // cost more than the kernel on a CPU adapter); any beyond the slots go before it.
+            let (early, in_step) = pending.split_at(pending.len().saturating_sub(AVERAGE_SLOTS));
+            self.submit_averages(early)?;
             let mut slot = None;
             let readbacks = &mut self.readbacks;
             let x = self.state.x_buffer().clone();
             let x_tilde = self.state.x_tilde_buffer().cloned();
-            let (stepped, submission) =
-                self.learner
-                    .step(&mut self.state, &batch, lr, tau, |encoder| {
-                        slot = readbacks.record(encoder, &x, x_tilde.as_ref(), seq, tau);
-                    })?;
+            let (stepped, submission) = self.learner.step(
+                &mut self.state,
+                &batch,
+                lr,
+                tau,
+                |st, pass| record_averages(st, pass, in_step),
+                |encoder| {
+                    slot = readbacks.record(encoder, &x, x_tilde.as_ref(), seq, tau);
+                },
+            )?;
             let readback = slot;
             if let Some(k) = readback {
                 self.readbacks.arm(k);

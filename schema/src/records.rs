@@ -135,8 +135,12 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
-    /// Creates the file, or appends to it when `append` (a resumed worker).
+    /// Creates the file, or appends to it when `append` (a resumed worker). A last line cut by a
+    /// crash is removed first, so the new records start on a line of their own.
     pub fn open(path: &Path, append: bool) -> anyhow::Result<Self> {
+        if append {
+            drop_partial_last_line(path)?;
+        }
         let f = std::fs::OpenOptions::new()
             .create(true)
             .write(true)
@@ -170,6 +174,23 @@ impl MetricsLog {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect())
     }
+}
+
+/// Truncates a file after its last newline (a record cut by a crash has none).
+fn drop_partial_last_line(path: &Path) -> anyhow::Result<()> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(()); // no file yet
+    };
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if keep < bytes.len() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        f.set_len(keep as u64)
+            .with_context(|| format!("truncating the cut last line of {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Why a worker stopped training.
@@ -376,4 +397,50 @@ pub struct RateSummary {
     /// … and those the achieved per-edge rates imply (`None` if an edge saw no exchange and the
     /// rest of the graph fell apart).
     pub constants_implied: Option<Constants>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(step: u64) -> MetricEvent {
+        MetricEvent::Resume {
+            at: At {
+                rank: 0,
+                wall: 1.0,
+                train_wall: 1.0,
+                tau: None,
+                step,
+            },
+            epoch: 0,
+            batch: 0,
+        }
+    }
+
+    #[test]
+    fn appending_after_a_cut_line_keeps_every_whole_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rank0.jsonl");
+        let mut log = MetricsLog::open(&path, false).unwrap();
+        log.record(&event(1)).unwrap();
+        log.record(&event(2)).unwrap();
+        log.flush().unwrap();
+        drop(log);
+        // A crash cut the next record half-way.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(br#"{"event":"resume","rank":0,"wa"#).unwrap();
+        drop(f);
+        let mut log = MetricsLog::open(&path, true).unwrap();
+        log.record(&event(3)).unwrap();
+        log.flush().unwrap();
+        let steps: Vec<u64> = MetricsLog::read(&path)
+            .unwrap()
+            .iter()
+            .map(|e| e.at().step)
+            .collect();
+        assert_eq!(steps, [1, 2, 3]);
+    }
 }

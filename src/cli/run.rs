@@ -17,8 +17,8 @@ pub struct RunArgs {
     /// Number of workers: N > 1 starts N local worker processes; 1 trains in-process [default: 4].
     #[arg(long)]
     pub workers: Option<usize>,
-    /// acid (A²CiD²), gossip (asynchronous pairwise averaging) or allreduce (synchronous
-    /// data-parallel SGD) [default: acid].
+    /// acid (A²CiD²), gossip (asynchronous pairwise averaging), allreduce (synchronous
+    /// data-parallel SGD) or local (no averaging until the end) [default: acid].
     #[arg(long)]
     pub method: Option<Method>,
     /// Communication graph: ring, complete, exponential, torus, torus:RxC, star, hypercube,
@@ -52,7 +52,9 @@ pub struct RunArgs {
     /// Hidden layer widths of the MLP, comma-separated [default: 256,128].
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
-    /// Epochs over each worker's shard; 0: no epoch limit [default: 40].
+    /// Epochs: for acid, gossip and local a budget of as many gradients as E epochs of every
+    /// shard, all workers together (faster workers do more); for allreduce E epochs of each
+    /// worker's shard; 0: no epoch limit [default: 40].
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Batch size per worker [default: 32].
@@ -95,8 +97,8 @@ pub struct RunArgs {
     /// single-worker runs evaluate every epoch); 0: only at the end [default: 100].
     #[arg(long, value_name = "K")]
     pub eval_every: Option<usize>,
-    /// Gradients between two sketches of each worker's parameters, from which the report
-    /// estimates the consensus distance; 0: none [default: 5].
+    /// Units of the worker clock (about one gradient each) between two sketches of each
+    /// worker's parameters, from which the consensus distance is estimated; 0: none [default: 5].
     #[arg(long, value_name = "T")]
     pub sketch_every: Option<f64>,
     /// Rows of a sketch (relative error about sqrt(2/rows)) [default: 128].
