@@ -238,14 +238,21 @@ fn four_workers_on_a_ring_train_digits_with_acid() {
     // one being the accuracy the summary reports for it; evaluation pauses are off training time.
     let evals: Vec<&Value> = m.iter().filter(|v| v["event"] == "eval").collect();
     let steps: Vec<u64> = evals.iter().map(|v| v["step"].as_u64().unwrap()).collect();
-    // (about 300 steps per worker: a slower worker may stop before its third.)
+    // (about 300 steps per worker: a slower worker may stop before its third.) The last one is
+    // the final evaluation at the step the worker stopped on, a multiple of 100 or not.
+    let own_steps = per[1]["grads"].as_u64().unwrap();
     assert!(steps.len() >= 2, "{evals:?}");
+    let (last, periodic) = steps.split_last().unwrap();
     assert!(
-        steps
+        periodic
             .iter()
             .enumerate()
             .all(|(i, &s)| s == 100 * (i as u64 + 1)),
         "{steps:?}"
+    );
+    assert!(
+        *last == own_steps && *last <= 100 * (periodic.len() as u64 + 1),
+        "{steps:?}: rank 1 stopped at step {own_steps}"
     );
     for e in &evals {
         let a = e["test_accuracy"].as_f64().unwrap();

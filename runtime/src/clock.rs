@@ -8,9 +8,19 @@ use a2cid_schema::StopReason;
 /// The worker clock of docs/algorithm.md §1, in units of one gradient of this worker: it runs at
 /// `d tau / d wall = 1 / dt_grad`, where `dt_grad` is an exponential moving average of the
 /// worker's own seconds per gradient step, and is *integrated*: when the estimate changes, the
-/// clock changes speed from then on and never jumps. Before the first measured step it stands at
-/// its start (0, or the saved value after a resume); the first measurement integrates the time
-/// since the start at that step's speed.
+/// clock changes speed from then on and never jumps.
+///
+/// The start is guarded against the one-time costs of a process (pipeline compilation, first
+/// uploads, peers still connecting), which make its first step many times slower than the next
+/// ones; an EMA seeded with it would run the clock slow for tens of steps, and every Poisson
+/// event of that time would be lost for good:
+/// - the first step of a process is not a measurement: a fresh clock counts it as exactly one
+///   unit, a resumed one keeps integrating at its saved speed;
+/// - until the EMA has seen `1/beta` steps it is the plain mean of the steps seen (weight
+///   `max(beta, 1/n)`), so no single early step dominates it.
+///
+/// Before the first measured step a fresh clock stands at its start (then at 1); the first
+/// measurement integrates the time since the first step at that step's speed.
 #[derive(Clone, Debug)]
 pub struct StepClock {
     /// EMA of the seconds per gradient step; `None` before the first step.
@@ -20,6 +30,10 @@ pub struct StepClock {
     /// The clock's value at wall time `wall_at`: the point up to which it has been integrated.
     tau_at: f64,
     wall_at: f64,
+    /// Steps recorded by this process (the first one is not a measurement).
+    recorded: u64,
+    /// Measurements in the EMA (its warm-up weight is `1/(updates+1)`).
+    updates: f64,
 }
 
 impl StepClock {
@@ -30,11 +44,15 @@ impl StepClock {
     /// Continue a clock saved at `tau` with step time `ema` (resume): at wall time `wall` of the
     /// new process the clock reads `tau`.
     pub fn resumed(beta: f64, tau: f64, ema: Option<f64>, wall: f64) -> StepClock {
+        let ema = ema.filter(|e| e.is_finite() && *e > 0.0);
         StepClock {
-            ema: ema.filter(|e| e.is_finite() && *e > 0.0),
+            ema,
             beta,
             tau_at: tau,
             wall_at: wall,
+            recorded: 0,
+            // A saved estimate is trusted as a warmed-up one.
+            updates: if ema.is_some() { 1.0 / beta } else { 0.0 },
         }
     }
 
@@ -44,12 +62,24 @@ impl StepClock {
         if !(seconds.is_finite() && seconds > 0.0) {
             return;
         }
+        self.recorded += 1;
+        if self.recorded == 1 {
+            // The process's first step carries its one-time costs: not a measurement.
+            self.tau_at = match self.ema {
+                Some(_) => self.tau(wall),
+                None => self.tau_at + 1.0,
+            };
+            self.wall_at = self.wall_at.max(wall);
+            return;
+        }
+        let weight = self.beta.max(1.0 / (self.updates + 1.0));
+        self.updates += 1.0;
         let ema = match self.ema {
             None => seconds,
-            Some(e) => e + self.beta * (seconds - e),
+            Some(e) => e + weight * (seconds - e),
         };
         if self.ema.is_none() {
-            // No speed was known: the time since the start counts at this first step's speed.
+            // No speed was known: the time since the first step counts at this step's speed.
             self.ema = Some(ema);
         }
         self.tau_at = self.tau(wall);
@@ -196,10 +226,15 @@ mod tests {
     fn tau_counts_steps_of_the_measured_duration() {
         let mut c = StepClock::new(0.1);
         assert_eq!(c.tau(5.0), 0.0, "no step measured yet");
-        // The first step ends at wall 0.5 after taking 0.5 s: one unit.
-        c.record_step(0.5, 0.5);
-        assert!((c.tau(0.5) - 1.0).abs() < 1e-12);
-        assert!((c.tau(10.0) - 20.0).abs() < 1e-12);
+        // The first step (slow: the process's one-time costs) counts as one unit, whatever it
+        // took, and measures nothing.
+        c.record_step(3.0, 3.0);
+        assert_eq!((c.tau(3.0), c.tau(100.0)), (1.0, 1.0));
+        assert_eq!(c.step_seconds(), None);
+        // The second step ends at wall 3.5 after taking 0.5 s: one more unit.
+        c.record_step(0.5, 3.5);
+        assert!((c.tau(3.5) - 2.0).abs() < 1e-12);
+        assert!((c.tau(13.5) - 22.0).abs() < 1e-12);
         // Nonsense durations are ignored.
         let e = c.step_seconds();
         c.record_step(f64::NAN, 11.0);
@@ -210,12 +245,38 @@ mod tests {
     #[test]
     fn a_slower_estimate_slows_the_clock_from_then_on_without_a_jump() {
         let mut c = StepClock::new(0.5);
+        c.record_step(1.0, 0.0);
         c.record_step(1.0, 1.0);
-        assert!((c.tau(10.0) - 10.0).abs() < 1e-12);
+        assert!((c.tau(10.0) - 11.0).abs() < 1e-12);
         let before = c.tau(10.0);
         c.record_step(3.0, 10.0); // the estimate moves to 2 s per step
         assert!((c.tau(10.0) - before).abs() < 1e-12, "no jump");
-        assert!((c.tau(12.0) - 11.0).abs() < 1e-12, "half speed afterwards");
+        assert!((c.tau(12.0) - 12.0).abs() < 1e-12, "half speed afterwards");
+    }
+
+    #[test]
+    fn a_slow_start_does_not_hold_the_clock_back() {
+        // A first step 50 times slower than the rest, then steady 10 ms steps: after 100 steps
+        // the clock reads 100 (within a step), where an EMA seeded with the first step at
+        // beta = 0.05 would read about 65.
+        let mut c = StepClock::new(0.05);
+        let mut wall = 0.5;
+        c.record_step(0.5, wall);
+        for _ in 1..100 {
+            wall += 0.01;
+            c.record_step(0.01, wall);
+        }
+        assert!((c.tau(wall) - 100.0).abs() < 1.0, "{}", c.tau(wall));
+        // A resumed clock keeps its saved speed through its own slow first step.
+        let mut r = StepClock::resumed(0.05, 100.0, Some(0.01), 0.0);
+        r.record_step(0.5, 0.5);
+        assert!((r.tau(0.5) - 150.0).abs() < 1e-9);
+        assert_eq!(r.step_seconds(), Some(0.01));
+        r.record_step(0.02, 0.52);
+        assert!(
+            (r.step_seconds().unwrap() - 0.0105).abs() < 1e-12,
+            "beta, no warm-up"
+        );
     }
 
     #[test]
@@ -249,18 +310,20 @@ mod tests {
                     last = t;
                 }
                 let before = c.tau(wall);
+                let known = c.step_seconds().is_some();
                 c.record_step(s, wall);
                 let after = c.tau(wall);
-                // The first measurement integrates the time since the start; later ones never
-                // move the clock at the instant they happen.
-                if before > 0.0 {
+                // The first step counts one unit and the first measurement integrates the time
+                // since it; later measurements never move the clock at the instant they happen.
+                if known {
                     proptest::prop_assert!((after - before).abs() <= 1e-9 * (1.0 + before));
                 }
                 proptest::prop_assert!(after >= last - 1e-9);
                 last = after;
-                let e = c.step_seconds().unwrap();
-                let ahead = c.tau(wall + 1.0) - after;
-                proptest::prop_assert!((ahead - 1.0 / e).abs() <= 1e-9 * (1.0 + 1.0 / e));
+                if let Some(e) = c.step_seconds() {
+                    let ahead = c.tau(wall + 1.0) - after;
+                    proptest::prop_assert!((ahead - 1.0 / e).abs() <= 1e-9 * (1.0 + 1.0 / e));
+                }
             }
         }
     }

@@ -71,6 +71,11 @@ impl Timekeeper {
         self.clock.record_step(seconds, now);
     }
 
+    /// Seconds the clock has stood still so far (evaluations).
+    pub fn paused(&self) -> f64 {
+        self.paused
+    }
+
     /// The clock stood still for `seconds` (an evaluation): neither tau nor the training time
     /// moved.
     pub fn record_pause(&mut self, seconds: f64) {

@@ -866,6 +866,7 @@ impl Worker {
         let ctx = self.learner.ctx.clone();
         let mut previous: Option<wgpu::SubmissionIndex> = None;
         let mut last = Instant::now();
+        let mut paused_before = lock(&self.shared).time.paused();
         loop {
             if let Some(reason) = self.check_stop() {
                 // The run ends for everyone together: no worker trains or averages alone in a
@@ -923,10 +924,14 @@ impl Worker {
             }
             self.readbacks.collect(&self.shared);
             let now = Instant::now();
-            let seconds = now.duration_since(last).as_secs_f64();
-            last = now;
             {
                 let mut s = lock(&self.shared);
+                // The step's time, less any evaluation pause since the previous one (the clock
+                // stood still for it; counted in the step time it would slow tau for tens of
+                // steps after each evaluation).
+                let paused = s.time.paused();
+                let seconds = now.duration_since(last).as_secs_f64() - (paused - paused_before);
+                (last, paused_before) = (now, paused);
                 s.time.record_step(seconds);
                 s.grads += 1;
                 let grads = s.grads;
