@@ -92,7 +92,14 @@ fn load_run(dir: &Path) -> anyhow::Result<RunData> {
         );
     }
     let label = match &summary {
-        Some(s) => format!("{} n={} {}", s.method, s.workers, s.graph),
+        // Runs of the pairwise methods are told apart by their asked rate too.
+        Some(s) => match (&s.rates, s.method.as_str()) {
+            (Some(r), "acid" | "gossip") => format!(
+                "{} n={} {}, rate {}",
+                s.method, s.workers, s.graph, r.asked_rate
+            ),
+            _ => format!("{} n={} {}", s.method, s.workers, s.graph),
+        },
         None => dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
