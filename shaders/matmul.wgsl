@@ -1,6 +1,17 @@
 // Tiled matrix product C[M,N] = op(A)[M,K] · op(B)[K,N], row-major, with optional accumulation
-// into C. The transposed variants needed by backward passes are pipeline specialisations:
-//   TRANS_A: A is stored as [K, M] (dW = Xᵀ·dY),   TRANS_B: B is stored as [N, K] (dX = dY·Wᵀ).
+// into C, batched over the grid's z dimension. One tiled loop serves plain matrices and the three
+// products of a 2-D convolution (implicit GEMM: the im2col matrix is never stored, its elements
+// are read from the NCHW tensor where the tile loads need them). MODE, a pipeline specialisation:
+//   0  plain: A and B are stored matrices. TRANS_A: A is stored as [K, M] (dW = Xᵀ·dY);
+//      TRANS_B: B is stored as [N, K] (dX = dY·Wᵀ). z: batch, operands at off + z·stride.
+//   1  conv forward, image z:       Y_z[oc, p]  = Σ_q W[oc, q] · col(X_z)[q, p]
+//   2  conv input gradient, image z: dX_z[c, r] = Σ_(oc,i,j) W[oc, c, i, j] · dY_z[oc, o(r, i, j)]
+//   3  conv weight gradient, split-K: dW_z[oc, q] = Σ_(n,p) in chunk z of dY[n, oc, p] · col(X_n)[q, p]
+//      (each z sums one chunk of k_chunk of the N·OH·OW products into its own slice of C; the
+//      caller sums the slices)
+// with q = (c, i, j) over the C_in·KH·KW kernel taps, p = (oh, ow) over the output and r = (ih, iw)
+// over the input; col(X)[(c,i,j), (oh,ow)] = X[c, oh·s − pad + i, ow·s − pad + j], 0 outside.
+// In the conv modes TRANS_A / TRANS_B only choose the order in which the tile loads walk memory.
 // Each workgroup computes a 64×64 block of C with 16×16 invocations of 4×4 outputs each, staging
 // 64×16 tiles of A and 16×64 tiles of B in workgroup memory. Offsets are in f32 elements so that
 // operands can be views into the flat parameter arena.
@@ -13,8 +24,27 @@ struct Params {
     a_off: u32,
     b_off: u32,
     c_off: u32,
+    // Per-z element offsets of A, B and C.
+    a_stride: u32,
+    b_stride: u32,
+    c_stride: u32,
+    // MODE 3: products per z (0: all K in one z).
+    k_chunk: u32,
+    // Convolution geometry (MODE 1–3): input channels, input height and width, kernel height and
+    // width, stride, padding, output height and width, output channels.
+    c_in: u32,
+    h: u32,
+    w: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad: u32,
+    oh: u32,
+    ow: u32,
+    c_out: u32,
 }
 
+override MODE: u32 = 0u;
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 
@@ -31,18 +61,73 @@ const BK: u32 = 16u;
 var<workgroup> tile_a: array<f32, 1024>; // [BK][BM]
 var<workgroup> tile_b: array<f32, 1024>; // [BK][BN]
 
-// A(row, col) of op(A), zero outside the matrix.
-fn load_a(row: u32, col: u32) -> f32 {
-    if (row >= p.m || col >= p.k) { return 0.0; }
-    if (TRANS_A) { return a[p.a_off + col * p.m + row]; }
-    return a[p.a_off + row * p.k + col];
+// The im2col element col[(ch, i, j), (oy, ox)] of the image starting at `base` of `b`.
+fn im2col(base: u32, q: u32, pix: u32) -> f32 {
+    let taps = p.kh * p.kw;
+    let ch = q / taps;
+    let ij = q % taps;
+    let y = i32((pix / p.ow) * p.stride + ij / p.kw) - i32(p.pad);
+    let x = i32((pix % p.ow) * p.stride + ij % p.kw) - i32(p.pad);
+    if (y < 0 || x < 0 || y >= i32(p.h) || x >= i32(p.w)) { return 0.0; }
+    return b[base + (ch * p.h + u32(y)) * p.w + u32(x)];
 }
 
-// B(row, col) of op(B), zero outside the matrix.
-fn load_b(row: u32, col: u32) -> f32 {
-    if (row >= p.k || col >= p.n) { return 0.0; }
-    if (TRANS_B) { return b[p.b_off + col * p.k + row]; }
-    return b[p.b_off + row * p.n + col];
+// A(row, col) of op(A) for this z (its offset `base`), zero outside [0, M) × [k_lo, k_hi).
+fn load_a(base: u32, row: u32, col: u32, k_hi: u32) -> f32 {
+    if (row >= p.m || col >= k_hi) { return 0.0; }
+    switch MODE {
+        case 2u: {
+            // A[c, (oc, i, j)] = W[oc, c, i, j]; W is [c_out, c_in·kh·kw].
+            let taps = p.kh * p.kw;
+            let oc = col / taps;
+            return a[base + (oc * p.c_in + row) * taps + col % taps];
+        }
+        case 3u: {
+            // A[oc, (n, pix)] = dY[n, oc, pix].
+            let plane = p.oh * p.ow;
+            let img = col / plane;
+            return a[base + (img * p.c_out + row) * plane + col % plane];
+        }
+        default: {
+            if (TRANS_A) { return a[base + col * p.m + row]; }
+            return a[base + row * p.k + col];
+        }
+    }
+}
+
+// B(row, col) of op(B) for this z (its offset `base`), zero outside [k_lo, k_hi) × [0, N).
+fn load_b(base: u32, row: u32, col: u32, k_hi: u32) -> f32 {
+    if (row >= k_hi || col >= p.n) { return 0.0; }
+    switch MODE {
+        case 1u: {
+            return im2col(base, row, col);
+        }
+        case 2u: {
+            // B[(oc, i, j), (iy, ix)] = dY[oc, oy, ox] where oy·s − pad + i = iy (and so for x).
+            let taps = p.kh * p.kw;
+            let oc = row / taps;
+            let ij = row % taps;
+            let ty = i32(col / p.w) + i32(p.pad) - i32(ij / p.kw);
+            let tx = i32(col % p.w) + i32(p.pad) - i32(ij % p.kw);
+            if (ty < 0 || tx < 0) { return 0.0; }
+            let s = p.stride;
+            if (u32(ty) % s != 0u || u32(tx) % s != 0u) { return 0.0; }
+            let oy = u32(ty) / s;
+            let ox = u32(tx) / s;
+            if (oy >= p.oh || ox >= p.ow) { return 0.0; }
+            return b[base + (oc * p.oh + oy) * p.ow + ox];
+        }
+        case 3u: {
+            // B[(n, pix), q] = col(X_n)[q, pix].
+            let plane = p.oh * p.ow;
+            let img = row / plane;
+            return im2col(base + img * p.c_in * p.h * p.w, col, row % plane);
+        }
+        default: {
+            if (TRANS_B) { return b[base + col * p.k + row]; }
+            return b[base + row * p.n + col];
+        }
+    }
 }
 
 @compute @workgroup_size(16, 16)
@@ -50,6 +135,16 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     let t = lid.y * 16u + lid.x;
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
+    let a_base = p.a_off + wid.z * p.a_stride;
+    let b_base = p.b_off + wid.z * p.b_stride;
+    let c_base = p.c_off + wid.z * p.c_stride;
+    // The products this z sums: all of K, or its chunk (MODE 3).
+    var k_lo = 0u;
+    var k_hi = p.k;
+    if (p.k_chunk != 0u) {
+        k_lo = wid.z * p.k_chunk;
+        k_hi = min(p.k, k_lo + p.k_chunk);
+    }
     // Four rows (lid.y + 16·i) × four columns (lid.x + 16·j) per invocation, held in vec4 registers
     // (no dynamically indexed local arrays, which some compilers spill to memory).
     var acc0 = vec4<f32>(0.0);
@@ -57,16 +152,16 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
 
-    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+    for (var k0 = k_lo; k0 < k_hi; k0 += BK) {
         for (var r = 0u; r < 4u; r++) {
             let e = t + r * 256u;
             // Consecutive invocations read consecutive memory in the stored layout of each operand.
             var am: u32; var ak: u32;
             if (TRANS_A) { am = e % BM; ak = e / BM; } else { am = e / BK; ak = e % BK; }
-            tile_a[ak * BM + am] = load_a(row0 + am, k0 + ak);
+            tile_a[ak * BM + am] = load_a(a_base, row0 + am, k0 + ak, k_hi);
             var bk: u32; var bn: u32;
             if (TRANS_B) { bn = e / BK; bk = e % BK; } else { bk = e / BN; bn = e % BN; }
-            tile_b[bk * BN + bn] = load_b(k0 + bk, col0 + bn);
+            tile_b[bk * BN + bn] = load_b(b_base, k0 + bk, col0 + bn, k_hi);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
@@ -81,19 +176,19 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
         workgroupBarrier();
     }
 
-    store_row(row0 + lid.y, col0 + lid.x, acc0);
-    store_row(row0 + lid.y + 16u, col0 + lid.x, acc1);
-    store_row(row0 + lid.y + 32u, col0 + lid.x, acc2);
-    store_row(row0 + lid.y + 48u, col0 + lid.x, acc3);
+    store_row(c_base, row0 + lid.y, col0 + lid.x, acc0);
+    store_row(c_base, row0 + lid.y + 16u, col0 + lid.x, acc1);
+    store_row(c_base, row0 + lid.y + 32u, col0 + lid.x, acc2);
+    store_row(c_base, row0 + lid.y + 48u, col0 + lid.x, acc3);
 }
 
 // Writes (or adds) v to C[row, col + 16·j] for the j in range.
-fn store_row(row: u32, col: u32, v: vec4<f32>) {
+fn store_row(base: u32, row: u32, col: u32, v: vec4<f32>) {
     if (row >= p.m) { return; }
     for (var j = 0u; j < 4u; j++) {
         let c_col = col + j * 16u;
         if (c_col >= p.n) { continue; }
-        let idx = p.c_off + row * p.n + c_col;
+        let idx = base + row * p.n + c_col;
         if (p.accumulate != 0u) {
             c[idx] = c[idx] + v[j];
         } else {

@@ -300,3 +300,102 @@ fn sketch_matches_twin_and_keeps_the_norm_in_expectation() {
     // Another seed, other signs.
     assert_ne!(cpu::sketch(&x, 4, 1), cpu::sketch(&x, 4, 2));
 }
+
+/// The three convolution products (implicit GEMM on the tiled matmul) against their twins, on
+/// awkward shapes: 1×1, 3×3, 5×5 and non-square filters, strides 1–3, padding 0–2, one and
+/// several channels, channel counts and pixel counts off the 64-tile, a batch large enough for
+/// the split-K weight gradient; the weight, the input and the outputs at odd offsets, and the
+/// input gradient both written and accumulated.
+#[test]
+fn conv_products_match_twins_on_awkward_shapes() {
+    use a2cid_engine::kernels::ConvGeometry;
+    let ctx = gpu();
+    let mut r = rng(11);
+    // (batch, (c_in, h, w), c_out, (kh, kw), stride, pad)
+    let cases = [
+        (1, (1, 8, 8), 1, (1, 1), 1, 0),
+        (2, (1, 8, 8), 4, (3, 3), 1, 1),
+        (3, (3, 9, 7), 5, (3, 3), 2, 1),
+        (2, (2, 11, 13), 17, (5, 5), 1, 2),
+        (1, (5, 6, 6), 3, (2, 3), 3, 0),
+        (4, (16, 14, 14), 70, (3, 3), 1, 1),
+        (64, (1, 28, 28), 8, (5, 5), 1, 2),
+        (5, (4, 5, 5), 6, (5, 5), 1, 0),
+    ];
+    for (batch, input, c_out, k, stride, pad) in cases {
+        let g = ConvGeometry::new(batch, input, c_out, k, stride, pad).unwrap();
+        let what = format!("{g:?} (out {}×{})", g.oh(), g.ow());
+        let (xo, wo, yo) = (3, 5, 7);
+        let x = random_vec(&mut r, batch * g.input_len(), 1.0);
+        let w = random_vec(&mut r, g.weights(), 1.0);
+        let dy = random_vec(&mut r, batch * g.output_len(), 1.0);
+        let pad_with = |off: usize, v: &[f32]| {
+            let mut b = vec![9.0; off];
+            b.extend(v);
+            b
+        };
+        let gx = ctx.storage_buffer_from("x", &pad_with(xo, &x)).unwrap();
+        let gw = ctx.storage_buffer_from("w", &pad_with(wo, &w)).unwrap();
+        let gdy = ctx.storage_buffer_from("dy", &pad_with(yo, &dy)).unwrap();
+        let gy = ctx.storage_buffer("y", yo + dy.len()).unwrap();
+        let dx0 = random_vec(&mut r, xo + x.len(), 1.0);
+        let gdx = ctx.storage_buffer_from("dx", &dx0).unwrap();
+        let gdw = ctx.storage_buffer("dw", wo + w.len()).unwrap();
+        let scratch = ctx
+            .storage_buffer("scratch", g.weight_grad_splits() * g.weights())
+            .unwrap();
+
+        let f = kernels::conv_forward(&ctx, &g, (&gx, xo), (&gw, wo), (&gy, yo)).unwrap();
+        ctx.run(&[&f]);
+        let want = cpu::conv_forward(&g, &x, &w);
+        assert_close(
+            &format!("forward {what}"),
+            &ctx.read(&gy, yo, want.len()).unwrap(),
+            &want,
+            1e-5,
+        );
+
+        let dx_want = cpu::conv_input_grad(&g, &w, &dy);
+        for accumulate in [true, false] {
+            let d =
+                kernels::conv_input_grad(&ctx, &g, (&gw, wo), (&gdy, yo), (&gdx, xo), accumulate)
+                    .unwrap();
+            ctx.run(&[&d]);
+            let got = ctx.read(&gdx, 0, dx0.len()).unwrap();
+            assert_eq!(&got[..xo], &dx0[..xo], "wrote before its output");
+            let mut want = dx_want.clone();
+            if accumulate {
+                for (v, &o) in want.iter_mut().zip(&dx0[xo..]) {
+                    *v += o;
+                }
+            }
+            assert_close(
+                &format!("input grad {what} accumulate={accumulate}"),
+                &got[xo..],
+                &want,
+                1e-5,
+            );
+        }
+
+        let ds = kernels::conv_weight_grad(&ctx, &g, (&gdy, yo), (&gx, xo), (&gdw, wo), &scratch)
+            .unwrap();
+        let refs: Vec<&Dispatch> = ds.iter().collect();
+        ctx.run(&refs);
+        let want = cpu::conv_weight_grad(&g, &dy, &x);
+        assert_close(
+            &format!("weight grad {what} ({} slices)", ds.len()),
+            &ctx.read(&gdw, wo, want.len()).unwrap(),
+            &want,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn a_filter_larger_than_the_padded_input_is_refused_naming_both() {
+    use a2cid_engine::kernels::ConvGeometry;
+    let err = ConvGeometry::new(1, (1, 4, 4), 2, (7, 7), 1, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("7×7") && err.contains("4×4"), "{err}");
+}

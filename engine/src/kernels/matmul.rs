@@ -16,6 +16,23 @@ uniform_params! {
         pub a_off: u32,
         pub b_off: u32,
         pub c_off: u32,
+        /// Per-z element offsets of A, B and C (batched products).
+        pub a_stride: u32,
+        pub b_stride: u32,
+        pub c_stride: u32,
+        /// Split-K (the conv weight gradient): products summed per z; 0 = all of K.
+        pub k_chunk: u32,
+        /// Convolution geometry (`MODE` 1–3, see [`super::conv`]).
+        pub c_in: u32,
+        pub h: u32,
+        pub w: u32,
+        pub kh: u32,
+        pub kw: u32,
+        pub stride: u32,
+        pub pad: u32,
+        pub oh: u32,
+        pub ow: u32,
+        pub c_out: u32,
     }
 }
 
@@ -35,7 +52,7 @@ pub const MATMUL: EntryPoint = EntryPoint {
 pub const FAMILY: Family = Family {
     source: wgsl_source!("matmul.wgsl"),
     uniform: MatmulParams::LAYOUT,
-    overrides: &["TRANS_A", "TRANS_B"],
+    overrides: &["MODE", "TRANS_A", "TRANS_B"],
     shared_constants: &[("BM", MATMUL_TILE as u32), ("BN", MATMUL_TILE as u32)],
     entry_points: &[MATMUL],
 };
@@ -85,27 +102,55 @@ pub fn matmul(
         a_off: u32_of(op, "a offset", a.offset)?,
         b_off: u32_of(op, "b offset", b.offset)?,
         c_off: u32_of(op, "c offset", c_off)?,
+        ..Default::default()
     };
+    let modes = (Mode::Plain, a.transposed, b.transposed);
+    launch(ctx, modes, &params, (a.buffer, b.buffer, c), 1)
+}
+
+/// What the tiled loop's operand loads read (`MODE` of matmul.wgsl).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Plain = 0,
+    ConvForward = 1,
+    ConvInputGrad = 2,
+    ConvWeightGrad = 3,
+}
+
+/// A launch of the tiled loop over `params.m × params.n` outputs and `z` slices.
+pub(crate) fn launch(
+    ctx: &GpuContext,
+    (mode, trans_a, trans_b): (Mode, bool, bool),
+    params: &MatmulParams,
+    (a, b, c): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+    z: usize,
+) -> Result<Dispatch> {
+    let op = MATMUL.name;
+    let (m, n) = (params.m as usize, params.n as usize);
     let gx = groups_for(op, n, MATMUL_TILE)?;
     let gy = groups_for(op, m, MATMUL_TILE)?;
-    if gx > MAX_GROUPS_PER_DIM || gy > MAX_GROUPS_PER_DIM {
+    let gz = u32_of(op, "batch", z)?;
+    if gx > MAX_GROUPS_PER_DIM || gy > MAX_GROUPS_PER_DIM || gz > MAX_GROUPS_PER_DIM {
         return Err(EngineError::Shape {
             op,
-            detail: format!("{m}×{n} output needs more than 65,535 tiles per dimension; split it"),
+            detail: format!(
+                "{m}×{n} output in {z} slices needs more than 65,535 tiles per dimension; split it"
+            ),
         });
     }
     let constants = [
-        ("TRANS_A", f64::from(a.transposed as u8)),
-        ("TRANS_B", f64::from(b.transposed as u8)),
+        ("MODE", f64::from(mode as u8)),
+        ("TRANS_A", f64::from(trans_a as u8)),
+        ("TRANS_B", f64::from(trans_b as u8)),
     ];
     Dispatch::new(
         ctx,
         &FAMILY,
         &MATMUL,
         &constants,
-        &params,
-        &[("a", a.buffer), ("b", b.buffer), ("c", c)],
-        [gx.max(1), gy.max(1), 1],
+        params,
+        &[("a", a), ("b", b), ("c", c)],
+        [gx.max(1), gy.max(1), gz.max(1)],
     )
 }
 

@@ -83,6 +83,9 @@ macro_rules! kernel_families {
 // One line per family: adding a family adds its name here.
 kernel_families![util, matmul, bias, relu, softmax_ce, acid, sketch];
 
+// Convolution is implicit GEMM on the matmul family's tiled loop.
+pub mod conv;
+
 // The flat paths the rest of the workspace uses (`kernels::matmul(..)`, `kernels::AcidUniform`).
 // New families need not add themselves here: `kernels::<family>::<item>` works.
 pub use acid::{acid_partials_len, mix_and_average, mix_and_snapshot, mix_and_step, AcidUniform};
@@ -91,7 +94,8 @@ pub use matmul::{matmul, MatRef, MatmulParams, MATMUL_TILE};
 pub use relu::{relu_backward, relu_forward, ReluParams};
 pub use sketch::{sketch, SketchParams};
 pub use softmax_ce::{softmax_ce, softmax_stats_len, SoftmaxCeParams, SOFTMAX_ROWS_PER_GROUP};
-pub use util::{axpy, copy, fill, UtilParams};
+pub use conv::{conv_forward, conv_input_grad, conv_weight_grad, ConvGeometry};
+pub use util::{axpy, copy, fill, sum_slices, UtilParams};
 
 /// The WGSL every family's source starts with: shared constants and helpers.
 pub const PRELUDE: &str = include_str!("../../../shaders/prelude.wgsl");

@@ -1,5 +1,5 @@
-//! `shaders/util.wgsl`: fill, copy and axpy over flat f32 buffers, at element offsets; and their
-//! CPU twins ([`cpu`]).
+//! `shaders/util.wgsl`: fill, copy, axpy and the sum of slices over flat f32 buffers, at element
+//! offsets; and their CPU twins ([`cpu`]).
 use super::{grid_over, u32_of, Binding, Dispatch, EntryPoint, Family, Uniform, WORKGROUP_1D};
 use crate::device::GpuContext;
 use crate::error::Result;
@@ -12,6 +12,8 @@ uniform_params! {
         pub src_off: u32,
         /// The fill value, or axpy's `a`.
         pub value: f32,
+        /// sum_slices: how many slices of `n` values `src` holds.
+        pub count: u32,
     }
 }
 
@@ -31,16 +33,20 @@ pub const AXPY: EntryPoint = EntryPoint {
     name: "axpy",
     bindings: &[P, DST, SRC],
 };
+pub const SUM_SLICES: EntryPoint = EntryPoint {
+    name: "sum_slices",
+    bindings: &[P, DST, SRC],
+};
 
 pub const FAMILY: Family = Family {
     source: wgsl_source!("util.wgsl"),
     uniform: UtilParams::LAYOUT,
     overrides: &[],
     shared_constants: &[],
-    entry_points: &[FILL, COPY, AXPY],
+    entry_points: &[FILL, COPY, AXPY, SUM_SLICES],
 };
 
-/// The three entry points differ only in whether they read `src` and what `value` means.
+/// The entry points differ only in whether they read `src` and what `value` and `count` mean.
 fn launch(
     ctx: &GpuContext,
     entry: &'static EntryPoint,
@@ -48,6 +54,7 @@ fn launch(
     src: Option<(&wgpu::Buffer, usize)>,
     n: usize,
     value: f32,
+    count: usize,
 ) -> Result<Dispatch> {
     let op = entry.name;
     let params = UtilParams {
@@ -55,6 +62,7 @@ fn launch(
         dst_off: u32_of(op, "dst offset", dst.1)?,
         src_off: u32_of(op, "src offset", src.map_or(0, |s| s.1))?,
         value,
+        count: u32_of(op, "count", count)?,
     };
     let mut buffers = vec![("dst", dst.0)];
     buffers.extend(src.map(|s| ("src", s.0)));
@@ -70,7 +78,7 @@ pub fn fill(
     n: usize,
     value: f32,
 ) -> Result<Dispatch> {
-    launch(ctx, &FILL, (dst, dst_off), None, n, value)
+    launch(ctx, &FILL, (dst, dst_off), None, n, value, 0)
 }
 
 /// `dst[dst_off + i] = src[src_off + i]` for `i < n` (`dst` and `src` distinct buffers).
@@ -82,7 +90,7 @@ pub fn copy(
     dst_off: usize,
     n: usize,
 ) -> Result<Dispatch> {
-    launch(ctx, &COPY, (dst, dst_off), Some((src, src_off)), n, 0.0)
+    launch(ctx, &COPY, (dst, dst_off), Some((src, src_off)), n, 0.0, 0)
 }
 
 /// `y[i] += a * x[i]` for `i < n`.
@@ -93,7 +101,19 @@ pub fn axpy(
     y: &wgpu::Buffer,
     n: usize,
 ) -> Result<Dispatch> {
-    launch(ctx, &AXPY, (y, 0), Some((x, 0)), n, a)
+    launch(ctx, &AXPY, (y, 0), Some((x, 0)), n, a, 0)
+}
+
+/// `dst[i] = Σ_s src[s·n + i]` over `count` consecutive slices of `n` values (`dst` and `src`
+/// distinct buffers).
+pub fn sum_slices(
+    ctx: &GpuContext,
+    src: (&wgpu::Buffer, usize),
+    count: usize,
+    dst: (&wgpu::Buffer, usize),
+    n: usize,
+) -> Result<Dispatch> {
+    launch(ctx, &SUM_SLICES, dst, Some(src), n, 0.0, count)
 }
 
 /// The plain-Rust twins of util.wgsl over whole slices.
@@ -104,6 +124,14 @@ pub mod cpu {
 
     pub fn copy(src: &[f32], dst: &mut [f32]) {
         dst.copy_from_slice(src);
+    }
+
+    /// `dst[i] = Σ_s src[s·n + i]` over the `src.len() / dst.len()` slices, in slice order.
+    pub fn sum_slices(src: &[f32], dst: &mut [f32]) {
+        let n = dst.len();
+        for (i, d) in dst.iter_mut().enumerate() {
+            *d = src.iter().skip(i).step_by(n).sum();
+        }
     }
 
     /// `y += a·x`, with the kernel's fused multiply-add.
