@@ -399,3 +399,139 @@ fn a_filter_larger_than_the_padded_input_is_refused_naming_both() {
         .to_string();
     assert!(err.contains("7×7") && err.contains("4×4"), "{err}");
 }
+
+/// Per-channel kernels and GroupNorm against their twins: one-pixel planes, groups of one
+/// channel, a group larger than a workgroup, values at odd offsets; and the twin's GroupNorm
+/// backward against central differences of its forward (so the twin itself is right).
+#[test]
+fn channel_kernels_and_group_norm_match_twins() {
+    use a2cid_engine::kernels::{GroupNorm, Nchw};
+    let ctx = gpu();
+    let mut r = rng(12);
+    // (batch, channels, plane, groups)
+    for (batch, channels, plane, groups) in [
+        (1, 1, 1, 1),
+        (3, 6, 49, 3),
+        (2, 4, 1, 4),
+        (5, 16, 196, 8),
+        (2, 3, 1000, 1),
+    ] {
+        let t = Nchw {
+            batch,
+            channels,
+            plane,
+        };
+        let what = format!("{t:?} groups {groups}");
+        let off = 5;
+        let with_off = |v: &[f32]| {
+            let mut b = vec![7.0; off];
+            b.extend(v);
+            b
+        };
+        let x = random_vec(&mut r, t.len(), 2.0);
+        let dy = random_vec(&mut r, t.len(), 1.0);
+        let mut arena = random_vec(&mut r, off + 2 * channels, 1.0);
+        arena[off..off + channels].iter_mut().for_each(|g| *g += 1.0);
+        let (gamma, beta) = (
+            arena[off..off + channels].to_vec(),
+            arena[off + channels..].to_vec(),
+        );
+        let gx = ctx.storage_buffer_from("x", &with_off(&x)).unwrap();
+        let gdy = ctx.storage_buffer_from("dy", &with_off(&dy)).unwrap();
+        let gp = ctx.storage_buffer_from("params", &arena).unwrap();
+        let gy = ctx.storage_buffer("y", off + t.len()).unwrap();
+        let gdx = ctx.storage_buffer_from("dx", &with_off(&x)).unwrap();
+        let xhat = ctx.storage_buffer("xhat", t.len()).unwrap();
+        let stats = ctx.storage_buffer("stats", 2 * batch * groups).unwrap();
+        let sums = ctx.storage_buffer("sums", off + channels).unwrap();
+
+        // Bias add and the channel sums.
+        let b = kernels::channel_bias_add(&ctx, t, (&gdx, off), (&gp, off)).unwrap();
+        ctx.run(&[&b]);
+        let mut want = x.clone();
+        cpu::channel_bias_add(t, &mut want, &gamma);
+        assert_close(
+            &format!("bias add {what}"),
+            &ctx.read(&gdx, off, t.len()).unwrap(),
+            &want,
+            1e-6,
+        );
+        let s = kernels::channel_sum(&ctx, t, (&gdy, off), (&sums, off)).unwrap();
+        ctx.run(&[&s]);
+        assert_close(
+            &format!("channel sum {what}"),
+            &ctx.read(&sums, off, channels).unwrap(),
+            &cpu::channel_dot(t, &dy, None),
+            1e-5,
+        );
+
+        // GroupNorm forward, its parameter gradients, backward (written and accumulated).
+        let gn = GroupNorm {
+            shape: t,
+            groups,
+            eps: 1e-5,
+            params: &gp,
+            gamma_off: off,
+            beta_off: off + channels,
+            xhat: &xhat,
+            stats: &stats,
+        };
+        let f = gn.forward(&ctx, (&gx, off), (&gy, off)).unwrap();
+        ctx.run(&[&f]);
+        let (y, xh, st) = cpu::group_norm_forward(t, groups, 1e-5, &x, &gamma, &beta);
+        assert_close(
+            &format!("gn forward {what}"),
+            &ctx.read(&gy, off, t.len()).unwrap(),
+            &y,
+            1e-5,
+        );
+        assert_close(
+            &format!("gn stats {what}"),
+            &ctx.read(&stats, 0, st.len()).unwrap(),
+            &st,
+            1e-5,
+        );
+        let d = kernels::channel_dot(&ctx, t, (&gdy, off), &xhat, (&sums, off)).unwrap();
+        ctx.run(&[&d]);
+        assert_close(
+            &format!("gamma grad {what}"),
+            &ctx.read(&sums, off, channels).unwrap(),
+            &cpu::channel_dot(t, &dy, Some(&xh)),
+            1e-5,
+        );
+        let dx_want = cpu::group_norm_backward(t, groups, &dy, &xh, &st, &gamma);
+        for accumulate in [true, false] {
+            let before = ctx.read(&gdx, off, t.len()).unwrap();
+            let bw = gn.backward(&ctx, (&gdy, off), (&gdx, off), accumulate).unwrap();
+            ctx.run(&[&bw]);
+            let mut want = dx_want.clone();
+            if accumulate {
+                want.iter_mut().zip(&before).for_each(|(w, b)| *w += b);
+            }
+            assert_close(
+                &format!("gn backward {what} accumulate={accumulate}"),
+                &ctx.read(&gdx, off, t.len()).unwrap(),
+                &want,
+                1e-4,
+            );
+        }
+
+        // The twin's backward is the derivative of its forward: d(Σ y·dy)/dx by differences.
+        if t.len() <= 400 {
+            let loss = |x: &[f32]| -> f64 {
+                let (y, _, _) = cpu::group_norm_forward(t, groups, 1e-5, x, &gamma, &beta);
+                y.iter().zip(&dy).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum()
+            };
+            let h = 1e-2f32;
+            let numeric: Vec<f32> = (0..x.len())
+                .map(|i| {
+                    let (mut a, mut b) = (x.clone(), x.clone());
+                    a[i] += h;
+                    b[i] -= h;
+                    ((loss(&a) - loss(&b)) / (2.0 * f64::from(h))) as f32
+                })
+                .collect();
+            assert_close(&format!("gn twin vs differences {what}"), &dx_want, &numeric, 1e-2);
+        }
+    }
+}
