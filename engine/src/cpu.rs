@@ -11,5 +11,6 @@ pub use crate::kernels::softmax_ce::LossStats;
 pub use crate::kernels::channel::cpu::{
     channel_bias_add, channel_dot, group_norm_backward, group_norm_forward,
 };
+pub use crate::kernels::pool::cpu::{pool_backward, pool_forward};
 pub use crate::kernels::conv::cpu::{conv_forward, conv_input_grad, conv_weight_grad};
 pub use crate::kernels::util::cpu::{axpy, copy, fill, sum_slices};

@@ -535,3 +535,74 @@ fn channel_kernels_and_group_norm_match_twins() {
         }
     }
 }
+
+/// Max and average pooling against their twins: 2×2/2, overlapping 3×3/2 with padding,
+/// non-square windows, odd sizes, a global average pool; backward written and accumulated.
+#[test]
+fn pooling_matches_twins() {
+    use a2cid_engine::kernels::{PoolGeometry, PoolKind};
+    let ctx = gpu();
+    let mut r = rng(13);
+    for kind in [PoolKind::Max, PoolKind::Avg] {
+        let mut geoms = vec![
+            PoolGeometry::new(kind, 6, (28, 28), (2, 2), 2, 0).unwrap(),
+            PoolGeometry::new(kind, 3, (7, 9), (3, 3), 2, 1).unwrap(),
+            PoolGeometry::new(kind, 2, (5, 6), (2, 3), 1, 1).unwrap(),
+            PoolGeometry::new(kind, 1, (1, 1), (1, 1), 1, 0).unwrap(),
+        ];
+        if kind == PoolKind::Avg {
+            geoms.push(PoolGeometry::global_avg(10, (7, 7)).unwrap());
+        }
+        for g in geoms {
+            let what = format!("{g:?}");
+            let off = 3;
+            let x = random_vec(&mut r, g.input_len(), 1.0);
+            let dy = random_vec(&mut r, g.output_len(), 1.0);
+            let mut xb = vec![5.0; off];
+            xb.extend(&x);
+            let mut dyb = vec![5.0; off];
+            dyb.extend(&dy);
+            let gx = ctx.storage_buffer_from("x", &xb).unwrap();
+            let gdy = ctx.storage_buffer_from("dy", &dyb).unwrap();
+            let gy = ctx.storage_buffer("y", off + g.output_len()).unwrap();
+            let idx = ctx.storage_buffer("idx", g.output_len()).unwrap();
+            let dx0 = random_vec(&mut r, off + g.input_len(), 1.0);
+            let gdx = ctx.storage_buffer_from("dx", &dx0).unwrap();
+            let f = g.forward(&ctx, (&gx, off), (&gy, off), &idx).unwrap();
+            ctx.run(&[&f]);
+            let (y, want_idx) = cpu::pool_forward(&g, &x);
+            assert_close(
+                &format!("pool forward {what}"),
+                &ctx.read(&gy, off, y.len()).unwrap(),
+                &y,
+                1e-6,
+            );
+            if kind == PoolKind::Max {
+                let got: Vec<u32> = ctx.read(&idx, 0, y.len()).unwrap();
+                assert_eq!(got, want_idx, "argmax {what}");
+            }
+            let dx = cpu::pool_backward(&g, &dy, &want_idx);
+            for accumulate in [true, false] {
+                let before = ctx.read(&gdx, off, dx.len()).unwrap();
+                let b = g
+                    .backward(&ctx, (&gdy, off), (&gdx, off), &idx, accumulate)
+                    .unwrap();
+                ctx.run(&[&b]);
+                let mut want = dx.clone();
+                if accumulate {
+                    want.iter_mut().zip(&before).for_each(|(w, b)| *w += b);
+                }
+                assert_close(
+                    &format!("pool backward {what} accumulate={accumulate}"),
+                    &ctx.read(&gdx, off, dx.len()).unwrap(),
+                    &want,
+                    1e-6,
+                );
+            }
+        }
+    }
+    let err = PoolGeometry::new(PoolKind::Max, 1, (4, 4), (2, 2), 2, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("2×2") && err.contains("4×4"), "{err}");
+}

@@ -81,7 +81,7 @@ macro_rules! kernel_families {
 }
 
 // One line per family: adding a family adds its name here.
-kernel_families![util, matmul, bias, relu, softmax_ce, acid, sketch, channel];
+kernel_families![util, matmul, bias, relu, softmax_ce, acid, sketch, channel, pool];
 
 // Convolution is implicit GEMM on the matmul family's tiled loop.
 pub mod conv;
@@ -95,6 +95,7 @@ pub use relu::{relu_backward, relu_forward, ReluParams};
 pub use sketch::{sketch, SketchParams};
 pub use softmax_ce::{softmax_ce, softmax_stats_len, SoftmaxCeParams, SOFTMAX_ROWS_PER_GROUP};
 pub use channel::{channel_bias_add, channel_dot, channel_sum, ChannelParams, GroupNorm, Nchw};
+pub use pool::{PoolGeometry, PoolKind};
 pub use conv::{conv_forward, conv_input_grad, conv_weight_grad, ConvGeometry};
 pub use util::{axpy, copy, fill, sum_slices, UtilParams};
 
