@@ -153,7 +153,7 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
     let c = topology.constants();
     println!(
         "{} workers, {} on {} (rate_com {}: chi_1 {:.3}, chi_2 {:.3}, eta {:.4}, alpha_tilde {:.3}), \
-         {} ({} train / {} test), mlp {:?}; run directory {}",
+         {} ({} train / {} test), {} {}; run directory {}",
         n,
         cfg.method.name(),
         topology.name(),
@@ -165,7 +165,8 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
         cfg.dataset,
         dataset.train.len(),
         dataset.test.len(),
-        cfg.hidden,
+        cfg.model,
+        cfg.model_spec(&dataset)?.describe(),
         out.display()
     );
     drop(dataset);

@@ -34,6 +34,8 @@ pub struct RunConfig {
     pub dataset: DatasetName,
     pub model: ModelKind,
     pub hidden: Vec<usize>,
+    /// Filters of the first convolution (`cnn`) or stage (`resnet:D`).
+    pub width: usize,
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f32,
@@ -72,6 +74,7 @@ impl Default for RunConfig {
             dataset: DatasetName::Digits,
             model: ModelKind::Mlp,
             hidden: vec![256, 128],
+            width: 16,
             epochs: 40,
             batch_size: 32,
             lr: 0.05,
@@ -156,7 +159,7 @@ impl RunConfig {
 
     /// The run's model fitted to `dataset`'s input shape and classes.
     pub fn model_spec(&self, dataset: &Dataset) -> anyhow::Result<ModelSpec> {
-        model_spec(self.model, &self.hidden, dataset)
+        model_spec(self.model, &self.hidden, self.width, dataset)
     }
 
     pub fn sgd(&self) -> SgdConfig {
@@ -180,14 +183,15 @@ impl RunConfig {
     }
 }
 
-/// Model `kind` with hidden widths `hidden`, fitted to `dataset`'s input shape and classes; when
-/// they do not fit, the error names both.
+/// Model `kind` with hidden widths `hidden` (MLP) or `width` (convolutional models), fitted to
+/// `dataset`'s input shape and classes; when they do not fit, the error names both.
 pub fn model_spec(
     kind: ModelKind,
     hidden: &[usize],
+    width: usize,
     dataset: &Dataset,
 ) -> anyhow::Result<ModelSpec> {
-    ModelSpec::new(kind, hidden, InputShape(dataset.shape), dataset.classes).map_err(|e| {
+    ModelSpec::new(kind, hidden, width, InputShape(dataset.shape), dataset.classes).map_err(|e| {
         anyhow::anyhow!(
             "--model {kind} on {} ({}): {e}",
             dataset.name,

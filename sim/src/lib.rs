@@ -115,12 +115,15 @@ pub struct SimulateArgs {
     /// model: dataset (digits is embedded; mnist and fashion-mnist need scripts/fetch-datasets.sh).
     #[arg(long, default_value = "digits")]
     pub dataset: a2cid_datasets::DatasetName,
-    /// model: which model (mlp).
+    /// model: which model (mlp, cnn, resnet:D).
     #[arg(long, default_value = "mlp")]
     pub model: ModelKind,
     /// model: hidden layer widths of the MLP, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "32")]
     pub hidden: Vec<usize>,
+    /// model: filters of the first convolution (cnn) or stage (resnet:D).
+    #[arg(long, default_value_t = 16)]
+    pub width: usize,
     /// model: batch size of one gradient.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
@@ -200,6 +203,7 @@ fn build_problem(
                 data_dir: args.data_dir.clone(),
                 model: args.model,
                 hidden: args.hidden.clone(),
+                width: args.width,
                 batch_size: args.batch_size,
                 eval_rows: args.eval_rows,
                 adapter: args.adapter.clone(),

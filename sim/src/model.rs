@@ -23,6 +23,7 @@ pub struct ModelProblemConfig {
     pub data_dir: std::path::PathBuf,
     pub model: ModelKind,
     pub hidden: Vec<usize>,
+    pub width: usize,
     pub batch_size: usize,
     /// Training rows on which the global loss is measured (a fixed subset, for speed).
     pub eval_rows: usize,
@@ -51,7 +52,7 @@ impl GpuModelWorkers {
     pub fn new(n: usize, cfg: &ModelProblemConfig) -> anyhow::Result<Self> {
         let dataset = data::load(cfg.dataset, &cfg.data_dir)?;
         let ctx = GpuContext::open(&cfg.adapter)?;
-        let spec = a2cid_schema::model_spec(cfg.model, &cfg.hidden, &dataset)?;
+        let spec = a2cid_schema::model_spec(cfg.model, &cfg.hidden, cfg.width, &dataset)?;
         let eval_rows = cfg.eval_rows.min(dataset.train.len()).max(1);
         let model = spec.build(ctx.clone(), cfg.batch_size.max(eval_rows.min(1024)))?;
         let d = model.parameters();

@@ -46,12 +46,16 @@ pub struct RunArgs {
     /// Dataset: digits, mnist or fashion-mnist [default: digits].
     #[arg(long)]
     pub dataset: Option<DatasetName>,
-    /// Model: mlp [default: mlp].
+    /// Model: mlp, cnn (two 5×5 convolutions with max-pooling, two linear layers) or resnet:D
+    /// (CIFAR-style ResNet with GroupNorm, D = 8, 14, 20, …) [default: mlp].
     #[arg(long)]
     pub model: Option<ModelKind>,
     /// Hidden layer widths of the MLP, comma-separated [default: 256,128].
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
+    /// Filters of the first convolution (cnn) or of the first stage (resnet:D) [default: 16].
+    #[arg(long, value_name = "W")]
+    pub width: Option<usize>,
     /// Epochs: for acid, gossip and local a budget of as many gradients as E epochs of every
     /// shard, all workers together (faster workers do more); for allreduce E epochs of each
     /// worker's shard; 0: no epoch limit [default: 40].
@@ -144,6 +148,7 @@ impl RunArgs {
             dataset,
             model,
             hidden,
+            width,
             epochs,
             batch_size,
             lr,

@@ -16,6 +16,7 @@ use crate::device::GpuContext;
 use crate::error::{EngineError, Result};
 
 pub mod mlp;
+pub mod net;
 
 /// The families of models `--model` can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -23,40 +24,56 @@ pub enum ModelKind {
     /// Multi-layer perceptron: dense layers with ReLU between them (`--hidden` sets the widths).
     #[default]
     Mlp,
+    /// Two 5×5 convolutions with max-pooling, two linear layers (`--width` filters in the first).
+    Cnn,
+    /// CIFAR-style ResNet with GroupNorm of this depth (6n + 2: 8, 14, 20, …; `--width` filters in
+    /// the first stage).
+    ResNet(u32),
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 1] = [ModelKind::Mlp];
+    /// What `--model` accepts, for messages and help.
+    pub const CHOICES: &'static str = "mlp, cnn, resnet:D (D = 8, 14, 20, … = 6n + 2)";
 
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> String {
         match self {
-            ModelKind::Mlp => "mlp",
+            ModelKind::Mlp => "mlp".into(),
+            ModelKind::Cnn => "cnn".into(),
+            ModelKind::ResNet(d) => format!("resnet:{d}"),
         }
     }
 }
 
 impl fmt::Display for ModelKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(&self.name())
     }
 }
 
 impl FromStr for ModelKind {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        ModelKind::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = ModelKind::ALL.iter().map(|k| k.name()).collect();
-                format!("unknown model `{s}`: expected {}", names.join(", "))
-            })
+        let unknown = || format!("unknown model `{s}`: expected {}", ModelKind::CHOICES);
+        match s {
+            "mlp" => Ok(ModelKind::Mlp),
+            "cnn" => Ok(ModelKind::Cnn),
+            _ => {
+                let depth = s.strip_prefix("resnet:").ok_or_else(unknown)?;
+                let d: u32 = depth.parse().map_err(|_| unknown())?;
+                if d < 8 || (d - 2) % 6 != 0 {
+                    return Err(format!(
+                        "--model {s}: a ResNet's depth is 6n + 2 with n ≥ 1 (8, 14, 20, …)"
+                    ));
+                }
+                Ok(ModelKind::ResNet(d))
+            }
+        }
     }
 }
 
 impl serde::Serialize for ModelKind {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
+        s.serialize_str(&self.name())
     }
 }
 
@@ -91,6 +108,8 @@ pub struct ModelSpec {
     pub kind: ModelKind,
     /// Hidden widths (the MLP's layers).
     pub hidden: Vec<usize>,
+    /// Filters of the first convolution (`cnn`) or stage (`resnet:D`).
+    pub width: usize,
     pub input: InputShape,
     pub classes: usize,
 }
@@ -100,18 +119,23 @@ impl ModelSpec {
     pub fn new(
         kind: ModelKind,
         hidden: &[usize],
+        width: usize,
         input: InputShape,
         classes: usize,
     ) -> Result<ModelSpec> {
         let spec = ModelSpec {
             kind,
             hidden: hidden.to_vec(),
+            width,
             input,
             classes,
         };
         match kind {
             ModelKind::Mlp => {
                 mlp::MlpSpec::new(input.features(), hidden, classes)?;
+            }
+            _ => {
+                spec.net()?;
             }
         }
         Ok(spec)
@@ -121,6 +145,7 @@ impl ModelSpec {
     pub fn layout(&self) -> ParamLayout {
         match self.kind {
             ModelKind::Mlp => self.mlp().layout(),
+            _ => self.net().expect("checked by ModelSpec::new").layout,
         }
     }
 
@@ -128,6 +153,37 @@ impl ModelSpec {
     pub fn describe(&self) -> String {
         match self.kind {
             ModelKind::Mlp => self.mlp().describe(),
+            _ => self.net().expect("checked by ModelSpec::new").describe(),
+        }
+    }
+
+    /// The layer list of a convolutional model.
+    pub fn net(&self) -> Result<net::NetSpec> {
+        match self.kind {
+            ModelKind::Cnn => net::NetSpec::cnn(self.input, self.classes, self.width),
+            ModelKind::ResNet(d) => {
+                net::NetSpec::resnet(self.input, self.classes, d as usize, self.width)
+            }
+            ModelKind::Mlp => Err(EngineError::Shape {
+                op: "model",
+                detail: "an MLP is not a layer list".into(),
+            }),
+        }
+    }
+
+    /// Bytes of device memory the model holds for batches of `max_batch` rows (parameters,
+    /// gradients, activations and their gradients, the layers' own buffers).
+    pub fn device_bytes(&self, max_batch: usize) -> u64 {
+        match self.kind {
+            ModelKind::Mlp => {
+                let widths = self.mlp().widths();
+                let acts: usize = widths.iter().sum::<usize>() * 2;
+                4 * (2 * self.layout().len() + max_batch * acts) as u64
+            }
+            _ => self
+                .net()
+                .map(|n| n.device_bytes(max_batch))
+                .unwrap_or(0),
         }
     }
 
@@ -143,6 +199,7 @@ impl ModelSpec {
     pub fn build(&self, ctx: Arc<GpuContext>, max_batch: usize) -> Result<Box<dyn Model>> {
         match self.kind {
             ModelKind::Mlp => Ok(Box::new(mlp::Mlp::new(ctx, self.mlp(), max_batch)?)),
+            _ => Ok(Box::new(net::Net::new(ctx, self.kind, self.net()?, max_batch)?)),
         }
     }
 }
