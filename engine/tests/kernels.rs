@@ -431,7 +431,9 @@ fn channel_kernels_and_group_norm_match_twins() {
         let x = random_vec(&mut r, t.len(), 2.0);
         let dy = random_vec(&mut r, t.len(), 1.0);
         let mut arena = random_vec(&mut r, off + 2 * channels, 1.0);
-        arena[off..off + channels].iter_mut().for_each(|g| *g += 1.0);
+        arena[off..off + channels]
+            .iter_mut()
+            .for_each(|g| *g += 1.0);
         let (gamma, beta) = (
             arena[off..off + channels].to_vec(),
             arena[off + channels..].to_vec(),
@@ -502,7 +504,9 @@ fn channel_kernels_and_group_norm_match_twins() {
         let dx_want = cpu::group_norm_backward(t, groups, &dy, &xh, &st, &gamma);
         for accumulate in [true, false] {
             let before = ctx.read(&gdx, off, t.len()).unwrap();
-            let bw = gn.backward(&ctx, (&gdy, off), (&gdx, off), accumulate).unwrap();
+            let bw = gn
+                .backward(&ctx, (&gdy, off), (&gdx, off), accumulate)
+                .unwrap();
             ctx.run(&[&bw]);
             let mut want = dx_want.clone();
             if accumulate {
@@ -520,7 +524,10 @@ fn channel_kernels_and_group_norm_match_twins() {
         if t.len() <= 400 {
             let loss = |x: &[f32]| -> f64 {
                 let (y, _, _) = cpu::group_norm_forward(t, groups, 1e-5, x, &gamma, &beta);
-                y.iter().zip(&dy).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum()
+                y.iter()
+                    .zip(&dy)
+                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                    .sum()
             };
             let h = 1e-2f32;
             let numeric: Vec<f32> = (0..x.len())
@@ -531,7 +538,12 @@ fn channel_kernels_and_group_norm_match_twins() {
                     ((loss(&a) - loss(&b)) / (2.0 * f64::from(h))) as f32
                 })
                 .collect();
-            assert_close(&format!("gn twin vs differences {what}"), &dx_want, &numeric, 1e-2);
+            assert_close(
+                &format!("gn twin vs differences {what}"),
+                &dx_want,
+                &numeric,
+                1e-2,
+            );
         }
     }
 }

@@ -191,7 +191,14 @@ pub fn model_spec(
     width: usize,
     dataset: &Dataset,
 ) -> anyhow::Result<ModelSpec> {
-    ModelSpec::new(kind, hidden, width, InputShape(dataset.shape), dataset.classes).map_err(|e| {
+    ModelSpec::new(
+        kind,
+        hidden,
+        width,
+        InputShape(dataset.shape),
+        dataset.classes,
+    )
+    .map_err(|e| {
         anyhow::anyhow!(
             "--model {kind} on {} ({}): {e}",
             dataset.name,

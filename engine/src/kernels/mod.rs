@@ -90,13 +90,13 @@ pub mod conv;
 // New families need not add themselves here: `kernels::<family>::<item>` works.
 pub use acid::{acid_partials_len, mix_and_average, mix_and_snapshot, mix_and_step, AcidUniform};
 pub use bias::{bias_add, bias_grad, BiasParams};
+pub use channel::{channel_bias_add, channel_dot, channel_sum, ChannelParams, GroupNorm, Nchw};
+pub use conv::{conv_forward, conv_input_grad, conv_weight_grad, ConvGeometry};
 pub use matmul::{matmul, MatRef, MatmulParams, MATMUL_TILE};
+pub use pool::{PoolGeometry, PoolKind};
 pub use relu::{relu_backward, relu_forward, ReluParams};
 pub use sketch::{sketch, SketchParams};
 pub use softmax_ce::{softmax_ce, softmax_stats_len, SoftmaxCeParams, SOFTMAX_ROWS_PER_GROUP};
-pub use channel::{channel_bias_add, channel_dot, channel_sum, ChannelParams, GroupNorm, Nchw};
-pub use pool::{PoolGeometry, PoolKind};
-pub use conv::{conv_forward, conv_input_grad, conv_weight_grad, ConvGeometry};
 pub use util::{axpy, copy, fill, sum_slices, UtilParams};
 
 /// The WGSL every family's source starts with: shared constants and helpers.

@@ -180,10 +180,7 @@ impl ModelSpec {
                 let acts: usize = widths.iter().sum::<usize>() * 2;
                 4 * (2 * self.layout().len() + max_batch * acts) as u64
             }
-            _ => self
-                .net()
-                .map(|n| n.device_bytes(max_batch))
-                .unwrap_or(0),
+            _ => self.net().map(|n| n.device_bytes(max_batch)).unwrap_or(0),
         }
     }
 
@@ -199,7 +196,12 @@ impl ModelSpec {
     pub fn build(&self, ctx: Arc<GpuContext>, max_batch: usize) -> Result<Box<dyn Model>> {
         match self.kind {
             ModelKind::Mlp => Ok(Box::new(mlp::Mlp::new(ctx, self.mlp(), max_batch)?)),
-            _ => Ok(Box::new(net::Net::new(ctx, self.kind, self.net()?, max_batch)?)),
+            _ => Ok(Box::new(net::Net::new(
+                ctx,
+                self.kind,
+                self.net()?,
+                max_batch,
+            )?)),
         }
     }
 }

@@ -16,7 +16,9 @@ use crate::arena::{ParamLayout, TensorView};
 use crate::cpu::LossStats;
 use crate::device::GpuContext;
 use crate::error::{EngineError, Result};
-use crate::kernels::{self, ConvGeometry, Dispatch, GroupNorm, MatRef, Nchw, PoolGeometry, PoolKind};
+use crate::kernels::{
+    self, ConvGeometry, Dispatch, GroupNorm, MatRef, Nchw, PoolGeometry, PoolKind,
+};
 use crate::models::{InputShape, Model, ModelKind};
 
 /// The per-sample shape of an activation: channels, height, width.
@@ -65,7 +67,12 @@ pub enum Op {
     /// In place.
     Relu { t: usize },
     /// `k × k` windows every `stride`, no padding.
-    MaxPool { x: usize, y: usize, k: usize, stride: usize },
+    MaxPool {
+        x: usize,
+        y: usize,
+        k: usize,
+        stride: usize,
+    },
     /// One value per channel.
     GlobalAvgPool { x: usize, y: usize },
     /// `y = flatten(x) · weight + bias`, weight stored `[in, out]`.
@@ -136,7 +143,15 @@ impl Builder {
         v
     }
 
-    fn conv(&mut self, name: &str, x: usize, c_out: usize, k: usize, stride: usize, bias: bool) -> usize {
+    fn conv(
+        &mut self,
+        name: &str,
+        x: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        bias: bool,
+    ) -> usize {
         let s = self.spec.shapes[x];
         let pad = k / 2;
         let out = Shape {
@@ -203,7 +218,11 @@ impl Builder {
 
     fn linear(&mut self, name: &str, x: usize, out: usize) -> usize {
         let fan_in = self.spec.shapes[x].len();
-        let weight = self.param(format!("{name}.weight"), &[fan_in, out], Init::HeUniform(fan_in));
+        let weight = self.param(
+            format!("{name}.weight"),
+            &[fan_in, out],
+            Init::HeUniform(fan_in),
+        );
         let bias = self.param(format!("{name}.bias"), &[out], Init::Zeros);
         let y = self.tensor(Shape { c: out, h: 1, w: 1 });
         self.spec.ops.push(Op::Linear { x, y, weight, bias });
@@ -217,7 +236,10 @@ impl Builder {
 }
 
 fn shape_error(detail: String) -> EngineError {
-    EngineError::Shape { op: "model", detail }
+    EngineError::Shape {
+        op: "model",
+        detail,
+    }
 }
 
 impl NetSpec {
@@ -230,7 +252,11 @@ impl NetSpec {
                 "cnn (width {width}) needs inputs of at least 4×4 (two 2×2 poolings) and a positive width; the input is {input}"
             )));
         }
-        let mut b = Builder::new(format!("conv {}-{}, linear 128", width, 2 * width), input, classes);
+        let mut b = Builder::new(
+            format!("conv {}-{}, linear 128", width, 2 * width),
+            input,
+            classes,
+        );
         let t = b.conv("conv1", 0, width, 5, 1, true);
         let t = b.relu(t);
         let t = b.max_pool(t, 2);
@@ -247,7 +273,12 @@ impl NetSpec {
     /// filters, three stages of (D − 2)/6 basic blocks at `width`, 2·`width`, 4·`width` filters
     /// (the first block of stages 2 and 3 halves the resolution, its shortcut a strided 1×1 conv
     /// and GroupNorm), a global average pool and a linear layer. D = 6n + 2 (8, 14, 20, …).
-    pub fn resnet(input: InputShape, classes: usize, depth: usize, width: usize) -> Result<NetSpec> {
+    pub fn resnet(
+        input: InputShape,
+        classes: usize,
+        depth: usize,
+        width: usize,
+    ) -> Result<NetSpec> {
         let [_, h, w] = input.0;
         if depth < 8 || (depth - 2) % 6 != 0 {
             return Err(shape_error(format!(
@@ -261,7 +292,12 @@ impl NetSpec {
         }
         let blocks = (depth - 2) / 6;
         let mut b = Builder::new(
-            format!("depth {depth}, widths {}-{}-{}", width, 2 * width, 4 * width),
+            format!(
+                "depth {depth}, widths {}-{}-{}",
+                width,
+                2 * width,
+                4 * width
+            ),
             input,
             classes,
         );
@@ -346,10 +382,22 @@ impl NetSpec {
     fn conv_geometry(&self, op: &Op, rows: usize) -> Option<Result<ConvGeometry>> {
         match *op {
             Op::Conv {
-                x, y, k, stride, pad, ..
+                x,
+                y,
+                k,
+                stride,
+                pad,
+                ..
             } => {
                 let (s, o) = (self.shapes[x], self.shapes[y]);
-                Some(ConvGeometry::new(rows, (s.c, s.h, s.w), o.c, (k, k), stride, pad))
+                Some(ConvGeometry::new(
+                    rows,
+                    (s.c, s.h, s.w),
+                    o.c,
+                    (k, k),
+                    stride,
+                    pad,
+                ))
             }
             _ => None,
         }
@@ -387,7 +435,10 @@ struct Plan {
 /// max pool's argmax.
 enum Aux {
     None,
-    GroupNorm { xhat: wgpu::Buffer, stats: wgpu::Buffer },
+    GroupNorm {
+        xhat: wgpu::Buffer,
+        stats: wgpu::Buffer,
+    },
     Argmax(wgpu::Buffer),
 }
 
@@ -410,7 +461,12 @@ pub struct Net {
 }
 
 impl Net {
-    pub fn new(ctx: Arc<GpuContext>, kind: ModelKind, spec: NetSpec, max_batch: usize) -> Result<Net> {
+    pub fn new(
+        ctx: Arc<GpuContext>,
+        kind: ModelKind,
+        spec: NetSpec,
+        max_batch: usize,
+    ) -> Result<Net> {
         if max_batch == 0 {
             return Err(shape_error("batch size must be at least 1".into()));
         }
@@ -428,12 +484,14 @@ impl Net {
         for (i, op) in spec.ops.iter().enumerate() {
             aux.push(match *op {
                 Op::GroupNorm { y, groups, .. } => Aux::GroupNorm {
-                    xhat: ctx.storage_buffer(&format!("gn{i} xhat"), max_batch * spec.shapes[y].len())?,
+                    xhat: ctx
+                        .storage_buffer(&format!("gn{i} xhat"), max_batch * spec.shapes[y].len())?,
                     stats: ctx.storage_buffer(&format!("gn{i} stats"), 2 * max_batch * groups)?,
                 },
-                Op::MaxPool { y, .. } => Aux::Argmax(
-                    ctx.storage_buffer(&format!("pool{i} argmax"), max_batch * spec.shapes[y].len())?,
-                ),
+                Op::MaxPool { y, .. } => Aux::Argmax(ctx.storage_buffer(
+                    &format!("pool{i} argmax"),
+                    max_batch * spec.shapes[y].len(),
+                )?),
                 _ => Aux::None,
             });
         }
@@ -464,7 +522,14 @@ impl Net {
         self.dacts[t].as_ref().expect("the input has no gradient")
     }
 
-    fn group_norm(&self, i: usize, t: Nchw, groups: usize, gamma: &TensorView, beta: &TensorView) -> GroupNorm<'_> {
+    fn group_norm(
+        &self,
+        i: usize,
+        t: Nchw,
+        groups: usize,
+        gamma: &TensorView,
+        beta: &TensorView,
+    ) -> GroupNorm<'_> {
         let Aux::GroupNorm { xhat, stats } = &self.aux[i] else {
             unreachable!("a GroupNorm op has GroupNorm buffers")
         };
@@ -509,7 +574,9 @@ impl Net {
         let mut forward = Vec::new();
         for (i, op) in spec.ops.iter().enumerate() {
             match op {
-                Op::Conv { x, y, bias, weight, .. } => {
+                Op::Conv {
+                    x, y, bias, weight, ..
+                } => {
                     let g = spec.conv_geometry(op, rows).expect("a conv")?;
                     forward.push(kernels::conv_forward(
                         ctx,
@@ -527,7 +594,13 @@ impl Net {
                         )?);
                     }
                 }
-                Op::GroupNorm { x, y, groups, gamma, beta } => {
+                Op::GroupNorm {
+                    x,
+                    y,
+                    groups,
+                    gamma,
+                    beta,
+                } => {
                     let gn = self.group_norm(i, spec.nchw(*x, rows), *groups, gamma, beta);
                     forward.push(gn.forward(ctx, (&self.acts[*x], 0), (&self.acts[*y], 0))?);
                 }
@@ -602,7 +675,9 @@ impl Net {
         let g = &self.grads;
         for (i, op) in spec.ops.iter().enumerate().rev() {
             match op {
-                Op::Conv { x, y, weight, bias, .. } => {
+                Op::Conv {
+                    x, y, weight, bias, ..
+                } => {
                     let geom = spec.conv_geometry(op, rows).expect("a conv")?;
                     let dy = (self.dact(*y), 0);
                     backward.extend(kernels::conv_weight_grad(
@@ -614,7 +689,12 @@ impl Net {
                         &self.scratch,
                     )?);
                     if let Some(b) = bias {
-                        backward.push(kernels::channel_sum(ctx, spec.nchw(*y, rows), dy, (g, b.offset))?);
+                        backward.push(kernels::channel_sum(
+                            ctx,
+                            spec.nchw(*y, rows),
+                            dy,
+                            (g, b.offset),
+                        )?);
                     }
                     if *x != 0 {
                         backward.push(kernels::conv_input_grad(
@@ -628,11 +708,23 @@ impl Net {
                         written[*x] = true;
                     }
                 }
-                Op::GroupNorm { x, y, groups, gamma, beta } => {
+                Op::GroupNorm {
+                    x,
+                    y,
+                    groups,
+                    gamma,
+                    beta,
+                } => {
                     let t = spec.nchw(*y, rows);
                     let gn = self.group_norm(i, t, *groups, gamma, beta);
                     let dy = (self.dact(*y), 0);
-                    backward.push(kernels::channel_dot(ctx, t, dy, gn.xhat, (g, gamma.offset))?);
+                    backward.push(kernels::channel_dot(
+                        ctx,
+                        t,
+                        dy,
+                        gn.xhat,
+                        (g, gamma.offset),
+                    )?);
                     backward.push(kernels::channel_sum(ctx, t, dy, (g, beta.offset))?);
                     if *x != 0 {
                         backward.push(gn.backward(ctx, dy, (self.dact(*x), 0), written[*x])?);
@@ -673,7 +765,13 @@ impl Net {
                         (fan_in, rows, out),
                         false,
                     )?);
-                    backward.push(kernels::bias_grad(ctx, (dy, 0), (g, bias.offset), rows, out)?);
+                    backward.push(kernels::bias_grad(
+                        ctx,
+                        (dy, 0),
+                        (g, bias.offset),
+                        rows,
+                        out,
+                    )?);
                     if *x != 0 {
                         backward.push(kernels::matmul(
                             ctx,
@@ -710,7 +808,10 @@ impl Net {
 
     fn plan(&mut self, rows: usize) -> Result<&Plan> {
         if rows == 0 || rows > self.max_batch {
-            return Err(shape_error(format!("{rows} rows for at most {}", self.max_batch)));
+            return Err(shape_error(format!(
+                "{rows} rows for at most {}",
+                self.max_batch
+            )));
         }
         if !self.plans.contains_key(&rows) {
             let plan = self.build_plan(rows)?;
@@ -785,7 +886,12 @@ impl Model for Net {
 
     fn record_train(&mut self, pass: &mut wgpu::ComputePass<'_>, rows: usize) -> Result<()> {
         let plan = self.plan(rows)?;
-        for d in plan.forward.iter().chain([&plan.loss_train]).chain(&plan.backward) {
+        for d in plan
+            .forward
+            .iter()
+            .chain([&plan.loss_train])
+            .chain(&plan.backward)
+        {
             d.record(pass);
         }
         Ok(())
@@ -800,9 +906,9 @@ impl Model for Net {
     }
 
     fn read_stats(&self) -> Result<LossStats> {
-        let raw: Vec<f32> = self
-            .ctx
-            .read(&self.stats, 0, kernels::softmax_stats_len(self.max_batch))?;
+        let raw: Vec<f32> =
+            self.ctx
+                .read(&self.stats, 0, kernels::softmax_stats_len(self.max_batch))?;
         let mut s = LossStats::default();
         for pair in raw.chunks_exact(2) {
             s.loss_sum += f64::from(pair[0]);
