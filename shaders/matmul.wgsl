@@ -30,21 +30,22 @@ struct Params {
     c_stride: u32,
     // MODE 3: products per z (0: all K in one z).
     k_chunk: u32,
-    // Convolution geometry (MODE 1–3): input channels, input height and width, kernel height and
-    // width, stride, padding, output height and width, output channels.
-    c_in: u32,
-    h: u32,
-    w: u32,
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad: u32,
-    oh: u32,
-    ow: u32,
-    c_out: u32,
 }
 
 override MODE: u32 = 0u;
+// Convolution geometry (MODE 1–3), specialised per layer so that the index arithmetic of the
+// implicit im2col divides by constants: input channels, input height and width, kernel height and
+// width, stride, padding, output height and width, output channels.
+override C_IN: u32 = 1u;
+override H: u32 = 1u;
+override W: u32 = 1u;
+override KH: u32 = 1u;
+override KW: u32 = 1u;
+override STRIDE: u32 = 1u;
+override PAD: u32 = 0u;
+override OH: u32 = 1u;
+override OW: u32 = 1u;
+override C_OUT: u32 = 1u;
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 
@@ -63,13 +64,13 @@ var<workgroup> tile_b: array<f32, 1024>; // [BK][BN]
 
 // The im2col element col[(ch, i, j), (oy, ox)] of the image starting at `base` of `b`.
 fn im2col(base: u32, q: u32, pix: u32) -> f32 {
-    let taps = p.kh * p.kw;
+    let taps = KH * KW;
     let ch = q / taps;
     let ij = q % taps;
-    let y = i32((pix / p.ow) * p.stride + ij / p.kw) - i32(p.pad);
-    let x = i32((pix % p.ow) * p.stride + ij % p.kw) - i32(p.pad);
-    if (y < 0 || x < 0 || y >= i32(p.h) || x >= i32(p.w)) { return 0.0; }
-    return b[base + (ch * p.h + u32(y)) * p.w + u32(x)];
+    let y = i32((pix / OW) * STRIDE + ij / KW) - i32(PAD);
+    let x = i32((pix % OW) * STRIDE + ij % KW) - i32(PAD);
+    if (y < 0 || x < 0 || y >= i32(H) || x >= i32(W)) { return 0.0; }
+    return b[base + (ch * H + u32(y)) * W + u32(x)];
 }
 
 // A(row, col) of op(A) for this z (its offset `base`), zero outside [0, M) × [k_lo, k_hi).
@@ -78,15 +79,15 @@ fn load_a(base: u32, row: u32, col: u32, k_hi: u32) -> f32 {
     switch MODE {
         case 2u: {
             // A[c, (oc, i, j)] = W[oc, c, i, j]; W is [c_out, c_in·kh·kw].
-            let taps = p.kh * p.kw;
+            let taps = KH * KW;
             let oc = col / taps;
-            return a[base + (oc * p.c_in + row) * taps + col % taps];
+            return a[base + (oc * C_IN + row) * taps + col % taps];
         }
         case 3u: {
             // A[oc, (n, pix)] = dY[n, oc, pix].
-            let plane = p.oh * p.ow;
+            let plane = OH * OW;
             let img = col / plane;
-            return a[base + (img * p.c_out + row) * plane + col % plane];
+            return a[base + (img * C_OUT + row) * plane + col % plane];
         }
         default: {
             if (TRANS_A) { return a[base + col * p.m + row]; }
@@ -104,24 +105,24 @@ fn load_b(base: u32, row: u32, col: u32, k_hi: u32) -> f32 {
         }
         case 2u: {
             // B[(oc, i, j), (iy, ix)] = dY[oc, oy, ox] where oy·s − pad + i = iy (and so for x).
-            let taps = p.kh * p.kw;
+            let taps = KH * KW;
             let oc = row / taps;
             let ij = row % taps;
-            let ty = i32(col / p.w) + i32(p.pad) - i32(ij / p.kw);
-            let tx = i32(col % p.w) + i32(p.pad) - i32(ij % p.kw);
+            let ty = i32(col / W) + i32(PAD) - i32(ij / KW);
+            let tx = i32(col % W) + i32(PAD) - i32(ij % KW);
             if (ty < 0 || tx < 0) { return 0.0; }
-            let s = p.stride;
+            let s = STRIDE;
             if (u32(ty) % s != 0u || u32(tx) % s != 0u) { return 0.0; }
             let oy = u32(ty) / s;
             let ox = u32(tx) / s;
-            if (oy >= p.oh || ox >= p.ow) { return 0.0; }
-            return b[base + (oc * p.oh + oy) * p.ow + ox];
+            if (oy >= OH || ox >= OW) { return 0.0; }
+            return b[base + (oc * OH + oy) * OW + ox];
         }
         case 3u: {
             // B[(n, pix), q] = col(X_n)[q, pix].
-            let plane = p.oh * p.ow;
+            let plane = OH * OW;
             let img = row / plane;
-            return im2col(base + img * p.c_in * p.h * p.w, col, row % plane);
+            return im2col(base + img * C_IN * H * W, col, row % plane);
         }
         default: {
             if (TRANS_B) { return b[base + col * p.k + row]; }

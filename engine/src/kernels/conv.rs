@@ -93,20 +93,24 @@ impl ConvGeometry {
         (64 / tiles).clamp(1, (products / 512).max(1))
     }
 
-    fn params(&self, op: &'static str) -> Result<MatmulParams> {
-        Ok(MatmulParams {
-            c_in: u32_of(op, "c_in", self.c_in)?,
-            h: u32_of(op, "h", self.h)?,
-            w: u32_of(op, "w", self.w)?,
-            kh: u32_of(op, "kh", self.kh)?,
-            kw: u32_of(op, "kw", self.kw)?,
-            stride: u32_of(op, "stride", self.stride)?,
-            pad: u32_of(op, "pad", self.pad)?,
-            oh: u32_of(op, "oh", self.oh())?,
-            ow: u32_of(op, "ow", self.ow())?,
-            c_out: u32_of(op, "c_out", self.c_out)?,
-            ..Default::default()
-        })
+    /// The pipeline constants of this geometry (matmul.wgsl specialises its index arithmetic).
+    fn constants(&self, op: &'static str) -> Result<Vec<(&'static str, f64)>> {
+        let values = [
+            ("C_IN", self.c_in),
+            ("H", self.h),
+            ("W", self.w),
+            ("KH", self.kh),
+            ("KW", self.kw),
+            ("STRIDE", self.stride),
+            ("PAD", self.pad),
+            ("OH", self.oh()),
+            ("OW", self.ow()),
+            ("C_OUT", self.c_out),
+        ];
+        values
+            .into_iter()
+            .map(|(k, v)| Ok((k, f64::from(u32_of(op, k, v)?))))
+            .collect()
     }
 }
 
@@ -128,11 +132,12 @@ pub fn conv_forward(
         c_off: u32_of(op, "output offset", y.1)?,
         b_stride: u32_of(op, "input image", g.input_len())?,
         c_stride: u32_of(op, "output image", g.output_len())?,
-        ..g.params(op)?
+        ..Default::default()
     };
     launch(
         ctx,
         (Mode::ConvForward, false, false),
+        &g.constants(op)?,
         &p,
         (w.0, x.0, y.0),
         g.batch,
@@ -160,11 +165,12 @@ pub fn conv_input_grad(
         c_off: u32_of(op, "input-gradient offset", dx.1)?,
         b_stride: u32_of(op, "output image", g.output_len())?,
         c_stride: u32_of(op, "input image", g.input_len())?,
-        ..g.params(op)?
+        ..Default::default()
     };
     launch(
         ctx,
         (Mode::ConvInputGrad, false, false),
+        &g.constants(op)?,
         &p,
         (w.0, dy.0, dx.0),
         g.batch,
@@ -202,11 +208,12 @@ pub fn conv_weight_grad(
         c_off: u32_of(op, "weight-gradient offset", c_off)?,
         c_stride: u32_of(op, "weights", g.weights())?,
         k_chunk: u32_of(op, "chunk", chunk)?,
-        ..g.params(op)?
+        ..Default::default()
     };
     let mut out = vec![launch(
         ctx,
         (Mode::ConvWeightGrad, false, true),
+        &g.constants(op)?,
         &p,
         (dy.0, x.0, c),
         splits,

@@ -22,17 +22,6 @@ uniform_params! {
         pub c_stride: u32,
         /// Split-K (the conv weight gradient): products summed per z; 0 = all of K.
         pub k_chunk: u32,
-        /// Convolution geometry (`MODE` 1–3, see [`super::conv`]).
-        pub c_in: u32,
-        pub h: u32,
-        pub w: u32,
-        pub kh: u32,
-        pub kw: u32,
-        pub stride: u32,
-        pub pad: u32,
-        pub oh: u32,
-        pub ow: u32,
-        pub c_out: u32,
     }
 }
 
@@ -52,7 +41,10 @@ pub const MATMUL: EntryPoint = EntryPoint {
 pub const FAMILY: Family = Family {
     source: wgsl_source!("matmul.wgsl"),
     uniform: MatmulParams::LAYOUT,
-    overrides: &["MODE", "TRANS_A", "TRANS_B"],
+    overrides: &[
+        "MODE", "TRANS_A", "TRANS_B", "C_IN", "H", "W", "KH", "KW", "STRIDE", "PAD", "OH", "OW",
+        "C_OUT",
+    ],
     shared_constants: &[("BM", MATMUL_TILE as u32), ("BN", MATMUL_TILE as u32)],
     entry_points: &[MATMUL],
 };
@@ -105,7 +97,7 @@ pub fn matmul(
         ..Default::default()
     };
     let modes = (Mode::Plain, a.transposed, b.transposed);
-    launch(ctx, modes, &params, (a.buffer, b.buffer, c), 1)
+    launch(ctx, modes, &[], &params, (a.buffer, b.buffer, c), 1)
 }
 
 /// What the tiled loop's operand loads read (`MODE` of matmul.wgsl).
@@ -117,10 +109,12 @@ pub(crate) enum Mode {
     ConvWeightGrad = 3,
 }
 
-/// A launch of the tiled loop over `params.m × params.n` outputs and `z` slices.
+/// A launch of the tiled loop over `params.m × params.n` outputs and `z` slices, specialised by
+/// `geometry` (the convolution's constants) besides the mode.
 pub(crate) fn launch(
     ctx: &GpuContext,
     (mode, trans_a, trans_b): (Mode, bool, bool),
+    geometry: &[(&'static str, f64)],
     params: &MatmulParams,
     (a, b, c): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
     z: usize,
@@ -138,11 +132,12 @@ pub(crate) fn launch(
             ),
         });
     }
-    let constants = [
+    let mut constants = vec![
         ("MODE", f64::from(mode as u8)),
         ("TRANS_A", f64::from(trans_a as u8)),
         ("TRANS_B", f64::from(trans_b as u8)),
     ];
+    constants.extend_from_slice(geometry);
     Dispatch::new(
         ctx,
         &FAMILY,
