@@ -183,6 +183,43 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     store_row(c_base, row0 + lid.y + 48u, col0 + lid.x, acc3);
 }
 
+// The same product without workgroup memory: each invocation reads its operands straight from
+// the buffers (through the same loaders) — for devices where caches make staging a waste.
+@compute @workgroup_size(16, 16)
+fn matmul_direct(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let row0 = wid.y * BM + lid.y;
+    let col0 = wid.x * BN + lid.x;
+    let a_base = p.a_off + wid.z * p.a_stride;
+    let b_base = p.b_off + wid.z * p.b_stride;
+    let c_base = p.c_off + wid.z * p.c_stride;
+    var k_lo = 0u;
+    var k_hi = p.k;
+    if (p.k_chunk != 0u) {
+        k_lo = wid.z * p.k_chunk;
+        k_hi = min(p.k, k_lo + p.k_chunk);
+    }
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var kk = k_lo; kk < k_hi; kk++) {
+        let bv = vec4<f32>(
+            load_b(b_base, kk, col0, k_hi),
+            load_b(b_base, kk, col0 + 16u, k_hi),
+            load_b(b_base, kk, col0 + 32u, k_hi),
+            load_b(b_base, kk, col0 + 48u, k_hi),
+        );
+        acc0 = fma(vec4<f32>(load_a(a_base, row0, kk, k_hi)), bv, acc0);
+        acc1 = fma(vec4<f32>(load_a(a_base, row0 + 16u, kk, k_hi)), bv, acc1);
+        acc2 = fma(vec4<f32>(load_a(a_base, row0 + 32u, kk, k_hi)), bv, acc2);
+        acc3 = fma(vec4<f32>(load_a(a_base, row0 + 48u, kk, k_hi)), bv, acc3);
+    }
+    store_row(c_base, row0, col0, acc0);
+    store_row(c_base, row0 + 16u, col0, acc1);
+    store_row(c_base, row0 + 32u, col0, acc2);
+    store_row(c_base, row0 + 48u, col0, acc3);
+}
+
 // Writes (or adds) v to C[row, col + 16·j] for the j in range.
 fn store_row(base: u32, row: u32, col: u32, v: vec4<f32>) {
     if (row >= p.m) { return; }

@@ -19,7 +19,7 @@ pub mod optim;
 pub mod train_state;
 
 pub use arena::{ParamLayout, TensorView};
-pub use device::{AdapterChoice, AdapterSummary, GpuContext};
+pub use device::{AdapterChoice, AdapterSummary, GpuContext, MatmulVariant};
 pub use error::{EngineError, Result};
 pub use models::mlp::{Mlp, MlpSpec};
 pub use models::{InputShape, Model, ModelKind, ModelSpec};

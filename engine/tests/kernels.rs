@@ -4,11 +4,17 @@ mod common;
 
 use a2cid_engine::cpu;
 use a2cid_engine::kernels::{self, Dispatch, MatRef};
+use a2cid_engine::{GpuContext, MatmulVariant};
 use common::*;
 
 #[test]
 fn matmul_all_transposes_awkward_shapes() {
-    let ctx = gpu();
+    for variant in [MatmulVariant::Tiled, MatmulVariant::Direct] {
+        matmul_all_transposes_awkward_shapes_on(&gpu_with(variant), variant);
+    }
+}
+
+fn matmul_all_transposes_awkward_shapes_on(ctx: &GpuContext, variant: MatmulVariant) {
     let mut r = rng(1);
     let shapes = [
         (1, 1, 1),
@@ -50,7 +56,7 @@ fn matmul_all_transposes_awkward_shapes() {
                     "matmul wrote before its output"
                 );
                 assert_close(
-                    &format!("matmul {m}x{k}x{n} ta={ta} tb={tb} acc={accumulate}"),
+                    &format!("matmul {variant:?} {m}x{k}x{n} ta={ta} tb={tb} acc={accumulate}"),
                     &got,
                     &want,
                     2e-6,
@@ -308,8 +314,13 @@ fn sketch_matches_twin_and_keeps_the_norm_in_expectation() {
 /// input gradient both written and accumulated.
 #[test]
 fn conv_products_match_twins_on_awkward_shapes() {
+    for variant in [MatmulVariant::Tiled, MatmulVariant::Direct] {
+        conv_products_match_twins_on(&gpu_with(variant), variant);
+    }
+}
+
+fn conv_products_match_twins_on(ctx: &GpuContext, variant: MatmulVariant) {
     use a2cid_engine::kernels::ConvGeometry;
-    let ctx = gpu();
     let mut r = rng(11);
     // (batch, (c_in, h, w), c_out, (kh, kw), stride, pad)
     let cases = [
@@ -324,7 +335,7 @@ fn conv_products_match_twins_on_awkward_shapes() {
     ];
     for (batch, input, c_out, k, stride, pad) in cases {
         let g = ConvGeometry::new(batch, input, c_out, k, stride, pad).unwrap();
-        let what = format!("{g:?} (out {}×{})", g.oh(), g.ow());
+        let what = format!("{variant:?} {g:?} (out {}×{})", g.oh(), g.ow());
         let (xo, wo, yo) = (3, 5, 7);
         let x = random_vec(&mut r, batch * g.input_len(), 1.0);
         let w = random_vec(&mut r, g.weights(), 1.0);

@@ -3,7 +3,7 @@
 use super::{
     groups_for, u32_of, Binding, Dispatch, EntryPoint, Family, Uniform, MAX_GROUPS_PER_DIM,
 };
-use crate::device::GpuContext;
+use crate::device::{GpuContext, MatmulVariant};
 use crate::error::{EngineError, Result};
 
 uniform_params! {
@@ -38,6 +38,11 @@ pub const MATMUL: EntryPoint = EntryPoint {
     ],
 };
 
+pub const MATMUL_DIRECT: EntryPoint = EntryPoint {
+    name: "matmul_direct",
+    bindings: MATMUL.bindings,
+};
+
 pub const FAMILY: Family = Family {
     source: wgsl_source!("matmul.wgsl"),
     uniform: MatmulParams::LAYOUT,
@@ -46,7 +51,7 @@ pub const FAMILY: Family = Family {
         "C_OUT",
     ],
     shared_constants: &[("BM", MATMUL_TILE as u32), ("BN", MATMUL_TILE as u32)],
-    entry_points: &[MATMUL],
+    entry_points: &[MATMUL, MATMUL_DIRECT],
 };
 
 /// A matrix operand: a view of `buffer` starting at element `offset`, stored row-major; when
@@ -138,10 +143,14 @@ pub(crate) fn launch(
         ("TRANS_B", f64::from(trans_b as u8)),
     ];
     constants.extend_from_slice(geometry);
+    let entry = match ctx.matmul_variant() {
+        MatmulVariant::Direct => &MATMUL_DIRECT,
+        MatmulVariant::Tiled => &MATMUL,
+    };
     Dispatch::new(
         ctx,
         &FAMILY,
-        &MATMUL,
+        entry,
         &constants,
         params,
         &[("a", a), ("b", b), ("c", c)],

@@ -23,6 +23,15 @@ pub fn gpu() -> Arc<GpuContext> {
     .clone()
 }
 
+/// A device of its own on the same adapter whose matrix products read their operands `variant`'s
+/// way (both variants are tested on every adapter).
+pub fn gpu_with(variant: a2cid_engine::MatmulVariant) -> Arc<GpuContext> {
+    let ctx = GpuContext::new(&gpu().adapter.index.to_string().parse().unwrap())
+        .expect("a second device on the test adapter");
+    ctx.set_matmul_variant(variant);
+    ctx
+}
+
 pub fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
 }
