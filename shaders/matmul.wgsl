@@ -76,6 +76,11 @@ fn im2col(base: u32, q: u32, pix: u32) -> f32 {
 // A(row, col) of op(A) for this z (its offset `base`), zero outside [0, M) × [k_lo, k_hi).
 fn load_a(base: u32, row: u32, col: u32, k_hi: u32) -> f32 {
     if (row >= p.m || col >= k_hi) { return 0.0; }
+    return load_a_at(base, row, col);
+}
+
+// A(row, col) for a row and column inside the matrix.
+fn load_a_at(base: u32, row: u32, col: u32) -> f32 {
     switch MODE {
         case 2u: {
             // A[c, (oc, i, j)] = W[oc, c, i, j]; W is [c_out, c_in·kh·kw].
@@ -99,6 +104,11 @@ fn load_a(base: u32, row: u32, col: u32, k_hi: u32) -> f32 {
 // B(row, col) of op(B) for this z (its offset `base`), zero outside [k_lo, k_hi) × [0, N).
 fn load_b(base: u32, row: u32, col: u32, k_hi: u32) -> f32 {
     if (row >= k_hi || col >= p.n) { return 0.0; }
+    return load_b_at(base, row, col);
+}
+
+// B(row, col) for a row and column inside the matrix.
+fn load_b_at(base: u32, row: u32, col: u32) -> f32 {
     switch MODE {
         case 1u: {
             return im2col(base, row, col);
@@ -184,7 +194,9 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
 }
 
 // The same product without workgroup memory: each invocation reads its operands straight from
-// the buffers (through the same loaders) — for devices where caches make staging a waste.
+// the buffers (through the same loaders) — for devices where caches make staging a waste. Rows and
+// columns past the matrix read its last row or column instead of branching on every load: their
+// results are never stored.
 @compute @workgroup_size(16, 16)
 fn matmul_direct(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let row0 = wid.y * BM + lid.y;
@@ -198,21 +210,29 @@ fn matmul_direct(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgrou
         k_lo = wid.z * p.k_chunk;
         k_hi = min(p.k, k_lo + p.k_chunk);
     }
+    let r0 = min(row0, p.m - 1u);
+    let r1 = min(row0 + 16u, p.m - 1u);
+    let r2 = min(row0 + 32u, p.m - 1u);
+    let r3 = min(row0 + 48u, p.m - 1u);
+    let c0 = min(col0, p.n - 1u);
+    let c1 = min(col0 + 16u, p.n - 1u);
+    let c2 = min(col0 + 32u, p.n - 1u);
+    let c3 = min(col0 + 48u, p.n - 1u);
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
     for (var kk = k_lo; kk < k_hi; kk++) {
         let bv = vec4<f32>(
-            load_b(b_base, kk, col0, k_hi),
-            load_b(b_base, kk, col0 + 16u, k_hi),
-            load_b(b_base, kk, col0 + 32u, k_hi),
-            load_b(b_base, kk, col0 + 48u, k_hi),
+            load_b_at(b_base, kk, c0),
+            load_b_at(b_base, kk, c1),
+            load_b_at(b_base, kk, c2),
+            load_b_at(b_base, kk, c3),
         );
-        acc0 = fma(vec4<f32>(load_a(a_base, row0, kk, k_hi)), bv, acc0);
-        acc1 = fma(vec4<f32>(load_a(a_base, row0 + 16u, kk, k_hi)), bv, acc1);
-        acc2 = fma(vec4<f32>(load_a(a_base, row0 + 32u, kk, k_hi)), bv, acc2);
-        acc3 = fma(vec4<f32>(load_a(a_base, row0 + 48u, kk, k_hi)), bv, acc3);
+        acc0 = fma(vec4<f32>(load_a_at(a_base, r0, kk)), bv, acc0);
+        acc1 = fma(vec4<f32>(load_a_at(a_base, r1, kk)), bv, acc1);
+        acc2 = fma(vec4<f32>(load_a_at(a_base, r2, kk)), bv, acc2);
+        acc3 = fma(vec4<f32>(load_a_at(a_base, r3, kk)), bv, acc3);
     }
     store_row(c_base, row0, col0, acc0);
     store_row(c_base, row0 + 16u, col0, acc1);
