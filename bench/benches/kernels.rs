@@ -3,8 +3,11 @@
 //!   burn's own wgpu matmul on the same shapes;
 //! - the fused SGD step over an 11.2 M-parameter arena (ResNet-18's size) in GB/s of effective
 //!   traffic (reads x, g, m; writes x, m), beside a plain copy kernel (reads 1, writes 1): the
-//!   bandwidth ceiling of the device.
-use a2cid_bench::burn_ref::BurnMatmul;
+//!   bandwidth ceiling of the device;
+//! - the three products of 2-D convolutions of the `cnn` and `resnet` models (forward, input
+//!   gradient, weight gradient) in GFLOP/s, beside burn's conv2d, transposed conv2d and
+//!   conv2d weight backward on the same operands' shapes.
+use a2cid_bench::burn_ref::{BurnConv, BurnMatmul, ConvProduct};
 use a2cid_bench::{bench_context, median_secs, random, time_dispatches};
 use a2cid_engine::kernels::{self, MatRef};
 use a2cid_engine::SgdConfig;
@@ -61,6 +64,82 @@ fn matmul(c: &mut Criterion) {
     }
 }
 
+fn conv(c: &mut Criterion) {
+    let ctx = bench_context();
+    let mut group = c.benchmark_group("conv");
+    group.sample_size(10);
+    // (label, (batch, c_in, h, w), c_out, k, stride, pad): cnn's second layer, a resnet 3×3 layer
+    // of the second stage and its strided first layer, at batch 64.
+    let layers = [
+        ("cnn conv2 16->32 5x5 14x14", (64, 16, 14, 14), 32, 5, 1, 2),
+        ("resnet 32->32 3x3 14x14", (64, 32, 14, 14), 32, 3, 1, 1),
+        ("resnet 16->32 3x3/2 28x28", (64, 16, 28, 28), 32, 3, 2, 1),
+    ];
+    let mut ratios = Vec::new();
+    for (label, (n, ci, h, w), co, k, stride, pad) in layers {
+        let g = kernels::ConvGeometry::new(n, (ci, h, w), co, (k, k), stride, pad).unwrap();
+        let x = ctx
+            .storage_buffer_from("x", &random(n * g.input_len(), 1))
+            .unwrap();
+        let wt = ctx
+            .storage_buffer_from("w", &random(g.weights(), 2))
+            .unwrap();
+        let dy = ctx
+            .storage_buffer_from("dy", &random(n * g.output_len(), 3))
+            .unwrap();
+        let y = ctx.storage_buffer("y", n * g.output_len()).unwrap();
+        let dx = ctx.storage_buffer("dx", n * g.input_len()).unwrap();
+        let dw = ctx.storage_buffer("dw", g.weights()).unwrap();
+        let scratch = ctx
+            .storage_buffer("scratch", g.weight_grad_splits() * g.weights())
+            .unwrap();
+        let ours = [
+            (
+                ConvProduct::Forward,
+                vec![kernels::conv_forward(&ctx, &g, (&x, 0), (&wt, 0), (&y, 0)).unwrap()],
+            ),
+            (
+                ConvProduct::InputGrad,
+                vec![
+                    kernels::conv_input_grad(&ctx, &g, (&wt, 0), (&dy, 0), (&dx, 0), false)
+                        .unwrap(),
+                ],
+            ),
+            (
+                ConvProduct::WeightGrad,
+                kernels::conv_weight_grad(&ctx, &g, (&dy, 0), (&x, 0), (&dw, 0), &scratch).unwrap(),
+            ),
+        ];
+        let mut burn = BurnConv::new_on(&ctx, (n, ci, h, w), co, k, (stride, pad));
+        let flops = 2 * n * g.output_len() * g.taps();
+        group.throughput(Throughput::Elements(flops as u64));
+        for (which, ds) in &ours {
+            let refs: Vec<&kernels::Dispatch> = ds.iter().collect();
+            let id = format!("{label} {which:?}");
+            group.bench_function(BenchmarkId::new("a2cid", &id), |b| {
+                b.iter_custom(|iters| time_dispatches(&ctx, &refs, iters))
+            });
+            group.bench_function(BenchmarkId::new("burn", &id), |b| {
+                b.iter_custom(|iters| burn.run(*which, iters))
+            });
+            let a = median_secs(3, 5, |i| time_dispatches(&ctx, &refs, i));
+            let t = median_secs(3, 5, |i| burn.run(*which, i));
+            ratios.push((id, flops as f64 / a / 1e9, flops as f64 / t / 1e9));
+        }
+    }
+    group.finish();
+    eprintln!(
+        "\nconv on {} (GFLOP/s, medians of the same run):",
+        ctx.adapter.name
+    );
+    for (label, ours, theirs) in ratios {
+        eprintln!(
+            "  {label:<42} a2cid {ours:>7.2}  burn {theirs:>7.2}  ratio {:.2}",
+            ours / theirs
+        );
+    }
+}
+
 fn sgd_vs_copy(c: &mut Criterion) {
     let ctx = bench_context();
     let n = 11_200_000; // ResNet-18's parameter count
@@ -104,5 +183,5 @@ fn sgd_vs_copy(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, matmul, sgd_vs_copy);
+criterion_group!(benches, matmul, conv, sgd_vs_copy);
 criterion_main!(benches);

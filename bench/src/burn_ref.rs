@@ -214,6 +214,96 @@ impl BurnMatmul {
     }
 }
 
+/// Which product of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvProduct {
+    Forward,
+    /// The gradient with respect to the input (burn's transposed convolution).
+    InputGrad,
+    /// The gradient with respect to the weight (burn's `conv2d_weight_backward`).
+    WeightGrad,
+}
+
+/// burn's 2-D convolution products on fixed random operands: input `[n, c_in, h, w]`, weight
+/// `[c_out, c_in, k, k]`, output gradient `[n, c_out, oh, ow]`, resident on burn's wgpu device.
+pub struct BurnConv {
+    device: BurnDevice,
+    x: Tensor<4>,
+    w: Tensor<4>,
+    dy: Tensor<4>,
+    stride: usize,
+    pad: usize,
+}
+
+impl BurnConv {
+    /// `(n, c_in, h, w)`, `c_out`, square `k`, stride and padding, on the adapter of `ctx`.
+    pub fn new_on(
+        ctx: &GpuContext,
+        (n, c_in, h, w): (usize, usize, usize, usize),
+        c_out: usize,
+        k: usize,
+        (stride, pad): (usize, usize),
+    ) -> Self {
+        let device = burn_device_on(ctx);
+        let (oh, ow) = (
+            (h + 2 * pad - k) / stride + 1,
+            (w + 2 * pad - k) / stride + 1,
+        );
+        let (x, wt) = matmul_operands(n * c_in * h * w, 1, c_out * c_in * k * k, 5);
+        let (dy, _) = matmul_operands(n * c_out * oh * ow, 1, 1, 6);
+        let d = &device.device;
+        let x = Tensor::<4>::from_data(TensorData::new(x, [n, c_in, h, w]), d);
+        let w = Tensor::<4>::from_data(TensorData::new(wt, [c_out, c_in, k, k]), d);
+        let dy = Tensor::<4>::from_data(TensorData::new(dy, [n, c_out, oh, ow]), d);
+        d.sync().expect("burn device sync after the operand upload");
+        BurnConv {
+            device,
+            x,
+            w,
+            dy,
+            stride,
+            pad,
+        }
+    }
+
+    fn product(&self, which: ConvProduct) -> Tensor<4> {
+        use burn::tensor::module::{conv2d, conv2d_weight_backward, conv_transpose2d};
+        use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+        let (s, p) = (self.stride, self.pad);
+        let opts = ConvOptions::new([s, s], [p, p], [1, 1], 1);
+        match which {
+            ConvProduct::Forward => conv2d(self.x.clone(), self.w.clone(), None, opts),
+            ConvProduct::InputGrad => {
+                // The transposed convolution's output size rounds as the forward's input.
+                let [_, _, h, _] = self.x.dims();
+                let [_, _, oh, _] = self.dy.dims();
+                let k = self.w.dims()[2];
+                let extra = h - ((oh - 1) * s + k - 2 * p);
+                let t = ConvTransposeOptions::new([s, s], [p, p], [extra, extra], [1, 1], 1);
+                conv_transpose2d(self.dy.clone(), self.w.clone(), None, t)
+            }
+            ConvProduct::WeightGrad => {
+                conv2d_weight_backward(self.x.clone(), self.w.clone(), self.dy.clone(), opts)
+            }
+        }
+    }
+
+    /// Runs `iters` of one product; the wall time until the device has finished them.
+    pub fn run(&mut self, which: ConvProduct, iters: u64) -> Duration {
+        let d = &self.device.device;
+        d.sync().expect("burn device sync before timing");
+        let start = Instant::now();
+        let mut last = None;
+        for _ in 0..iters {
+            last = Some(self.product(which));
+        }
+        d.sync().expect("burn device sync after the timed products");
+        let elapsed = start.elapsed();
+        drop(last);
+        elapsed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

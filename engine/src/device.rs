@@ -312,7 +312,10 @@ impl GpuContext {
 
     /// How matrix products built from now on read their operands.
     pub fn matmul_variant(&self) -> MatmulVariant {
-        if self.matmul_direct.load(std::sync::atomic::Ordering::Relaxed) {
+        if self
+            .matmul_direct
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             MatmulVariant::Direct
         } else {
             MatmulVariant::Tiled
@@ -322,8 +325,10 @@ impl GpuContext {
     /// Chooses how matrix products built from now on read their operands (launches already built
     /// keep theirs).
     pub fn set_matmul_variant(&self, v: MatmulVariant) {
-        self.matmul_direct
-            .store(v == MatmulVariant::Direct, std::sync::atomic::Ordering::Relaxed);
+        self.matmul_direct.store(
+            v == MatmulVariant::Direct,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// A tiny storage buffer bound where a kernel specialisation declares a binding it never uses.
