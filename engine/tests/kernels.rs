@@ -45,7 +45,7 @@ fn matmul_all_transposes_awkward_shapes_on(ctx: &GpuContext, variant: MatmulVari
                 ra.transposed = ta;
                 let mut rb = MatRef::new(&gb, b_off);
                 rb.transposed = tb;
-                let d = kernels::matmul(&ctx, ra, rb, &gc, c_off, (m, k, n), accumulate).unwrap();
+                let d = kernels::matmul(ctx, ra, rb, &gc, c_off, (m, k, n), accumulate).unwrap();
                 ctx.run(&[&d]);
                 let got: Vec<f32> = ctx.read(&gc, 0, c_off + m * n).unwrap();
                 let mut want = c_init.clone();
@@ -356,7 +356,7 @@ fn conv_products_match_twins_on(ctx: &GpuContext, variant: MatmulVariant) {
             .storage_buffer("scratch", g.weight_grad_splits() * g.weights())
             .unwrap();
 
-        let f = kernels::conv_forward(&ctx, &g, (&gx, xo), (&gw, wo), (&gy, yo)).unwrap();
+        let f = kernels::conv_forward(ctx, &g, (&gx, xo), (&gw, wo), (&gy, yo)).unwrap();
         ctx.run(&[&f]);
         let want = cpu::conv_forward(&g, &x, &w);
         assert_close(
@@ -369,7 +369,7 @@ fn conv_products_match_twins_on(ctx: &GpuContext, variant: MatmulVariant) {
         let dx_want = cpu::conv_input_grad(&g, &w, &dy);
         for accumulate in [true, false] {
             let d =
-                kernels::conv_input_grad(&ctx, &g, (&gw, wo), (&gdy, yo), (&gdx, xo), accumulate)
+                kernels::conv_input_grad(ctx, &g, (&gw, wo), (&gdy, yo), (&gdx, xo), accumulate)
                     .unwrap();
             ctx.run(&[&d]);
             let got = ctx.read(&gdx, 0, dx0.len()).unwrap();
@@ -388,7 +388,7 @@ fn conv_products_match_twins_on(ctx: &GpuContext, variant: MatmulVariant) {
             );
         }
 
-        let ds = kernels::conv_weight_grad(&ctx, &g, (&gdy, yo), (&gx, xo), (&gdw, wo), &scratch)
+        let ds = kernels::conv_weight_grad(ctx, &g, (&gdy, yo), (&gx, xo), (&gdw, wo), &scratch)
             .unwrap();
         let refs: Vec<&Dispatch> = ds.iter().collect();
         ctx.run(&refs);
