@@ -142,6 +142,53 @@ fn digits_single_worker_reaches_95_percent() {
     assert!(last < 0.5 * first, "train loss {first} -> {last}");
 }
 
+/// The convolutional models through the CLI: `cnn` learns digits, the summary names the model and
+/// its architecture, and a model that does not fit the input is refused naming both.
+#[test]
+fn cnn_learns_digits_and_a_model_too_big_for_the_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = a2cid(&[
+        "run",
+        "--workers",
+        "1",
+        "--dataset",
+        "digits",
+        "--model",
+        "cnn",
+        "--width",
+        "8",
+        "--epochs",
+        "4",
+        "--seed",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = summary(&out);
+    assert_eq!(s["model"], "cnn");
+    let arch = s["architecture"].as_str().unwrap();
+    assert!(arch.contains("conv 8-16") && arch.contains("8×8×1"), "{arch}");
+    let acc = s["test_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.9, "cnn digits test accuracy {acc}\n{}", text(&o));
+
+    let o = a2cid(&[
+        "run",
+        "--workers",
+        "1",
+        "--dataset",
+        "digits",
+        "--model",
+        "resnet:9",
+        "--out",
+        dir.path().join("bad").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("6n + 2"), "{}", text(&o));
+}
+
 #[test]
 fn mnist_single_worker_reaches_97_5_percent_in_3_epochs() {
     require_dataset("mnist");
