@@ -170,7 +170,10 @@ fn cnn_learns_digits_and_a_model_too_big_for_the_input_is_refused() {
     let s = summary(&out);
     assert_eq!(s["model"], "cnn");
     let arch = s["architecture"].as_str().unwrap();
-    assert!(arch.contains("conv 8-16") && arch.contains("8×8×1"), "{arch}");
+    assert!(
+        arch.contains("conv 8-16") && arch.contains("8×8×1"),
+        "{arch}"
+    );
     let acc = s["test_accuracy"].as_f64().unwrap();
     assert!(acc >= 0.9, "cnn digits test accuracy {acc}\n{}", text(&o));
 
