@@ -141,6 +141,13 @@ fn load_b_at(base: u32, row: u32, col: u32) -> f32 {
     }
 }
 
+// The products slice z sums, [lo, hi): all of K, or its chunk (MODE 3).
+fn k_range(z: u32) -> vec2<u32> {
+    if (p.k_chunk == 0u) { return vec2<u32>(0u, p.k); }
+    let lo = z * p.k_chunk;
+    return vec2<u32>(lo, min(p.k, lo + p.k_chunk));
+}
+
 @compute @workgroup_size(16, 16)
 fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let t = lid.y * 16u + lid.x;
@@ -149,13 +156,9 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     let a_base = p.a_off + wid.z * p.a_stride;
     let b_base = p.b_off + wid.z * p.b_stride;
     let c_base = p.c_off + wid.z * p.c_stride;
-    // The products this z sums: all of K, or its chunk (MODE 3).
-    var k_lo = 0u;
-    var k_hi = p.k;
-    if (p.k_chunk != 0u) {
-        k_lo = wid.z * p.k_chunk;
-        k_hi = min(p.k, k_lo + p.k_chunk);
-    }
+    let ks = k_range(wid.z);
+    let k_lo = ks.x;
+    let k_hi = ks.y;
     // Four rows (lid.y + 16·i) × four columns (lid.x + 16·j) per invocation, held in vec4 registers
     // (no dynamically indexed local arrays, which some compilers spill to memory).
     var acc0 = vec4<f32>(0.0);
@@ -204,12 +207,9 @@ fn matmul_direct(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgrou
     let a_base = p.a_off + wid.z * p.a_stride;
     let b_base = p.b_off + wid.z * p.b_stride;
     let c_base = p.c_off + wid.z * p.c_stride;
-    var k_lo = 0u;
-    var k_hi = p.k;
-    if (p.k_chunk != 0u) {
-        k_lo = wid.z * p.k_chunk;
-        k_hi = min(p.k, k_lo + p.k_chunk);
-    }
+    let ks = k_range(wid.z);
+    let k_lo = ks.x;
+    let k_hi = ks.y;
     let r0 = min(row0, p.m - 1u);
     let r1 = min(row0 + 16u, p.m - 1u);
     let r2 = min(row0 + 32u, p.m - 1u);

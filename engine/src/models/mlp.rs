@@ -12,8 +12,8 @@ use crate::arena::{ParamLayout, TensorView};
 use crate::cpu::LossStats;
 use crate::device::GpuContext;
 use crate::error::{EngineError, Result};
-use crate::kernels::{self, Dispatch, MatRef};
-use crate::models::{Model, ModelKind};
+use crate::kernels::{self, MatRef};
+use crate::models::{check_batch, read_loss_stats, reset_loss_stats, Model, ModelKind, Plan};
 
 /// The shape of an MLP: input width, hidden widths, number of classes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,14 +97,6 @@ impl MlpSpec {
         let w: Vec<String> = self.widths().iter().map(|w| w.to_string()).collect();
         format!("{} ({} parameters)", w.join("-"), self.layout().len())
     }
-}
-
-/// All launches of one forward/backward pass at a fixed number of rows.
-pub struct Plan {
-    forward: Vec<Dispatch>,
-    loss_train: Dispatch,
-    loss_eval: Dispatch,
-    backward: Vec<Dispatch>,
 }
 
 /// An MLP bound to a device: parameter and gradient arenas, activations for up to `max_batch`
@@ -328,65 +320,34 @@ impl Model for Mlp {
 
     /// Uploads a batch (`x` row-major `[rows, input]`, labels `< classes`); returns its rows.
     fn load_batch(&self, x: &[f32], labels: &[u32]) -> Result<usize> {
-        let rows = labels.len();
-        if rows == 0 || rows > self.max_batch || x.len() != rows * self.spec.input {
-            return Err(EngineError::Shape {
-                op: "load_batch",
-                detail: format!(
-                    "{} inputs and {rows} labels for width {} and at most {} rows",
-                    x.len(),
-                    self.spec.input,
-                    self.max_batch
-                ),
-            });
-        }
-        if let Some(bad) = labels.iter().find(|&&l| l as usize >= self.spec.classes) {
-            return Err(EngineError::Shape {
-                op: "load_batch",
-                detail: format!("label {bad} out of range for {} classes", self.spec.classes),
-            });
-        }
+        let rows = check_batch(
+            x,
+            labels,
+            self.spec.input,
+            self.spec.classes,
+            self.max_batch,
+        )?;
         self.ctx.write(&self.input, 0, x);
         self.ctx.write(&self.labels, 0, labels);
         Ok(rows)
     }
 
     fn record_train(&mut self, pass: &mut wgpu::ComputePass<'_>, rows: usize) -> Result<()> {
-        let plan = self.plan(rows)?;
-        for d in plan
-            .forward
-            .iter()
-            .chain([&plan.loss_train])
-            .chain(&plan.backward)
-        {
-            d.record(pass);
-        }
+        self.plan(rows)?.record_train(pass);
         Ok(())
     }
 
     fn record_eval(&mut self, pass: &mut wgpu::ComputePass<'_>, rows: usize) -> Result<()> {
-        let plan = self.plan(rows)?;
-        for d in plan.forward.iter().chain([&plan.loss_eval]) {
-            d.record(pass);
-        }
+        self.plan(rows)?.record_eval(pass);
         Ok(())
     }
 
     fn read_stats(&self) -> Result<LossStats> {
-        let raw: Vec<f32> =
-            self.ctx
-                .read(&self.stats, 0, kernels::softmax_stats_len(self.max_batch))?;
-        let mut s = LossStats::default();
-        for pair in raw.chunks_exact(2) {
-            s.loss_sum += f64::from(pair[0]);
-            s.correct += f64::from(pair[1]);
-        }
-        Ok(s)
+        read_loss_stats(&self.ctx, &self.stats, self.max_batch)
     }
 
     fn reset_stats(&self) -> Result<()> {
-        let zeros = vec![0f32; kernels::softmax_stats_len(self.max_batch)];
-        self.ctx.write(&self.stats, 0, &zeros);
+        reset_loss_stats(&self.ctx, &self.stats, self.max_batch);
         Ok(())
     }
 }

@@ -303,6 +303,81 @@ pub trait Model: Send {
     }
 }
 
+/// All launches of one forward/backward pass of a model at a fixed number of rows, built once and
+/// recorded every step.
+pub(crate) struct Plan {
+    pub forward: Vec<crate::kernels::Dispatch>,
+    pub loss_train: crate::kernels::Dispatch,
+    pub loss_eval: crate::kernels::Dispatch,
+    pub backward: Vec<crate::kernels::Dispatch>,
+}
+
+impl Plan {
+    /// Forward, loss with its gradient, backward.
+    pub fn record_train(&self, pass: &mut wgpu::ComputePass<'_>) {
+        let all = self.forward.iter().chain([&self.loss_train]);
+        for d in all.chain(&self.backward) {
+            d.record(pass);
+        }
+    }
+
+    /// Forward and loss statistics only.
+    pub fn record_eval(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for d in self.forward.iter().chain([&self.loss_eval]) {
+            d.record(pass);
+        }
+    }
+}
+
+/// Checks a batch for a model of input `width` and `classes` taking at most `max_batch` rows;
+/// returns its rows.
+pub(crate) fn check_batch(
+    x: &[f32],
+    labels: &[u32],
+    width: usize,
+    classes: usize,
+    max_batch: usize,
+) -> Result<usize> {
+    let rows = labels.len();
+    if rows == 0 || rows > max_batch || x.len() != rows * width {
+        return Err(EngineError::Shape {
+            op: "load_batch",
+            detail: format!(
+                "{} inputs and {rows} labels for width {width} and at most {max_batch} rows",
+                x.len()
+            ),
+        });
+    }
+    if let Some(bad) = labels.iter().find(|&&l| l as usize >= classes) {
+        return Err(EngineError::Shape {
+            op: "load_batch",
+            detail: format!("label {bad} out of range for {classes} classes"),
+        });
+    }
+    Ok(rows)
+}
+
+/// The loss sum and correct count accumulated in a softmax statistics buffer of `max_batch` rows.
+pub(crate) fn read_loss_stats(
+    ctx: &GpuContext,
+    stats: &wgpu::Buffer,
+    max_batch: usize,
+) -> Result<LossStats> {
+    let raw: Vec<f32> = ctx.read(stats, 0, crate::kernels::softmax_stats_len(max_batch))?;
+    let mut s = LossStats::default();
+    for pair in raw.chunks_exact(2) {
+        s.loss_sum += f64::from(pair[0]);
+        s.correct += f64::from(pair[1]);
+    }
+    Ok(s)
+}
+
+/// Zeroes a softmax statistics buffer of `max_batch` rows.
+pub(crate) fn reset_loss_stats(ctx: &GpuContext, stats: &wgpu::Buffer, max_batch: usize) {
+    let zeros = vec![0f32; crate::kernels::softmax_stats_len(max_batch)];
+    ctx.write(stats, 0, &zeros);
+}
+
 fn check_len(op: &'static str, got: usize, want: usize) -> Result<()> {
     if got != want {
         return Err(EngineError::Shape {

@@ -16,10 +16,10 @@ use crate::arena::{ParamLayout, TensorView};
 use crate::cpu::LossStats;
 use crate::device::GpuContext;
 use crate::error::{EngineError, Result};
-use crate::kernels::{
-    self, ConvGeometry, Dispatch, GroupNorm, MatRef, Nchw, PoolGeometry, PoolKind,
+use crate::kernels::{self, ConvGeometry, GroupNorm, MatRef, Nchw, PoolGeometry, PoolKind};
+use crate::models::{
+    check_batch, read_loss_stats, reset_loss_stats, InputShape, Model, ModelKind, Plan,
 };
-use crate::models::{InputShape, Model, ModelKind};
 
 /// The per-sample shape of an activation: channels, height, width.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -421,14 +421,6 @@ impl NetSpec {
             plane: s.plane(),
         }
     }
-}
-
-/// All launches of one forward/backward pass at a fixed number of rows.
-struct Plan {
-    forward: Vec<Dispatch>,
-    loss_train: Dispatch,
-    loss_eval: Dispatch,
-    backward: Vec<Dispatch>,
 }
 
 /// The buffers one layer keeps beyond its output: GroupNorm's normalised input and statistics, a
@@ -861,65 +853,34 @@ impl Model for Net {
     }
 
     fn load_batch(&self, x: &[f32], labels: &[u32]) -> Result<usize> {
-        let rows = labels.len();
-        let width = self.spec.shapes[0].len();
-        if rows == 0 || rows > self.max_batch || x.len() != rows * width {
-            return Err(EngineError::Shape {
-                op: "load_batch",
-                detail: format!(
-                    "{} inputs and {rows} labels for width {width} and at most {} rows",
-                    x.len(),
-                    self.max_batch
-                ),
-            });
-        }
-        if let Some(bad) = labels.iter().find(|&&l| l as usize >= self.spec.classes) {
-            return Err(EngineError::Shape {
-                op: "load_batch",
-                detail: format!("label {bad} out of range for {} classes", self.spec.classes),
-            });
-        }
+        let rows = check_batch(
+            x,
+            labels,
+            self.spec.shapes[0].len(),
+            self.spec.classes,
+            self.max_batch,
+        )?;
         self.ctx.write(&self.acts[0], 0, x);
         self.ctx.write(&self.labels, 0, labels);
         Ok(rows)
     }
 
     fn record_train(&mut self, pass: &mut wgpu::ComputePass<'_>, rows: usize) -> Result<()> {
-        let plan = self.plan(rows)?;
-        for d in plan
-            .forward
-            .iter()
-            .chain([&plan.loss_train])
-            .chain(&plan.backward)
-        {
-            d.record(pass);
-        }
+        self.plan(rows)?.record_train(pass);
         Ok(())
     }
 
     fn record_eval(&mut self, pass: &mut wgpu::ComputePass<'_>, rows: usize) -> Result<()> {
-        let plan = self.plan(rows)?;
-        for d in plan.forward.iter().chain([&plan.loss_eval]) {
-            d.record(pass);
-        }
+        self.plan(rows)?.record_eval(pass);
         Ok(())
     }
 
     fn read_stats(&self) -> Result<LossStats> {
-        let raw: Vec<f32> =
-            self.ctx
-                .read(&self.stats, 0, kernels::softmax_stats_len(self.max_batch))?;
-        let mut s = LossStats::default();
-        for pair in raw.chunks_exact(2) {
-            s.loss_sum += f64::from(pair[0]);
-            s.correct += f64::from(pair[1]);
-        }
-        Ok(s)
+        read_loss_stats(&self.ctx, &self.stats, self.max_batch)
     }
 
     fn reset_stats(&self) -> Result<()> {
-        let zeros = vec![0f32; kernels::softmax_stats_len(self.max_batch)];
-        self.ctx.write(&self.stats, 0, &zeros);
+        reset_loss_stats(&self.ctx, &self.stats, self.max_batch);
         Ok(())
     }
 }
