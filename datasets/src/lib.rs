@@ -10,6 +10,8 @@
 pub mod datasets;
 pub mod idx;
 pub mod loader;
+pub mod partition;
 
 pub use datasets::{load, DataError, Dataset, DatasetName, Split};
-pub use loader::{batches_in_all_shards, shard_indices, shard_len, Batch, BatchLoader};
+pub use loader::{Batch, BatchLoader};
+pub use partition::{batches_in_shards, label_histogram, Partition, PartitionError};

@@ -1,5 +1,5 @@
-//! Shards and batches. Every worker takes a disjoint shard of the training set (the same seeded
-//! permutation everywhere, dealt round-robin by rank), reshuffles it each epoch, and a background
+//! Batches. Every worker takes a disjoint shard of the training set (`crate::partition`),
+//! reshuffles it each epoch, and a background
 //! thread assembles batches ahead of the GPU so that the compute loop never waits for them.
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -10,30 +10,6 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::datasets::Split;
-
-/// Indices of the training rows that worker `rank` of `world` owns.
-pub fn shard_indices(len: usize, rank: usize, world: usize, seed: u64) -> Vec<usize> {
-    assert!(
-        world > 0 && rank < world,
-        "rank {rank} outside a world of {world}"
-    );
-    let mut perm: Vec<usize> = (0..len).collect();
-    perm.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5ba2_d5a2_7e11_0001));
-    perm.into_iter().skip(rank).step_by(world).collect()
-}
-
-/// Rows of shard `rank` of `world` over `len` rows (what [`shard_indices`] returns, counted).
-pub fn shard_len(len: usize, rank: usize, world: usize) -> usize {
-    (len + world - 1 - rank) / world
-}
-
-/// Batches of `batch_size` in one epoch of every shard together (each shard's last batch may be
-/// short).
-pub fn batches_in_all_shards(len: usize, world: usize, batch_size: usize) -> usize {
-    (0..world)
-        .map(|r| shard_len(len, r, world).div_ceil(batch_size))
-        .sum()
-}
 
 /// One batch, row-major inputs and labels.
 #[derive(Clone, Debug)]
@@ -135,30 +111,6 @@ impl Drop for BatchLoader {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shard_lengths_add_up() {
-        for (len, world) in [(1438, 4), (1438, 16), (10, 3), (7, 7)] {
-            let lens: Vec<usize> = (0..world).map(|r| shard_len(len, r, world)).collect();
-            assert_eq!(lens.iter().sum::<usize>(), len);
-            for (r, &l) in lens.iter().enumerate() {
-                assert_eq!(l, shard_indices(len, r, world, 5).len());
-            }
-        }
-        assert_eq!(batches_in_all_shards(1438, 4, 32), 4 * 12);
-    }
-
-    #[test]
-    fn shards_partition_the_data() {
-        let world = 3;
-        let mut all: Vec<usize> = (0..world)
-            .flat_map(|r| shard_indices(100, r, world, 7))
-            .collect();
-        all.sort();
-        assert_eq!(all, (0..100).collect::<Vec<_>>());
-        assert_eq!(shard_indices(100, 1, 3, 7), shard_indices(100, 1, 3, 7));
-        assert_ne!(shard_indices(100, 1, 3, 7), shard_indices(100, 1, 3, 8));
-    }
 
     #[test]
     fn loader_yields_every_row_once_per_epoch_in_a_new_order() {

@@ -61,7 +61,9 @@ fn read_series(path: &Path) -> anyhow::Result<WorkerSeries> {
                 tau: at.tau.unwrap_or(f64::NAN),
                 values,
             }),
-            MetricEvent::PeerLost { .. } | MetricEvent::Resume { .. } => {}
+            MetricEvent::PeerLost { .. }
+            | MetricEvent::Resume { .. }
+            | MetricEvent::Shard { .. } => {}
         }
     }
     Ok(s)

@@ -35,6 +35,10 @@ pub struct Learner {
     pub model: Box<dyn Model>,
     pub dataset: Dataset,
     loader: BatchLoader,
+    /// Rows of every worker's shard (`--partition`), by rank.
+    pub shard_sizes: Vec<usize>,
+    /// How many rows of each class this worker's shard holds.
+    pub shard_histogram: Vec<u64>,
     /// Rows trained on since the loss statistics were last read.
     window_rows: usize,
 }
@@ -100,7 +104,10 @@ impl Learner {
         let model = spec.build(ctx.clone(), EVAL_BATCH.max(cfg.batch_size))?;
         model.set_params(&model.init(cfg.seed))?;
         let train = Arc::new(dataset.train.clone());
-        let shard = data::shard_indices(train.len(), plan.rank, plan.world, cfg.seed);
+        let mut shards = cfg.shards(&dataset, plan.world)?;
+        let shard_sizes = shards.iter().map(Vec::len).collect();
+        let shard = std::mem::take(&mut shards[plan.rank]);
+        let shard_histogram = data::label_histogram(&train.y, &shard, dataset.classes);
         let loader = BatchLoader::spawn(
             train,
             dataset.features,
@@ -115,6 +122,8 @@ impl Learner {
             model,
             dataset,
             loader,
+            shard_sizes,
+            shard_histogram,
             window_rows: 0,
         })
     }

@@ -144,6 +144,7 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
         }
     }
     bar.finish_and_clear();
+    metrics.flush()?;
     learner.ctx.sync()?;
     let wall = start.elapsed().as_secs_f64();
     let summary = Summary {
@@ -171,6 +172,12 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
         total_grads: step as u64,
         rates: None,
         consensus: None,
+        partition: cfg.partition.to_string(),
+        worker_speeds: cfg.worker_speeds.to_string(),
+        time_to_accuracy: a2cid_schema::time_to_accuracy(
+            &[MetricsLog::read(&run.single_metrics())?],
+            &cfg.target_accuracy,
+        ),
     };
     write_json_atomic(&run.summary(), &summary)?;
     println!(

@@ -124,6 +124,10 @@ pub fn gather(
         None
     };
     let consensus = consensus_summary(run, &alive)?;
+    let events = alive
+        .iter()
+        .map(|&r| MetricsLog::read(&run.metrics(r)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let summary = Summary {
         method: cfg.method.name().to_string(),
         graph: cfg.graph.clone(),
@@ -142,6 +146,9 @@ pub fn gather(
         averaged,
         rates,
         consensus,
+        partition: cfg.partition.to_string(),
+        worker_speeds: cfg.worker_speeds.to_string(),
+        time_to_accuracy: a2cid_schema::time_to_accuracy(&events, &cfg.target_accuracy),
     };
     write_json_atomic(&run.summary(), &summary).context("writing summary.json")?;
     Ok(summary)

@@ -24,7 +24,7 @@ use a2cid_engine::TrainState;
 use a2cid_net::{ClockSegment, Fingerprint, Mesh, MeshConfig, Rendezvous, Secret};
 use a2cid_schema::{
     write_atomic, write_json_atomic, At, AverageResult, Constants, EdgeReport, Method, MetricEvent,
-    MetricsLog, Progress, RunConfig, RunDir, StopReason, WorkerResult,
+    MetricsLog, Progress, RunConfig, RunDir, Slowdown, StopReason, WorkerResult,
 };
 use anyhow::{bail, Context};
 use tokio_util::sync::CancellationToken;
@@ -224,24 +224,29 @@ struct Sketcher {
     next: u64,
 }
 
-/// When a worker of `world` stops (docs/running.md, "The end of a run"). `allreduce` steps in
-/// lockstep, so `--epochs` counts each worker's steps of an epoch of the largest shard. `acid`
+/// When a worker stops (docs/running.md, "The end of a run"), given the sizes of all the workers'
+/// shards. `allreduce` steps in lockstep, so `--epochs` counts each worker's steps of an epoch of
+/// the largest shard. `acid`
 /// and `gossip` let faster workers do more: `--epochs E` is a budget of as many gradients as E
 /// epochs of every shard, all workers together (like `--grad-budget`), and the first worker to see
 /// it spent ends the run for all. `local` workers never exchange, so none can count the others'
 /// gradients: each does its equal share of the budget.
-fn stop_rule(cfg: &RunConfig, rows: usize, world: usize) -> StopRule {
+fn stop_rule(cfg: &RunConfig, shard_sizes: &[usize]) -> StopRule {
+    let world = shard_sizes.len();
     let epochs = (cfg.epochs > 0).then_some(cfg.epochs as u64);
     if cfg.method == Method::AllReduce {
         return StopRule {
             grad_budget: cfg.grad_budget,
             budget_reason: StopReason::GradBudget,
-            epoch_steps: epochs.map(|e| e * rows.div_ceil(world).div_ceil(cfg.batch_size) as u64),
+            epoch_steps: epochs.map(|e| {
+                let largest = shard_sizes.iter().copied().max().unwrap_or(0);
+                e * largest.div_ceil(cfg.batch_size) as u64
+            }),
             steps_reason: StopReason::Epochs,
             max_seconds: cfg.max_seconds,
         };
     }
-    let per_epoch = a2cid_datasets::batches_in_all_shards(rows, world, cfg.batch_size);
+    let per_epoch = a2cid_datasets::batches_in_shards(shard_sizes, cfg.batch_size);
     let from_epochs = epochs.map(|e| e * per_epoch as u64);
     let epochs_bind = match (cfg.grad_budget, from_epochs) {
         (Some(a), Some(b)) => b <= a,
@@ -311,6 +316,8 @@ struct Worker {
     /// The clock when this session's Poisson processes started (0, or the resumed clock).
     tau_start: f64,
     sketcher: Option<Sketcher>,
+    /// The emulated slow-down of `--worker-speeds`.
+    slowdown: Slowdown,
 }
 
 impl Worker {
@@ -375,8 +382,27 @@ impl Worker {
             let x = mirror.snapshot(t_last);
             mirror.set_boundary(0, t_last, &x, Some(xt));
         }
-        let stop = stop_rule(cfg, learner.dataset.train.len(), world);
+        let stop = stop_rule(cfg, &learner.shard_sizes);
         let mut metrics = MetricsLog::open(&run.metrics(rank), resume)?;
+        if ckpt.is_none() {
+            metrics.record(&MetricEvent::Shard {
+                at: At {
+                    rank,
+                    wall: 0.0,
+                    train_wall: 0.0,
+                    tau: Some(0.0),
+                    step: 0,
+                },
+                partition: cfg.partition.to_string(),
+                rows: learner.shard_sizes[rank],
+                histogram: learner.shard_histogram.clone(),
+                speed: cfg.speeds()?[rank],
+            })?;
+            info!(
+                "rank {rank}: shard of {} rows ({}), labels {:?}",
+                learner.shard_sizes[rank], cfg.partition, learner.shard_histogram
+            );
+        }
         if let Some(c) = &ckpt {
             metrics.record(&MetricEvent::Resume {
                 at: At {
@@ -488,6 +514,7 @@ impl Worker {
             constants,
             tau_start,
             sketcher,
+            slowdown: Slowdown::new(cfg.speeds()?[rank]),
         })
     }
 
@@ -784,6 +811,7 @@ impl Worker {
             let t0 = Instant::now();
             let stepped = self.learner.gradient(&batch)?;
             let mut g: Vec<f32> = self.learner.model.grads()?;
+            std::thread::sleep(self.slowdown.delay(t0.elapsed().as_secs_f64()));
             g.push(if vote.is_some() { 1.0 } else { 0.0 });
             rt.block_on(mesh.allreduce_mean(&mut g)).map_err(|e| {
                 anyhow::anyhow!(
@@ -923,6 +951,13 @@ impl Worker {
                     .map_err(|e| anyhow::anyhow!("the GPU device failed: {e}"))?;
             }
             self.readbacks.collect(&self.shared);
+            // An emulated slower worker waits in proportion to the step's own work, outside
+            // the lock (the exchange task answers peers meanwhile).
+            if !self.slowdown.is_none() {
+                let paused = lock(&self.shared).time.paused() - paused_before;
+                let work = last.elapsed().as_secs_f64() - paused;
+                std::thread::sleep(self.slowdown.delay(work));
+            }
             let now = Instant::now();
             {
                 let mut s = lock(&self.shared);

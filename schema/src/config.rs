@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use a2cid_datasets::Dataset;
-use a2cid_datasets::DatasetName;
+use a2cid_datasets::{DatasetName, Partition};
 use a2cid_engine::models::{InputShape, ModelKind, ModelSpec};
 use a2cid_engine::{LrSchedule, SgdConfig};
 use a2cid_topology::{GraphSpec, Topology};
@@ -11,6 +11,7 @@ use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use crate::method::Method;
+use crate::speeds::SpeedSpec;
 
 /// Everything that defines a run. Saved, resolved, as `config.toml` in the run directory.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,6 +59,12 @@ pub struct RunConfig {
     /// Rows of a sketch (its relative error is about sqrt(2/rows)).
     pub sketch_dim: usize,
     pub out: Option<PathBuf>,
+    /// How the training set is dealt to the workers (iid or label-skewed).
+    pub partition: Partition,
+    /// Emulated relative speeds of the workers (`crate::speeds`).
+    pub worker_speeds: SpeedSpec,
+    /// Test accuracies (fractions) whose time to reach the summary records.
+    pub target_accuracy: Vec<f64>,
 }
 
 impl Default for RunConfig {
@@ -91,6 +98,9 @@ impl Default for RunConfig {
             sketch_every: 5.0,
             sketch_dim: 128,
             out: None,
+            partition: Partition::Iid,
+            worker_speeds: SpeedSpec::Homogeneous,
+            target_accuracy: Vec::new(),
         }
     }
 }
@@ -144,7 +154,36 @@ impl RunConfig {
                 self.sketch_dim
             );
         }
+        if let Some(&a) = self
+            .target_accuracy
+            .iter()
+            .find(|a| !(a.is_finite() && **a > 0.0 && **a <= 1.0))
+        {
+            bail!("--target-accuracy takes fractions in (0, 1] (0.9 for 90%), got {a}");
+        }
+        self.speeds()?;
         Ok(())
+    }
+
+    /// Each worker's emulated relative speed (`--worker-speeds`), by rank.
+    pub fn speeds(&self) -> anyhow::Result<Vec<f64>> {
+        self.worker_speeds
+            .speeds(self.workers, self.seed)
+            .map_err(|e| anyhow::anyhow!("--worker-speeds: {e}"))
+    }
+
+    /// The rows of every shard of `dataset`'s training set among `world` workers
+    /// (`--partition`).
+    pub fn shards(&self, dataset: &Dataset, world: usize) -> anyhow::Result<Vec<Vec<usize>>> {
+        self.partition
+            .shards(&dataset.train.y, dataset.classes, world, self.seed)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{e} (dataset {}, {} rows)",
+                    dataset.name,
+                    dataset.train.len()
+                )
+            })
     }
 
     /// The communication graph with its rates and A²CiD² constants.

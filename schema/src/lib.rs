@@ -13,6 +13,8 @@ pub mod method;
 pub mod records;
 pub mod run_dir;
 pub mod sketch;
+pub mod speeds;
+pub mod targets;
 
 pub use a2cid_engine::models::ModelKind;
 pub use config::{model_spec, RunConfig};
@@ -22,3 +24,5 @@ pub use records::{
     Progress, RateSummary, StopReason, Summary, WorkerResult, WorkerSummary,
 };
 pub use run_dir::{read_json, write_atomic, write_json_atomic, RunDir};
+pub use speeds::{Slowdown, SpeedError, SpeedSpec};
+pub use targets::{time_to_accuracy, TargetTime};

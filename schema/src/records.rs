@@ -89,6 +89,18 @@ pub enum MetricEvent {
         why: String,
         graceful: bool,
     },
+    /// The worker's shard of the training set (first line of a fresh worker's metrics).
+    Shard {
+        #[serde(flatten)]
+        at: At,
+        /// `--partition`.
+        partition: String,
+        rows: usize,
+        /// Rows of each class.
+        histogram: Vec<u64>,
+        /// The worker's emulated relative speed (`--worker-speeds`; 1: its hardware's).
+        speed: f64,
+    },
     /// The worker resumed from its checkpoint.
     Resume {
         #[serde(flatten)]
@@ -123,6 +135,7 @@ impl MetricEvent {
             | MetricEvent::Exchange { at, .. }
             | MetricEvent::PeerLost { at, .. }
             | MetricEvent::Resume { at, .. }
+            | MetricEvent::Shard { at, .. }
             | MetricEvent::Sketch { at, .. }
             | MetricEvent::End { at, .. } => at,
         }
@@ -365,6 +378,23 @@ pub struct Summary {
     /// The consensus distance estimated from the workers' sketches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consensus: Option<ConsensusSummary>,
+    /// `--partition` of the training set.
+    #[serde(default = "iid")]
+    pub partition: String,
+    /// `--worker-speeds` (emulated).
+    #[serde(default = "homogeneous")]
+    pub worker_speeds: String,
+    /// When the workers' own models first reached each `--target-accuracy`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub time_to_accuracy: Vec<crate::targets::TargetTime>,
+}
+
+fn iid() -> String {
+    "iid".into()
+}
+
+fn homogeneous() -> String {
+    "homogeneous".into()
 }
 
 /// The consensus distance (1/n) Σ‖x_i − x̄‖² of a run, estimated from sketches

@@ -21,7 +21,6 @@ pub mod output;
 pub mod problem;
 pub mod quadratic;
 pub mod runner;
-pub mod speeds;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -31,12 +30,12 @@ use a2cid_engine::models::ModelKind;
 use a2cid_engine::SgdConfig;
 use anyhow::Context;
 
+pub use a2cid_schema::speeds::{self, SpeedSpec};
 pub use a2cid_schema::Method;
 pub use output::RunSummary;
 pub use problem::{CpuWorkers, Objective, Problem, Quality};
 pub use quadratic::{Quadratic, QuadraticConfig};
 pub use runner::{simulate, Sample, SimConfig, SimOutcome};
-pub use speeds::SpeedSpec;
 
 use a2cid_topology::{GraphSpec, Topology, TorusShape};
 
@@ -85,7 +84,8 @@ pub struct SimulateArgs {
     /// Interval between recorded samples [default: time/500].
     #[arg(long)]
     pub sample_every: Option<f64>,
-    /// Worker speeds: homogeneous, slow:FRACTION:SPEED, lognormal:SIGMA, list:S0,S1,...
+    /// Worker speeds: homogeneous, straggler:FACTOR, slow:FRACTION:SPEED, lognormal:SIGMA,
+    /// list:S0,S1,...
     #[arg(long, default_value = "homogeneous")]
     pub speeds: SpeedSpec,
     /// Learning rate of the local SGD.
@@ -124,6 +124,9 @@ pub struct SimulateArgs {
     /// model: filters of the first convolution (cnn) or stage (resnet:D).
     #[arg(long, default_value_t = 16)]
     pub width: usize,
+    /// model: how the training set is dealt to the workers: iid, dirichlet:ALPHA or classes:K.
+    #[arg(long, default_value = "iid")]
+    pub partition: a2cid_datasets::Partition,
     /// model: batch size of one gradient.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
@@ -204,6 +207,7 @@ fn build_problem(
                 model: args.model,
                 hidden: args.hidden.clone(),
                 width: args.width,
+                partition: args.partition,
                 batch_size: args.batch_size,
                 eval_rows: args.eval_rows,
                 adapter: args.adapter.clone(),

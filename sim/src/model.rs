@@ -24,6 +24,7 @@ pub struct ModelProblemConfig {
     pub model: ModelKind,
     pub hidden: Vec<usize>,
     pub width: usize,
+    pub partition: a2cid_datasets::Partition,
     pub batch_size: usize,
     /// Training rows on which the global loss is measured (a fixed subset, for speed).
     pub eval_rows: usize,
@@ -58,9 +59,13 @@ impl GpuModelWorkers {
         let d = model.parameters();
         let init = model.init(cfg.seed);
         let train = Arc::new(dataset.train.clone());
+        let shards = cfg
+            .partition
+            .shards(&dataset.train.y, dataset.classes, n, cfg.seed)
+            .map_err(|e| anyhow::anyhow!("{e} (dataset {})", dataset.name))?;
         let mut states = Vec::with_capacity(n);
         let mut loaders = Vec::with_capacity(n);
-        for rank in 0..n {
+        for (rank, shard) in shards.into_iter().enumerate() {
             let x = ctx.storage_buffer_from("x", &init)?;
             states.push(TrainState::new(
                 ctx.clone(),
@@ -71,7 +76,6 @@ impl GpuModelWorkers {
                 cfg.params,
                 cfg.with_tilde,
             )?);
-            let shard = data::shard_indices(train.len(), rank, n, cfg.seed);
             loaders.push(BatchLoader::spawn(
                 train.clone(),
                 dataset.features,

@@ -108,6 +108,22 @@ pub struct RunArgs {
     /// Rows of a sketch (relative error about sqrt(2/rows)) [default: 128].
     #[arg(long, value_name = "K")]
     pub sketch_dim: Option<usize>,
+    /// How the training set is dealt to the workers: iid, dirichlet:ALPHA (label-skewed: each
+    /// class split in Dirichlet(ALPHA) proportions; 0.3 is strongly skewed) or classes:K (K
+    /// classes per worker) [default: iid].
+    #[arg(long, value_name = "SPEC")]
+    pub partition: Option<a2cid_datasets::Partition>,
+    /// Emulated relative speeds of the workers (one machine, so emulation: a worker of speed s
+    /// sleeps (1/s - 1) times each step's duration): homogeneous, straggler:FACTOR (the last
+    /// rank FACTOR times slower), slow:FRACTION:SPEED, lognormal:SIGMA or list:S0,S1,...
+    /// [default: homogeneous].
+    #[arg(long, value_name = "SPEC")]
+    pub worker_speeds: Option<a2cid_schema::SpeedSpec>,
+    /// Test accuracies (fractions, comma-separated) whose time to reach the summary records:
+    /// the training wall time and gradients at which the mean over the workers of their own
+    /// models' accuracy first reached each.
+    #[arg(long, value_name = "A[,A..]", value_delimiter = ',')]
+    pub target_accuracy: Option<Vec<f64>>,
     /// No progress bar (per-epoch lines are printed instead).
     #[arg(long)]
     pub no_progress: bool,
@@ -162,7 +178,10 @@ impl RunArgs {
             log_every,
             eval_every,
             sketch_every,
-            sketch_dim
+            sketch_dim,
+            partition,
+            worker_speeds,
+            target_accuracy
         );
         if self.nesterov {
             cfg.nesterov = true;
@@ -173,7 +192,8 @@ impl RunArgs {
         if let Some(dir) = &self.resume {
             if !dir.join("config.toml").exists() {
                 anyhow::bail!(
-                    "--resume {}: no config.toml there; give the run directory of an earlier                      `a2cid run`",
+                    "--resume {}: no config.toml there; give the run directory of an earlier \
+                     `a2cid run`",
                     dir.display()
                 );
             }

@@ -1,5 +1,8 @@
-//! Workers' gradient speeds for the simulator (`--speeds`): how many gradients per unit of time
-//! each worker computes on average.
+//! Workers' relative gradient speeds (`--worker-speeds` for real runs, `--speeds` for the
+//! simulator; one grammar): how many gradients per unit of time each worker computes, relative to
+//! the others. The simulator draws its gradient events at these rates; a real run on one machine
+//! *emulates* them (the workers share the same hardware): after each step, a worker of speed
+//! `s < 1` sleeps `(1/s − 1)` times the step's own duration, for every method alike.
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,10 +13,14 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal};
 
 /// How fast each worker computes gradients, relative to the unit of time.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum SpeedSpec {
     /// Every worker at speed 1 (the default).
+    #[default]
     Homogeneous,
+    /// One straggler, the last rank, `factor` times slower than the others.
+    Straggler { factor: f64 },
     /// A fraction of the workers (chosen with the seed) run at `speed`, the others at 1.
     Slow { fraction: f64, speed: f64 },
     /// Speeds drawn from a log-normal with median 1 and log-standard deviation `sigma`.
@@ -25,11 +32,11 @@ pub enum SpeedSpec {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SpeedError {
     #[error(
-        "bad --speeds `{spec}`: {problem} (expected homogeneous, slow:FRACTION:SPEED, \
-         lognormal:SIGMA or list:S0,S1,...)"
+        "bad speeds `{spec}`: {problem} (expected homogeneous, straggler:FACTOR, \
+         slow:FRACTION:SPEED, lognormal:SIGMA or list:S0,S1,...)"
     )]
     Parse { spec: String, problem: String },
-    #[error("--speeds lists {given} speeds but there are {workers} workers")]
+    #[error("the speeds list {given} speeds but there are {workers} workers")]
     WrongLength { given: usize, workers: usize },
 }
 
@@ -37,6 +44,7 @@ impl fmt::Display for SpeedSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SpeedSpec::Homogeneous => write!(f, "homogeneous"),
+            SpeedSpec::Straggler { factor } => write!(f, "straggler:{factor}"),
             SpeedSpec::Slow { fraction, speed } => write!(f, "slow:{fraction}:{speed}"),
             SpeedSpec::LogNormal { sigma } => write!(f, "lognormal:{sigma}"),
             SpeedSpec::List(speeds) => {
@@ -63,6 +71,13 @@ impl FromStr for SpeedSpec {
         let parts: Vec<&str> = s.trim().splitn(2, ':').collect();
         match (parts[0].to_ascii_lowercase().as_str(), parts.get(1)) {
             ("homogeneous" | "uniform", None) => Ok(SpeedSpec::Homogeneous),
+            ("straggler", Some(factor)) => {
+                let factor = positive(factor, "the slow-down factor")?;
+                if factor < 1.0 {
+                    return Err(bad("the straggler's slow-down factor must be >= 1"));
+                }
+                Ok(SpeedSpec::Straggler { factor })
+            }
             ("slow", Some(rest)) => {
                 let (fraction, speed) = rest
                     .split_once(':')
@@ -98,6 +113,13 @@ impl SpeedSpec {
         rng.set_stream(3);
         Ok(match self {
             SpeedSpec::Homogeneous => vec![1.0; workers],
+            SpeedSpec::Straggler { factor } => {
+                let mut speeds = vec![1.0; workers];
+                if let Some(last) = speeds.last_mut() {
+                    *last = 1.0 / factor;
+                }
+                speeds
+            }
             SpeedSpec::Slow { fraction, speed } => {
                 let slow = ((workers as f64) * fraction).round() as usize;
                 let mut ranks: Vec<usize> = (0..workers).collect();
@@ -125,6 +147,52 @@ impl SpeedSpec {
                 speeds.clone()
             }
         })
+    }
+}
+
+impl TryFrom<String> for SpeedSpec {
+    type Error = SpeedError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<SpeedSpec> for String {
+    fn from(s: SpeedSpec) -> String {
+        s.to_string()
+    }
+}
+
+impl SpeedSpec {
+    /// Whether every worker runs at the same speed.
+    pub fn is_homogeneous(&self) -> bool {
+        *self == SpeedSpec::Homogeneous
+    }
+}
+
+/// A worker's emulated slow-down: how long to wait after a step of `seconds` so that the worker
+/// runs at `speed` relative to its hardware (pure: the caller sleeps).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Slowdown {
+    /// Extra seconds per second of real work: `1/speed − 1` (0 for speed ≥ 1: a worker cannot be
+    /// made faster than its hardware).
+    extra: f64,
+}
+
+impl Slowdown {
+    pub fn new(speed: f64) -> Slowdown {
+        Slowdown {
+            extra: (1.0 / speed - 1.0).max(0.0),
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.extra == 0.0
+    }
+
+    /// The wait after a step whose own work took `seconds`.
+    pub fn delay(&self, seconds: f64) -> std::time::Duration {
+        std::time::Duration::from_secs_f64((seconds.max(0.0) * self.extra).min(3600.0))
     }
 }
 
@@ -172,5 +240,26 @@ mod tests {
         assert_eq!(speeds.iter().filter(|&&s| s == 0.5).count(), 4);
         assert_eq!(speeds.iter().filter(|&&s| s == 1.0).count(), 12);
         assert!(SpeedSpec::List(vec![1.0]).speeds(2, 0).is_err());
+    }
+
+    #[test]
+    fn a_straggler_is_the_last_rank_and_the_spec_round_trips_through_toml_strings() {
+        let s: SpeedSpec = "straggler:2".parse().unwrap();
+        assert_eq!(s.speeds(4, 9).unwrap(), vec![1.0, 1.0, 1.0, 0.5]);
+        assert!("straggler:0.5".parse::<SpeedSpec>().is_err());
+        for spec in ["homogeneous", "straggler:2", "slow:0.25:0.5", "list:1,0.5"] {
+            let s: SpeedSpec = spec.parse().unwrap();
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{spec}\""));
+            assert_eq!(serde_json::from_str::<SpeedSpec>(&json).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn a_slowdown_waits_in_proportion_to_the_work() {
+        let half = Slowdown::new(0.5);
+        assert!((half.delay(0.2).as_secs_f64() - 0.2).abs() < 1e-9);
+        assert!((Slowdown::new(0.25).delay(0.1).as_secs_f64() - 0.3).abs() < 1e-9);
+        assert!(Slowdown::new(1.0).is_none() && Slowdown::new(2.0).is_none());
     }
 }
