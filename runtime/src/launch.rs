@@ -137,6 +137,36 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
     }
     // Fail here, once, with a clear message, rather than in N workers.
     let dataset = a2cid_datasets::load(cfg.dataset, &cfg.data_dir)?;
+    let spec = cfg.model_spec(&dataset)?;
+    let shards = cfg.shards(&dataset, n)?;
+    if let Some((rank, small)) = shards
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.len() < cfg.batch_size)
+    {
+        eprintln!(
+            "warning: worker {rank}'s shard holds {} rows, fewer than a batch of {} (--partition \
+             {}, {n} workers on {} training rows): its epochs are single short steps; use fewer \
+             workers, a smaller --batch-size or a less skewed partition",
+            small.len(),
+            cfg.batch_size,
+            cfg.partition,
+            dataset.train.len()
+        );
+    }
+    if !cfg.worker_speeds.is_homogeneous() {
+        let speeds = cfg.speeds()?;
+        println!(
+            "emulated worker speeds ({}): {} (a slower worker sleeps after each step; all share \
+             this machine)",
+            cfg.worker_speeds,
+            speeds
+                .iter()
+                .map(|s| format!("{s:.2}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
     let run = RunDir::new(&out);
     std::fs::create_dir_all(run.workers())
         .with_context(|| format!("creating run directory {}", out.display()))?;
@@ -166,7 +196,7 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
         dataset.train.len(),
         dataset.test.len(),
         cfg.model,
-        cfg.model_spec(&dataset)?.describe(),
+        spec.describe(),
         out.display()
     );
     drop(dataset);
