@@ -1,5 +1,11 @@
 //! Worker checkpoints: x, x̃, the momentum and the counters in one safetensors file per worker,
 //! written atomically (temporary file, then rename) so a crash never leaves a torn checkpoint.
+//!
+//! Two generations are kept: before a new checkpoint replaces `rankR.safetensors`, the one it
+//! replaces becomes `rankR.prev.safetensors`, and loading falls back to it when the newest is
+//! missing, torn or corrupt. A checkpoint holding a non-finite value (a diverged run) is never
+//! written, so the last good one is never replaced by a worse one; one that holds such values
+//! anyway (written by an older version, or edited) is refused at load like a corrupt one.
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -62,8 +68,41 @@ fn view<'a>(v: &'a [f32]) -> anyhow::Result<TensorView<'a>> {
     )?)
 }
 
+/// `(name, index of the first non-finite value, how many)` of the first tensor of `c` holding a
+/// NaN or an infinity.
+fn first_non_finite(c: &Checkpoint) -> Option<(&'static str, usize, usize)> {
+    let mut tensors = vec![("x", &c.x), ("momentum", &c.momentum)];
+    if let Some(t) = &c.x_tilde {
+        tensors.push(("x_tilde", t));
+    }
+    tensors.into_iter().find_map(|(name, v)| {
+        let first = v.iter().position(|f| !f.is_finite())?;
+        Some((name, first, v.iter().filter(|f| !f.is_finite()).count()))
+    })
+}
+
+/// The previous generation of the checkpoint at `path` (`rankR.prev.safetensors`).
+pub fn previous_generation(path: &Path) -> std::path::PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!("{stem}.prev.safetensors"))
+}
+
 impl Checkpoint {
+    /// Writes the checkpoint atomically, keeping the one it replaces as the previous generation.
+    /// Refuses (and writes nothing) when a tensor holds a non-finite value.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some((name, first, count)) = first_non_finite(self) {
+            bail!(
+                "the training diverged by step {}: {count} values of {name} are not finite (the \
+                 first at index {first}); not checkpointing them — {} keeps the last good \
+                 parameters. Lower --lr or add --warmup-steps",
+                self.state.grads,
+                path.display()
+            );
+        }
         let mut tensors = vec![("x", view(&self.x)?), ("momentum", view(&self.momentum)?)];
         if let Some(t) = &self.x_tilde {
             tensors.push(("x_tilde", view(t)?));
@@ -76,10 +115,47 @@ impl Checkpoint {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
+        if path.exists() {
+            let prev = previous_generation(path);
+            std::fs::rename(path, &prev).with_context(|| {
+                format!(
+                    "keeping {} as the previous generation {}",
+                    path.display(),
+                    prev.display()
+                )
+            })?;
+        }
         write_atomic(path, &bytes)
     }
 
+    /// The newest usable checkpoint at `path`: the file itself, or, when it is missing, torn,
+    /// corrupt or holds non-finite values, its previous generation (a warning says so). The error
+    /// names both files and why each was refused.
     pub fn load(path: &Path) -> anyhow::Result<Checkpoint> {
+        match Checkpoint::load_one(path) {
+            Ok(c) => Ok(c),
+            Err(newest) => {
+                let prev = previous_generation(path);
+                match Checkpoint::load_one(&prev) {
+                    Ok(c) => {
+                        tracing::warn!(
+                            "{newest:#}; using the previous generation {} (step {})",
+                            prev.display(),
+                            c.state.grads
+                        );
+                        Ok(c)
+                    }
+                    Err(older) if prev.exists() => {
+                        Err(newest.context(format!("and the previous generation: {older:#}")))
+                    }
+                    Err(_) => Err(newest),
+                }
+            }
+        }
+    }
+
+    /// The checkpoint in exactly this file.
+    fn load_one(path: &Path) -> anyhow::Result<Checkpoint> {
         let bytes = std::fs::read(path).with_context(|| {
             format!(
                 "reading checkpoint {} (was the run started with this run directory?)",
@@ -88,7 +164,8 @@ impl Checkpoint {
         })?;
         let bad = |why: String| {
             anyhow::anyhow!(
-                "checkpoint {} is not usable: {why}; delete it to start that worker afresh",
+                "checkpoint {} is not usable: {why} (start the run afresh, without --resume, if \
+                 no generation of it is usable)",
                 path.display()
             )
         };
@@ -126,12 +203,19 @@ impl Checkpoint {
         let x = read("x")?.ok_or_else(|| bad("tensor x is missing".into()))?;
         let momentum = read("momentum")?.ok_or_else(|| bad("tensor momentum is missing".into()))?;
         let x_tilde = read("x_tilde")?;
-        Ok(Checkpoint {
+        let c = Checkpoint {
             state,
             x,
             x_tilde,
             momentum,
-        })
+        };
+        if let Some((name, first, count)) = first_non_finite(&c) {
+            return Err(bad(format!(
+                "{count} values of {name} are not finite (the first at index {first}): it was \
+                 written after the training diverged"
+            )));
+        }
+        Ok(c)
     }
 
     /// Refuses a checkpoint of another model, method, rank or world.
@@ -220,6 +304,13 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("rank2.safetensors")]);
+        // A second save keeps the first as the previous generation.
+        let mut later = sample();
+        later.state.grads = 200;
+        later.save(&p).unwrap();
+        assert_eq!(Checkpoint::load(&p).unwrap().state.grads, 200);
+        let prev = Checkpoint::load(&previous_generation(&p)).unwrap();
+        assert_eq!(prev.state.grads, 123);
         // Gossip checkpoints have no x̃.
         let mut g = sample();
         g.x_tilde = None;
@@ -237,7 +328,7 @@ mod tests {
         std::fs::write(&p, b"garbage, not a checkpoint").unwrap();
         let e = format!("{:#}", Checkpoint::load(&p).unwrap_err());
         assert!(
-            e.contains("is not usable") && e.contains("delete it"),
+            e.contains("is not usable") && e.contains("without --resume"),
             "{e}"
         );
         let c = sample();
@@ -248,5 +339,54 @@ mod tests {
         assert!(e.to_string().contains("method acid"), "{e}");
         let e = c.check_matches(2, 4, "acid", 1).unwrap_err();
         assert!(e.to_string().contains("another model"), "{e}");
+    }
+
+    #[test]
+    fn a_diverged_state_never_replaces_the_last_good_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = a2cid_schema::RunDir::new(dir.path()).checkpoint(2);
+        let good = sample();
+        good.save(&p).unwrap();
+        let mut bad = sample();
+        bad.state.grads = 400;
+        bad.x[3] = f32::NAN;
+        bad.momentum[0] = f32::INFINITY;
+        let e = bad.save(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("diverged by step 400") && e.contains("1 values of x are not finite"),
+            "{e}"
+        );
+        assert!(e.contains("Lower --lr"), "{e}");
+        let back = Checkpoint::load(&p).unwrap();
+        assert_eq!(back.state.grads, 123, "the good checkpoint is still there");
+        assert!(!previous_generation(&p).exists(), "nothing was rotated");
+    }
+
+    #[test]
+    fn a_torn_or_non_finite_newest_checkpoint_falls_back_to_the_previous_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = a2cid_schema::RunDir::new(dir.path()).checkpoint(2);
+        sample().save(&p).unwrap();
+        let mut newer = sample();
+        newer.state.grads = 300;
+        newer.save(&p).unwrap();
+        // The newest is torn: the previous generation is used.
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+        assert_eq!(Checkpoint::load(&p).unwrap().state.grads, 123);
+        // The newest holds a NaN (written by hand, say): refused, the previous one is used.
+        let mut tensors = bytes.clone();
+        let nan = f32::NAN.to_le_bytes();
+        let at = tensors.len() - 4;
+        tensors[at..].copy_from_slice(&nan);
+        std::fs::write(&p, &tensors).unwrap();
+        assert_eq!(Checkpoint::load(&p).unwrap().state.grads, 123);
+        // Neither usable: the error names both.
+        std::fs::write(previous_generation(&p), b"junk").unwrap();
+        let e = format!("{:#}", Checkpoint::load(&p).unwrap_err());
+        assert!(
+            e.contains("not finite") && e.contains("previous generation"),
+            "{e}"
+        );
     }
 }

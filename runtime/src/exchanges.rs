@@ -70,6 +70,26 @@ impl ExchangeTask {
             MeshEvent::Exchanged(x) => {
                 let d = self.d;
                 let (mine, theirs) = (&x.mine[..d], &x.theirs[..d]);
+                if let Some(bad) = theirs.iter().position(|v| !v.is_finite()) {
+                    // A diverged (or corrupted) peer: its snapshot is not averaged in, so its
+                    // NaNs cannot spread; it detects its own divergence and stops.
+                    let mut s = lock(&self.shared);
+                    s.in_flight = None;
+                    s.failed += 1;
+                    let n = s.refused.entry(x.peer).or_default();
+                    *n += 1;
+                    if *n == 1 {
+                        warn!(
+                            "rank {}: refused the snapshot of neighbour {} (value {bad} is {}): \
+                             it diverged or is corrupt; its snapshots are not averaged in",
+                            s.rank, x.peer, theirs[bad]
+                        );
+                    }
+                    drop(s);
+                    self.events.recycle(x.theirs);
+                    self.events.recycle(x.mine);
+                    return Ok(());
+                }
                 let dist2: f64 = mine
                     .iter()
                     .zip(theirs)

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use crate::checkpoint::Checkpoint;
 use a2cid_schema::{write_atomic, Method, Progress, RunConfig, RunDir, Summary};
 
 fn describe(status: &ExitStatus) -> String {
@@ -168,15 +169,31 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
         );
     }
     let run = RunDir::new(&out);
+    let _lock = run.lock()?;
+    if resume {
+        // Everything is checked before anything is written: a refused resume leaves the run
+        // directory as it was, resumable with its own config.toml.
+        let fingerprint = spec.layout().fingerprint();
+        for rank in 0..n {
+            Checkpoint::load(&run.checkpoint(rank))
+                .and_then(|c| c.check_matches(rank, n, cfg.method.name(), fingerprint))
+                .with_context(|| {
+                    format!(
+                        "--resume {}: worker {rank}'s checkpoint does not fit this run; nothing \
+                         was changed in the run directory",
+                        out.display()
+                    )
+                })?;
+        }
+    }
     std::fs::create_dir_all(run.workers())
         .with_context(|| format!("creating run directory {}", out.display()))?;
     let mut resolved = cfg.clone();
     resolved.out = Some(out.clone());
     let config_path = run.config();
     write_atomic(&config_path, toml::to_string_pretty(&resolved)?.as_bytes())?;
-    for stale in [run.average(), run.summary()] {
-        let _ = std::fs::remove_file(stale);
-    }
+    // The previous summary.json stays until this run's replaces it (atomically, at the end).
+    let _ = std::fs::remove_file(run.average());
     for rank in 0..n {
         let _ = std::fs::remove_file(run.result(rank));
     }
@@ -324,7 +341,18 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
             );
         }
     }
-    let summary = crate::gather(&run, cfg, Some(&ok))?;
+    let summary = match crate::gather(&run, cfg, Some(&ok)) {
+        Ok(s) => s,
+        Err(e) => match &first_failure {
+            Some((rank, why)) if ok.iter().all(|ok| !ok) => bail!(
+                "every worker failed; the first, worker {rank}, {why}:\n    {}\n(every worker's \
+                 log is in {})",
+                log_tail(&logs[*rank]),
+                run.workers().display()
+            ),
+            _ => return Err(e),
+        },
+    };
     println!(
         "done in {launcher_wall:.1}s: averaged model ({}) test accuracy {:.2}%, test loss {:.4}",
         summary.averaged,

@@ -43,6 +43,10 @@ pub struct Learner {
     window_rows: usize,
 }
 
+/// A window's mean train loss above this many times that of a uniform guess (ln of the number of
+/// classes) is a divergence: no trained or training model scores that badly.
+pub const DIVERGED_LOSS: f64 = 20.0;
+
 /// Training statistics over a window of steps.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Window {
@@ -57,6 +61,37 @@ impl Window {
     }
     pub fn accuracy(&self) -> f64 {
         self.correct / self.rows.max(1) as f64
+    }
+
+    /// An error naming the divergence when the window's loss is not finite or has exploded
+    /// (above [`DIVERGED_LOSS`] times ln(classes), the loss of a uniform guess): the step, the
+    /// loss, the learning rate in use and what to change.
+    pub fn check_diverged(
+        &self,
+        step: u64,
+        lr: f32,
+        classes: usize,
+        cfg: &RunConfig,
+    ) -> anyhow::Result<()> {
+        let loss = self.loss();
+        let limit = DIVERGED_LOSS * (classes.max(2) as f64).ln();
+        if self.rows == 0 || (loss.is_finite() && loss <= limit) {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "the training diverged by step {step}: the train loss over the last {} rows is {loss} \
+             ({}; learning rate {lr} at that step, --lr {}, --warmup-steps {}, --weight-decay {}); \
+             lower --lr or add --warmup-steps. The last good checkpoint is kept",
+            self.rows,
+            if loss.is_finite() {
+                format!("a uniform guess scores {:.2}", limit / DIVERGED_LOSS)
+            } else {
+                "not a number".to_string()
+            },
+            cfg.lr,
+            cfg.warmup_steps,
+            cfg.weight_decay
+        )
     }
 }
 
@@ -205,6 +240,16 @@ impl Learner {
 
     /// The training loss and correct predictions since the last call (waits for the GPU);
     /// starts a new window.
+    /// The statistics since the window was last taken, without resetting them.
+    pub fn peek_window(&self) -> anyhow::Result<Window> {
+        let s = self.model.read_stats()?;
+        Ok(Window {
+            loss_sum: s.loss_sum,
+            correct: s.correct,
+            rows: self.window_rows,
+        })
+    }
+
     pub fn take_window(&mut self) -> anyhow::Result<Window> {
         let s = self.model.read_stats()?;
         self.model.reset_stats()?;

@@ -131,6 +131,8 @@ pub struct Shared {
     pub in_flight: Option<(usize, u64)>,
     /// Neighbours lost (not gracefully).
     pub lost: Vec<usize>,
+    /// Snapshots refused because they held non-finite values, by peer.
+    pub refused: BTreeMap<usize, u64>,
     /// Ctrl-C, a signal or a peer asked the run to stop.
     pub interrupted: bool,
     /// Another worker stopped the run: (its rank, why).

@@ -8,7 +8,7 @@ use a2cid_schema::{
     write_atomic, write_json_atomic, At, MetricEvent, MetricsLog, RunConfig, RunDir, Summary,
     WorkerSummary,
 };
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use crate::learner::{DataPlan, Learner};
 
@@ -20,8 +20,7 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
     }
     let out = cfg.out_dir();
     let run = RunDir::new(&out);
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("creating run directory {}", out.display()))?;
+    let _lock = run.lock()?;
     let mut resolved = cfg.clone();
     resolved.out = Some(out.clone());
     write_atomic(&run.config(), toml::to_string_pretty(&resolved)?.as_bytes())?;
@@ -86,6 +85,7 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
         bar.inc(1);
         if since_log >= cfg.log_every || stepped.ends_epoch() {
             let window = learner.take_window()?;
+            window.check_diverged(step as u64, lr, learner.dataset.classes, cfg)?;
             last_train_loss = window.loss();
             epoch_loss.0 += window.loss_sum;
             epoch_loss.1 += window.correct;

@@ -486,6 +486,7 @@ impl Worker {
             failed: 0,
             in_flight: None,
             lost: Vec::new(),
+            refused: Default::default(),
             interrupted: false,
             stopped_elsewhere: None,
             edges: Default::default(),
@@ -586,6 +587,8 @@ impl Worker {
 
     fn log_train(&mut self, lr: f32, mesh: &Mesh) -> anyhow::Result<()> {
         let window = self.learner.take_window()?;
+        let classes = self.learner.dataset.classes;
+        window.check_diverged(lock(&self.shared).grads, lr, classes, &self.cfg)?;
         self.last_loss = window.loss();
         let st = mesh.stats();
         let missed = st.edges.values().map(|c| c.missed()).sum::<u64>();
@@ -729,6 +732,15 @@ impl Worker {
 
     fn checkpoint(&mut self, finished: bool) -> anyhow::Result<()> {
         self.apply_pending()?;
+        // A diverging state is never checkpointed: the last good checkpoint stays.
+        let grads = lock(&self.shared).grads;
+        let lr = self.lr(&lock(&self.shared));
+        self.learner.peek_window()?.check_diverged(
+            grads,
+            lr,
+            self.learner.dataset.classes,
+            &self.cfg,
+        )?;
         let StateVectors {
             x,
             x_tilde,

@@ -133,6 +133,18 @@ impl RunConfig {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             bail!("--lr must be a positive number, got {}", self.lr);
         }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            bail!(
+                "--weight-decay must be a number >= 0, got {}",
+                self.weight_decay
+            );
+        }
+        if !(self.rate_com.is_finite() && self.rate_com > 0.0) {
+            bail!(
+                "--rate-com must be a positive number, got {}",
+                self.rate_com
+            );
+        }
         if !(0.0..1.0).contains(&self.momentum) {
             bail!("--momentum must be in [0, 1), got {}", self.momentum);
         }

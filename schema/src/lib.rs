@@ -23,6 +23,6 @@ pub use records::{
     At, AverageResult, ConsensusSummary, Constants, EdgeReport, GapStats, MetricEvent, MetricsLog,
     Progress, RateSummary, StopReason, Summary, WorkerResult, WorkerSummary,
 };
-pub use run_dir::{read_json, write_atomic, write_json_atomic, RunDir};
+pub use run_dir::{read_json, write_atomic, write_json_atomic, RunDir, RunLock};
 pub use speeds::{Slowdown, SpeedError, SpeedSpec};
 pub use targets::{time_to_accuracy, TargetTime};

@@ -9,7 +9,8 @@
 //! RUN_DIR/workers/rank<R>.json        worker R's result
 //! RUN_DIR/workers/rank<R>.log         worker R's log (local launcher)
 //! RUN_DIR/workers/rank<R>.pid         worker R's process id
-//! RUN_DIR/checkpoints/rank<R>.safetensors
+//! RUN_DIR/checkpoints/rank<R>.safetensors        (and rank<R>.prev.safetensors, the generation before)
+//! RUN_DIR/.lock                       held by the run using the directory (its pid inside)
 //! RUN_DIR/report/                     plots and index.html
 //! ```
 use std::io::Write;
@@ -23,9 +24,53 @@ pub struct RunDir {
     root: PathBuf,
 }
 
+/// The exclusive lock of a run directory, held for as long as this value lives (the operating
+/// system drops it when the process ends, however it ends).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
 impl RunDir {
     pub fn new(root: impl Into<PathBuf>) -> RunDir {
         RunDir { root: root.into() }
+    }
+
+    /// Creates the directory and takes its lock, so two runs never write into one directory; the
+    /// error names the process that holds it.
+    pub fn lock(&self) -> anyhow::Result<RunLock> {
+        std::fs::create_dir_all(&self.root)
+            .with_context(|| format!("creating run directory {}", self.root.display()))?;
+        let path = self.root.join(".lock");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                anyhow::bail!(
+                    "run directory {} is in use by another a2cid run ({}): wait for it to end, \
+                     or give this run another --out",
+                    self.root.display(),
+                    match holder.trim() {
+                        "" => "process unknown".to_string(),
+                        pid => format!("process {pid}"),
+                    }
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+        file.set_len(0)?;
+        write!(file, "{}", std::process::id())?;
+        file.flush()?;
+        Ok(RunLock { _file: file })
     }
     pub fn root(&self) -> &Path {
         &self.root
@@ -100,4 +145,25 @@ pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> anyhow:
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     let text = std::fs::read_to_string(path).ok()?;
     serde_json::from_str(&text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_directory_is_locked_by_one_run_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        let held = run.lock().unwrap();
+        let e = run.lock().unwrap_err().to_string();
+        assert!(
+            e.contains("is in use by another a2cid run")
+                && e.contains(&format!("process {}", std::process::id()))
+                && e.contains("another --out"),
+            "{e}"
+        );
+        drop(held);
+        run.lock().expect("free again once the holder is gone");
+    }
 }

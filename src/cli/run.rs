@@ -29,13 +29,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub graph_seed: Option<u64>,
     /// Expected pairwise averagings per worker per gradient step [default: 1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub rate_com: Option<f64>,
     /// Stop when all workers together have computed G gradients (faster workers do more).
     #[arg(long, value_name = "G")]
     pub grad_budget: Option<u64>,
     /// Stop after S seconds of training.
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub max_seconds: Option<f64>,
     /// Steps between two checkpoints of each worker; 0: only at the end [default: 200].
     #[arg(long, value_name = "K")]
@@ -65,13 +65,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Learning rate [default: 0.05].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
     /// SGD momentum [default: 0.9].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f32>,
     /// Weight decay [default: 1e-4].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f32>,
     /// Use Nesterov momentum.
     #[arg(long)]
@@ -103,7 +103,7 @@ pub struct RunArgs {
     pub eval_every: Option<usize>,
     /// Units of the worker clock (about one gradient each) between two sketches of each
     /// worker's parameters, from which the consensus distance is estimated; 0: none [default: 5].
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
     pub sketch_every: Option<f64>,
     /// Rows of a sketch (relative error about sqrt(2/rows)) [default: 128].
     #[arg(long, value_name = "K")]
@@ -122,7 +122,12 @@ pub struct RunArgs {
     /// Test accuracies (fractions, comma-separated) whose time to reach the summary records:
     /// the training wall time and gradients at which the mean over the workers of their own
     /// models' accuracy first reached each.
-    #[arg(long, value_name = "A[,A..]", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "A[,A..]",
+        value_delimiter = ',',
+        allow_negative_numbers = true
+    )]
     pub target_accuracy: Option<Vec<f64>>,
     /// No progress bar (per-epoch lines are printed instead).
     #[arg(long)]

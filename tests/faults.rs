@@ -1,0 +1,224 @@
+//! Faults that used to lose data, each reproduced with real worker processes: a diverging run,
+//! a non-finite checkpoint, a refused resume, and two runs on one run directory.
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn a2cid() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_a2cid"));
+    c.env("RUST_LOG", "warn,a2cid=info");
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn digits(out: &Path, extra: &[&str]) -> Command {
+    let mut c = a2cid();
+    c.args([
+        "run",
+        "--workers",
+        "4",
+        "--graph",
+        "ring",
+        "--method",
+        "gossip",
+    ])
+    .args([
+        "--dataset",
+        "digits",
+        "--hidden",
+        "32",
+        "--batch-size",
+        "32",
+    ])
+    .args(["--lr", "0.1", "--seed", "3", "--checkpoint-every", "5"])
+    .args(extra)
+    .args(["--no-progress", "--out"])
+    .arg(out);
+    c
+}
+
+/// Writes NaN over the first value of tensor `name` of a safetensors file.
+fn poison(path: &Path, name: &str) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let start = header[name]["data_offsets"][0].as_u64().unwrap() as usize + 8 + n;
+    bytes[start..start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_diverging_run_names_the_divergence_and_loses_neither_checkpoints_nor_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = digits(&out, &["--epochs", "3"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let summary = std::fs::read(out.join("summary.json")).unwrap();
+
+    // The same run continued at an absurd learning rate: it diverges.
+    let o = a2cid()
+        .args(["run", "--resume"])
+        .arg(&out)
+        .args(["--epochs", "8", "--lr", "1e6", "--no-progress"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("every worker failed")
+            && t.contains("the training diverged by step")
+            && t.to_lowercase().contains("lower --lr"),
+        "{t}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("summary.json")).unwrap(),
+        summary,
+        "the last good summary stays"
+    );
+    // Every checkpoint is still finite: resuming at a sane rate finishes the run.
+    let o = a2cid()
+        .args(["run", "--resume"])
+        .arg(&out)
+        .args(["--epochs", "6", "--lr", "0.1", "--no-progress"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("test accuracy"), "{}", text(&o));
+}
+
+#[test]
+fn a_single_worker_that_diverges_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = a2cid()
+        .args([
+            "run",
+            "--workers",
+            "1",
+            "--epochs",
+            "1",
+            "--lr",
+            "1e6",
+            "--no-progress",
+        ])
+        .arg("--out")
+        .arg(dir.path().join("one"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("the training diverged by step"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_non_finite_checkpoint_is_refused_and_its_previous_generation_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = digits(&out, &["--epochs", "3"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let ckpt = out.join("checkpoints/rank1.safetensors");
+    assert!(out.join("checkpoints/rank1.prev.safetensors").exists());
+    poison(&ckpt, "x");
+    let o = a2cid()
+        .args(["run", "--resume"])
+        .arg(&out)
+        .args(["--epochs", "5", "--no-progress"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let log = std::fs::read_to_string(out.join("workers/rank1.log")).unwrap();
+    assert!(
+        log.contains("values of x are not finite") && log.contains("using the previous generation"),
+        "{log}"
+    );
+    // Both generations poisoned: refused before any worker starts, naming both files.
+    poison(&ckpt, "x");
+    poison(&out.join("checkpoints/rank1.prev.safetensors"), "x");
+    let config = std::fs::read(out.join("config.toml")).unwrap();
+    let o = a2cid()
+        .args(["run", "--resume"])
+        .arg(&out)
+        .args(["--epochs", "7", "--no-progress"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("worker 1's checkpoint") && t.contains("previous generation"),
+        "{t}"
+    );
+    assert_eq!(std::fs::read(out.join("config.toml")).unwrap(), config);
+}
+
+#[test]
+fn a_refused_resume_leaves_the_run_directory_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = digits(&out, &["--epochs", "2"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let config = std::fs::read(out.join("config.toml")).unwrap();
+    let summary = std::fs::read(out.join("summary.json")).unwrap();
+    let o = a2cid()
+        .args(["run", "--resume"])
+        .arg(&out)
+        .args(["--hidden", "64", "--epochs", "4", "--no-progress"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("another model") && t.contains("nothing was changed"),
+        "{t}"
+    );
+    assert_eq!(std::fs::read(out.join("config.toml")).unwrap(), config);
+    assert_eq!(std::fs::read(out.join("summary.json")).unwrap(), summary);
+    // The plain resume still works.
+    let o = a2cid()
+        .args(["run", "--resume"])
+        .arg(&out)
+        .args(["--epochs", "4", "--no-progress"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn a_second_run_on_the_same_directory_is_refused_while_the_first_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut first = digits(&out, &["--epochs", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !out.join("config.toml").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the first run never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = digits(&out, &["--epochs", "1"]).output().unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("is in use by another a2cid run")
+            && t.contains(&format!("process {}", first.id())),
+        "{t}"
+    );
+    assert!(first.wait().unwrap().success(), "the first run is unharmed");
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["epochs"], 30);
+}
