@@ -368,7 +368,7 @@ pub fn decode_coll_sub(sub: &[u8; COLL_SUB as usize]) -> Result<CollHeader, Fram
 
 /// Pure: how many floats follow the `sub`-byte sub-header of a payload frame.
 pub fn payload_floats(h: Header, sub: u64) -> Result<u64, FrameError> {
-    if h.len < sub || (h.len - sub) % 4 != 0 {
+    if h.len < sub || !(h.len - sub).is_multiple_of(4) {
         return Err(FrameError::malformed(
             h.kind.name(),
             format!(

@@ -567,10 +567,10 @@ impl Worker {
     fn after_step(&mut self, mesh: &Mesh, lr: f32) -> anyhow::Result<()> {
         self.maybe_sketch()?;
         let grads = lock(&self.shared).grads;
-        if grads % self.cfg.log_every as u64 == 0 {
+        if grads.is_multiple_of(self.cfg.log_every as u64) {
             self.log_train(lr, mesh)?;
         }
-        if self.cfg.eval_every > 0 && grads % self.cfg.eval_every as u64 == 0 {
+        if self.cfg.eval_every > 0 && grads.is_multiple_of(self.cfg.eval_every as u64) {
             if self.learner.window_rows() > 0 {
                 self.log_train(lr, mesh)?; // evaluation resets the loss accumulators
             }

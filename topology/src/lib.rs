@@ -133,7 +133,7 @@ impl TorusShape {
     /// The most square factorisation rows × cols = n with rows <= cols.
     pub fn most_square(n: usize) -> TorusShape {
         let mut rows = (n as f64).sqrt() as usize;
-        while rows > 1 && n % rows != 0 {
+        while rows > 1 && !n.is_multiple_of(rows) {
             rows -= 1;
         }
         let rows = rows.max(1);
@@ -431,7 +431,7 @@ fn random_regular(
     degree: usize,
     seed: u64,
 ) -> Result<Vec<(usize, usize)>, TopologyError> {
-    if degree >= n || (n * degree) % 2 != 0 {
+    if degree >= n || !(n * degree).is_multiple_of(2) {
         return Err(TopologyError::ImpossibleRegular { n, degree });
     }
     const ATTEMPTS: usize = 1000;

@@ -185,7 +185,7 @@ pub struct GroupNorm<'a> {
 
 impl GroupNorm<'_> {
     fn uniform(&self, op: &'static str) -> Result<ChannelParams> {
-        if self.groups == 0 || self.shape.channels % self.groups != 0 {
+        if self.groups == 0 || !self.shape.channels.is_multiple_of(self.groups) {
             return Err(EngineError::Shape {
                 op,
                 detail: format!(

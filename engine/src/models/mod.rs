@@ -60,7 +60,7 @@ impl FromStr for ModelKind {
             _ => {
                 let depth = s.strip_prefix("resnet:").ok_or_else(unknown)?;
                 let d: u32 = depth.parse().map_err(|_| unknown())?;
-                if d < 8 || (d - 2) % 6 != 0 {
+                if d < 8 || !(d - 2).is_multiple_of(6) {
                     return Err(format!(
                         "--model {s}: a ResNet's depth is 6n + 2 with n ≥ 1 (8, 14, 20, …)"
                     ));

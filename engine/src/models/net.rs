@@ -110,7 +110,7 @@ pub struct NetSpec {
 
 /// Groups of a GroupNorm over `c` channels: up to 8, dividing `c`.
 pub fn groups_for(c: usize) -> usize {
-    (1..=8.min(c)).rev().find(|g| c % g == 0).unwrap_or(1)
+    (1..=8.min(c)).rev().find(|g| c.is_multiple_of(*g)).unwrap_or(1)
 }
 
 struct Builder {
@@ -280,7 +280,7 @@ impl NetSpec {
         width: usize,
     ) -> Result<NetSpec> {
         let [_, h, w] = input.0;
-        if depth < 8 || (depth - 2) % 6 != 0 {
+        if depth < 8 || !(depth - 2).is_multiple_of(6) {
             return Err(shape_error(format!(
                 "resnet depth {depth}: it must be 6n + 2 with n ≥ 1 (8, 14, 20, …)"
             )));
