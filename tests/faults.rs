@@ -222,3 +222,55 @@ fn a_second_run_on_the_same_directory_is_refused_while_the_first_runs() {
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["epochs"], 30);
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn timed_worker(out: &Path, rank: usize, port: u16) -> std::process::Child {
+    a2cid()
+        .args(["worker", "--workers", "2", "--graph", "complete"])
+        .args(["--dataset", "digits", "--hidden", "32", "--epochs", "0"])
+        .args(["--max-seconds", "3", "--eval-every", "0", "--rank"])
+        .arg(rank.to_string())
+        .args(["--world", "2", "--master", &format!("127.0.0.1:{port}")])
+        .args(["--connect-timeout", "30", "--out"])
+        .arg(out)
+        .env("A2CID_SECRET", "a-secret-of-enough-length")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn the_training_clock_starts_when_the_mesh_has_formed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let port = free_port();
+    let early = timed_worker(&out, 0, port);
+    // Rank 0 waits 4 s for rank 1, longer than the whole --max-seconds 3.
+    std::thread::sleep(Duration::from_secs(4));
+    let late = timed_worker(&out, 1, port);
+    let (a, b) = (early.wait_with_output().unwrap(), late.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", text(&a));
+    assert!(b.status.success(), "{}", text(&b));
+    let result = |r: usize| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(out.join(format!("workers/rank{r}.json"))).unwrap())
+            .unwrap()
+    };
+    let (r0, r1) = (result(0), result(1));
+    let (g0, g1) = (r0["grads"].as_f64().unwrap(), r1["grads"].as_f64().unwrap());
+    assert!(
+        g0 > 0.5 * g1 && g1 > 0.5 * g0,
+        "both train about 3 s: rank 0 {g0} steps, rank 1 {g1}"
+    );
+    for r in [&r0, &r1] {
+        let wall = r["wall_seconds"].as_f64().unwrap();
+        assert!(wall < 3.9, "a worker's training time excludes the wait: {wall}");
+    }
+}

@@ -44,6 +44,14 @@ impl Timekeeper {
         }
     }
 
+    /// Starts this session's clocks now: the training time of a worker starts when the mesh has
+    /// formed, not while it waits for the others (which would cut an early worker's share of
+    /// `--max-seconds` and put its clock ahead of theirs). Only before the first step.
+    pub fn start_now(&mut self) {
+        self.start = Instant::now();
+        self.paused = 0.0;
+    }
+
     /// Wall seconds since the run started.
     pub fn wall(&self) -> f64 {
         self.wall0 + self.start.elapsed().as_secs_f64()

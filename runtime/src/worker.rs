@@ -195,6 +195,7 @@ pub fn run_worker(
         .block_on(Mesh::connect(mc))
         .context("joining the other workers (the mesh)")?;
     mesh.shutdown_on_ctrl_c();
+    lock(&w.shared).time.start_now();
     info!(
         "rank {}/{}: joined the mesh; neighbours {:?}",
         place.rank,
