@@ -256,7 +256,10 @@ fn the_training_clock_starts_when_the_mesh_has_formed() {
     // Rank 0 waits 4 s for rank 1, longer than the whole --max-seconds 3.
     std::thread::sleep(Duration::from_secs(4));
     let late = timed_worker(&out, 1, port);
-    let (a, b) = (early.wait_with_output().unwrap(), late.wait_with_output().unwrap());
+    let (a, b) = (
+        early.wait_with_output().unwrap(),
+        late.wait_with_output().unwrap(),
+    );
     assert!(a.status.success(), "{}", text(&a));
     assert!(b.status.success(), "{}", text(&b));
     let result = |r: usize| -> serde_json::Value {
@@ -271,6 +274,138 @@ fn the_training_clock_starts_when_the_mesh_has_formed() {
     );
     for r in [&r0, &r1] {
         let wall = r["wall_seconds"].as_f64().unwrap();
-        assert!(wall < 3.9, "a worker's training time excludes the wait: {wall}");
+        assert!(
+            wall < 3.9,
+            "a worker's training time excludes the wait: {wall}"
+        );
+    }
+}
+
+fn alive(pid: &str) -> bool {
+    // A zombie (exited, not yet reaped) counts as gone.
+    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+        .map(|s| !s.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_worker_lost_before_the_mesh_forms_stops_the_launch_at_once_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let launcher = digits(&out, &["--epochs", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid_file = out.join("workers/rank2.pid");
+    let t0 = Instant::now();
+    while std::fs::read_to_string(&pid_file).map_or(true, |p| p.is_empty()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "worker 2 never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    let killed_at = Instant::now();
+    let o = launcher.wait_with_output().unwrap();
+    let took = killed_at.elapsed();
+    assert!(!o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("worker 2") && t.contains("before every worker had joined the mesh"),
+        "{t}"
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "the launch stopped after {took:?}"
+    );
+    for r in [0, 1, 3] {
+        if let Ok(pid) = std::fs::read_to_string(out.join(format!("workers/rank{r}.pid"))) {
+            assert!(!alive(&pid), "worker {r} (pid {pid}) was left running");
+        }
+    }
+}
+
+/// Starts a long run and waits until every worker has taken a few steps.
+fn long_run_under_way(out: &Path) -> std::process::Child {
+    let launcher = digits(out, &["--epochs", "400"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let stepped = |r: usize| {
+        std::fs::read_to_string(out.join(format!("workers/rank{r}.jsonl")))
+            .is_ok_and(|t| t.contains("\"event\":\"train\""))
+    };
+    while !(0..4).all(stepped) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "the run never got going"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    launcher
+}
+
+fn worker_pids(out: &Path) -> Vec<String> {
+    (0..4)
+        .map(|r| std::fs::read_to_string(out.join(format!("workers/rank{r}.pid"))).unwrap())
+        .collect()
+}
+
+#[test]
+fn workers_stop_gracefully_when_their_launcher_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut launcher = long_run_under_way(&out);
+    let pids = worker_pids(&out);
+    launcher.kill().unwrap(); // SIGKILL: no chance to clean up
+    launcher.wait().unwrap();
+    let t0 = Instant::now();
+    while pids.iter().any(|p| alive(p)) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "workers outlived their launcher by 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // They stopped gracefully: each wrote its result, stopped as interrupted.
+    for r in 0..4 {
+        let res: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.join(format!("workers/rank{r}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(res["stop_reason"], "interrupted", "rank {r}: {res}");
+    }
+}
+
+#[test]
+fn sigterm_to_the_launcher_stops_the_run_with_checkpoints_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let launcher = long_run_under_way(&out);
+    Command::new("kill")
+        .args(["-TERM", &launcher.id().to_string()])
+        .status()
+        .unwrap();
+    let t0 = Instant::now();
+    let o = launcher.wait_with_output().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    assert!(!o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("interrupted") && t.contains("--resume"), "{t}");
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert!(s["test_accuracy"].as_f64().unwrap() > 0.5, "{s}");
+    for r in 0..4 {
+        assert!(out
+            .join(format!("checkpoints/rank{r}.safetensors"))
+            .exists());
     }
 }

@@ -17,7 +17,7 @@
 //! use a2cid_net::{Mesh, MeshEvent};
 //! let mut mesh = Mesh::connect(cfg).await?;       // rendezvous + authenticated links
 //! mesh.broadcast(0, &mut params).await?;           // identical initial parameters
-//! mesh.shutdown_on_ctrl_c();
+//! mesh.shutdown_on_signals();
 //! let mut tau = 0.0;                               // worker clock, in gradient steps
 //! loop {
 //!     // ... one gradient step on the engine ...
@@ -82,7 +82,7 @@ pub use events::{
     ClockSegment, ExchangeRequest, ExchangeStats, Exchanged, MeshEvent, MeshStats, ShutdownHandle,
 };
 pub use frame::{Fingerprint, PairMsg, PROTOCOL_VERSION};
-pub use mesh::{Mesh, MeshEvents};
+pub use mesh::{interrupt_signal, Mesh, MeshEvents};
 pub use pairing::{EdgeCounters, Pairing};
 pub use pool::BufPool;
 pub use rendezvous::{expand_nodelist, slurm_from_env, Rendezvous, SlurmLaunch};

@@ -314,18 +314,15 @@ impl Mesh {
         }
     }
 
-    /// On Ctrl-C: tell the neighbours goodbye and emit [`MeshEvent::ShutdownRequested`].
-    pub fn shutdown_on_ctrl_c(&self) {
+    /// On Ctrl-C (SIGINT) or SIGTERM: tell the neighbours goodbye and emit
+    /// [`MeshEvent::ShutdownRequested`].
+    pub fn shutdown_on_signals(&self) {
         let h = self.shutdown_handle();
         let stop = self.shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                signal = tokio::signal::ctrl_c() => {
-                    if signal.is_ok() {
-                        h.shutdown("interrupted (Ctrl-C)");
-                    }
-                }
+                name = interrupt_signal() => h.shutdown(&format!("interrupted ({name})")),
             }
         });
     }
@@ -373,5 +370,28 @@ impl Drop for Mesh {
     /// before the links stop.
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM, and says which came. Never returns if no
+/// handler could be installed.
+pub async fn interrupt_signal() -> &'static str {
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => match r {
+            Ok(()) => "Ctrl-C",
+            Err(_) => std::future::pending().await,
+        },
+        _ = term => "SIGTERM",
     }
 }

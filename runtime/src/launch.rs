@@ -223,6 +223,8 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
     let exe = std::env::current_exe().context("locating the a2cid executable")?;
     let (tx, rx) = mpsc::channel::<Progress>();
     let mut children: Vec<Option<Child>> = Vec::with_capacity(n);
+    let mut pipes: Vec<Option<std::process::ChildStdin>> = Vec::with_capacity(n);
+    let interrupted = on_interrupt()?;
     let mut logs: Vec<PathBuf> = Vec::with_capacity(n);
     let start = Instant::now();
     for rank in 0..n {
@@ -238,7 +240,8 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
             .args(["--rank", &rank.to_string(), "--world", &n.to_string()])
             .args(["--master", &master, "--progress-lines"])
             .env(a2cid_net::SECRET_ENV, secret.as_env_value())
-            .stdin(Stdio::null())
+            // The worker stops when this pipe closes: when the launcher dies or is interrupted.
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file));
         if resume {
@@ -250,6 +253,7 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting worker {rank} ({})", exe.display()))?;
+        pipes.push(child.stdin.take());
         let stdout = child.stdout.take().expect("piped stdout");
         let tx = tx.clone();
         std::thread::spawn(move || {
@@ -267,12 +271,15 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
     drop(tx);
 
     let mut display = Display::new(n, tty);
+    // A worker has joined the mesh once it sent a progress line (the first comes on joining).
+    let mut joined = vec![false; n];
     let mut status: Vec<Option<ExitStatus>> = vec![None; n];
     let mut first_failure: Option<(usize, String)> = None;
     let mut kill_at: Option<Instant> = None;
     loop {
         while let Ok(p) = rx.try_recv() {
             if p.rank < n {
+                joined[p.rank] = true;
                 display.update(p);
             }
         }
@@ -287,6 +294,21 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
                     continue; // its last progress line already says "done"
                 }
                 let why = describe(&st);
+                if !joined.iter().all(|&j| j) {
+                    // The mesh cannot form without it: stop everyone now rather than let the
+                    // others wait out the rendezvous timeout.
+                    for c in children.iter_mut().flatten() {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                    }
+                    display.finish();
+                    bail!(
+                        "worker {rank} {why} before every worker had joined the mesh, so the run \
+                         cannot start; the other workers were stopped. Its log ({}):\n    {}",
+                        logs[rank].display(),
+                        log_tail(&logs[rank])
+                    );
+                }
                 display.mark(rank, &format!("LOST: {why}"));
                 display.note(&format!(
                     "worker {rank} {why}; its log ({}):\n    {}",
@@ -309,6 +331,11 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
         }
         if children.iter().all(Option::is_none) {
             break;
+        }
+        if interrupted.load(std::sync::atomic::Ordering::Relaxed) && !pipes.is_empty() {
+            display
+                .note("interrupted: stopping every worker (final checkpoints, then the summary)");
+            pipes.clear(); // closing their stdin stops the workers gracefully
         }
         if kill_at.is_some_and(|t| Instant::now() > t) {
             for c in children.iter_mut().flatten() {
@@ -341,6 +368,7 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
             );
         }
     }
+    drop(pipes);
     let summary = match crate::gather(&run, cfg, Some(&ok)) {
         Ok(s) => s,
         Err(e) => match &first_failure {
@@ -378,7 +406,40 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
         print_rates(rates);
     }
     println!("summary {}", run.summary().display());
+    if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+        bail!(
+            "interrupted: every worker stopped with a final checkpoint and the summary above is \
+             written; continue with `a2cid run --resume {}`",
+            out.display()
+        );
+    }
     Ok(summary)
+}
+
+/// A flag raised on the first SIGINT (Ctrl-C) or SIGTERM, watched by a thread of its own; a
+/// second one ends the launcher at once (its workers, whose stdin closes with it, still stop
+/// gracefully).
+fn on_interrupt() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let raised = flag.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal watcher")?;
+    std::thread::Builder::new()
+        .name("a2cid-signals".into())
+        .spawn(move || {
+            rt.block_on(async {
+                let first = a2cid_net::interrupt_signal().await;
+                eprintln!("{first}: stopping the run gracefully (again to stop at once)");
+                raised.store(true, std::sync::atomic::Ordering::Relaxed);
+                let second = a2cid_net::interrupt_signal().await;
+                eprintln!("{second} again: leaving now; the workers stop on their own");
+                std::process::exit(130);
+            });
+        })
+        .context("starting the signal watcher")?;
+    Ok(flag)
 }
 
 /// The averaging rate asked and achieved, per worker and per edge, and a warning naming the likely

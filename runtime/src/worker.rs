@@ -150,6 +150,36 @@ pub struct WorkerOptions {
     pub progress_lines: bool,
     /// Continue from the run directory's checkpoints.
     pub resume: bool,
+    /// Stop (gracefully) when standard input closes: the local launcher holds the other end, so
+    /// a launcher that dies, however it dies, takes its workers with it.
+    pub stop_with_launcher: bool,
+}
+
+/// Watches standard input on a thread: at its end (the launcher is gone) the worker leaves the
+/// mesh gracefully once it has joined, or exits at once before.
+fn stop_when_stdin_closes(mesh: Arc<std::sync::OnceLock<a2cid_net::ShutdownHandle>>, rank: usize) {
+    std::thread::Builder::new()
+        .name("a2cid-launcher-watch".into())
+        .spawn(move || {
+            let mut sink = [0u8; 64];
+            loop {
+                match std::io::Read::read(&mut std::io::stdin(), &mut sink) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            match mesh.get() {
+                Some(h) => {
+                    warn!("rank {rank}: the launcher is gone; stopping");
+                    h.shutdown("the launcher is gone");
+                }
+                None => {
+                    eprintln!("error: rank {rank}: the launcher is gone before the mesh formed");
+                    std::process::exit(1);
+                }
+            }
+        })
+        .expect("spawning the launcher watch");
 }
 
 /// `a2cid worker`: one worker of a multi-worker run, for cluster launchers (SLURM's `srun`) and for
@@ -191,11 +221,17 @@ pub fn run_worker(
     mc.seed = cfg.seed ^ 0x5eed_0000 ^ w.generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     mc.clock_start = lock(&w.shared).time.tau();
     mc.connect_timeout = options.connect_timeout.max(Duration::from_secs(1));
+    let launcher = Arc::new(std::sync::OnceLock::new());
+    if options.stop_with_launcher {
+        stop_when_stdin_closes(launcher.clone(), place.rank);
+    }
     let mut mesh = rt
         .block_on(Mesh::connect(mc))
         .context("joining the other workers (the mesh)")?;
-    mesh.shutdown_on_ctrl_c();
+    mesh.shutdown_on_signals();
+    let _ = launcher.set(mesh.shutdown_handle());
     lock(&w.shared).time.start_now();
+    w.progress(false);
     info!(
         "rank {}/{}: joined the mesh; neighbours {:?}",
         place.rank,
@@ -703,9 +739,15 @@ impl Worker {
     }
 
     fn maybe_progress(&mut self, done: bool) {
-        if !self.progress_lines
-            || (!done && self.last_progress.elapsed() < Duration::from_millis(300))
-        {
+        if done || self.last_progress.elapsed() >= Duration::from_millis(300) {
+            self.progress(done);
+        }
+    }
+
+    /// A progress line for the launcher now (the first one, with no step yet, says the worker
+    /// has joined the mesh).
+    fn progress(&mut self, done: bool) {
+        if !self.progress_lines {
             return;
         }
         self.last_progress = Instant::now();

@@ -251,7 +251,8 @@ pub struct WorkerArgs {
     /// Longest wait for the other workers to join, in seconds.
     #[arg(long, default_value_t = 120.0)]
     pub connect_timeout: f64,
-    /// Print machine-readable progress lines on stdout (used by `a2cid run`).
+    /// Print machine-readable progress lines on stdout and stop when stdin closes (used by
+    /// `a2cid run`, which holds the other end).
     #[arg(long, hide = true)]
     pub progress_lines: bool,
 }
@@ -270,6 +271,7 @@ pub fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
         connect_timeout: std::time::Duration::from_secs_f64(args.connect_timeout.max(1.0)),
         progress_lines: args.progress_lines,
         resume: args.run.resume.is_some(),
+        stop_with_launcher: args.progress_lines,
     };
     a2cid_runtime::run_worker(cfg, place, options)
 }

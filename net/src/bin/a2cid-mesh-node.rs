@@ -176,7 +176,7 @@ async fn run() -> Result<(), String> {
             return Ok(());
         }
     };
-    mesh.shutdown_on_ctrl_c();
+    mesh.shutdown_on_signals();
     say(format!("READY rank={} addr={}", a.rank, mesh.local_addr()));
 
     let mine = pattern(a.rank, a.params);
