@@ -409,3 +409,15 @@ fn sigterm_to_the_launcher_stops_the_run_with_checkpoints_and_a_summary() {
             .exists());
     }
 }
+
+#[test]
+fn a_local_run_listens_on_loopback_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = digits(&out, &["--epochs", "1"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    for r in 0..4 {
+        let log = std::fs::read_to_string(out.join(format!("workers/rank{r}.log"))).unwrap();
+        assert!(log.contains("mesh up on 127.0.0.1:"), "rank {r}: {log}");
+    }
+}

@@ -316,11 +316,17 @@ fn four_workers_on_a_ring_train_digits_with_acid() {
     ] {
         assert!(out.join("report").join(f).exists(), "report/{f} missing");
     }
-    // One accuracy curve per worker.
+    // The workers' accuracy as one mean line with its min-max band (a filled polygon).
     let svg = std::fs::read_to_string(out.join("report/accuracy_vs_grads.svg")).unwrap();
-    assert!(svg.matches("<polyline").count() >= 4, "{svg}");
+    assert!(
+        svg.contains("<polyline") && svg.contains("<polygon"),
+        "{svg}"
+    );
     let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
-    assert!(html.contains("acid n=4 ring") && html.contains("loss_vs_time.svg"));
+    assert!(
+        html.contains("acid, ring, n=4") && html.contains("loss_vs_time.svg"),
+        "{html}"
+    );
 }
 
 /// The other asynchronous methods run end to end too: `gossip` (the same exchanges, no x̃) averages
@@ -533,7 +539,7 @@ fn worker(out: &Path, rank: usize, port: u16, secret: &str, hidden: &str) -> Chi
         .args(["--world", "2", "--master", &format!("127.0.0.1:{port}")])
         .args(["--connect-timeout", "20", "--out"])
         .arg(out)
-        .env("A2CID_SECRET", secret)
+        .env("A2CID_SECRET", format!("{secret}-0123456789abcdef"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

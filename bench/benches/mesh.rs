@@ -34,7 +34,7 @@ fn runtime() -> tokio::runtime::Runtime {
 async fn cluster(world: usize, edges: Vec<(usize, usize, f64)>, n: usize) -> Vec<Mesh> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr").to_string();
-    let secret = Secret::new(b"bench".to_vec()).expect("secret");
+    let secret = Secret::new(b"bench-mesh-secret-0123".to_vec()).expect("secret");
     let mut hs = Vec::new();
     for r in 0..world {
         let mut c = MeshConfig::new(

@@ -29,13 +29,20 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Secret {
-    /// A secret from raw bytes (refuses an empty one).
+    /// The shortest secret accepted, in bytes: a shorter one could be guessed.
+    pub const MIN_LEN: usize = 16;
+
+    /// A secret from raw bytes (refuses one shorter than [`Secret::MIN_LEN`]).
     pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Secret, NetError> {
         let b = bytes.into();
-        if b.is_empty() {
-            return Err(NetError::Secret(
-                "the cluster secret is empty: set a non-empty A2CID_SECRET".into(),
-            ));
+        if b.len() < Secret::MIN_LEN {
+            return Err(NetError::Secret(format!(
+                "the cluster secret is {} bytes, shorter than the {} it must have: set \
+                 {SECRET_ENV} (or the secret file) to a long random value, e.g. the output of \
+                 `openssl rand -hex 32`",
+                b.len(),
+                Secret::MIN_LEN
+            )));
         }
         Ok(Secret(Arc::new(b)))
     }
@@ -60,8 +67,10 @@ impl Secret {
             ))
         })?;
         let trimmed = String::from_utf8_lossy(&text).trim().as_bytes().to_vec();
-        Secret::new(trimmed)
-            .map_err(|_| NetError::Secret(format!("secret file {} is empty", path.display())))
+        Secret::new(trimmed).map_err(|e| match e {
+            NetError::Secret(why) => NetError::Secret(format!("secret file {}: {why}", path.display())),
+            other => other,
+        })
     }
     /// The secret from `file` if given, else from `A2CID_SECRET`.
     pub fn resolve(file: Option<&Path>) -> Result<Secret, NetError> {
@@ -215,31 +224,50 @@ where
     let mut transcript = encode_msg(&Msg::Hello(first.clone()));
     transcript.extend_from_slice(&encode_msg(&Msg::Hello(second.clone())));
 
-    // 3. mutual challenge-response: each side MACs the transcript (which holds both nonces) under its role.
+    // 3. mutual challenge-response: each side MACs the transcript (which holds both nonces) under
+    // its role. The connector proves first; the acceptor answers with its own MAC only to a
+    // connector that proved it holds the secret, so a stranger who connects learns nothing it
+    // could use to guess a weak secret offline.
     let my_mac: [u8; 32] = match me.secret.mac(role.label(), &transcript) {
         Some(m) => m.finalize().into_bytes().into(),
         None => return Err(HandshakeError::Secret { peer }),
     };
-    conn.write_msg(&Msg::Auth { mac: my_mac })
-        .await
-        .map_err(io)?;
-    let their_mac = match conn.read_frame().await.map_err(ferr)? {
-        Frame::Msg(Msg::Auth { mac }) => mac,
-        Frame::Msg(Msg::Verdict { ok: false, reason }) => {
-            return Err(HandshakeError::RefusedByPeer { peer, reason })
+    let verify = |mac: &[u8; 32]| {
+        me.secret
+            .mac(role.other().label(), &transcript)
+            .map(|m| m.verify_slice(mac).is_ok())
+            .unwrap_or(false)
+    };
+    let read_mac = |frame: Frame| match frame {
+        Frame::Msg(Msg::Auth { mac }) => Ok(mac),
+        Frame::Msg(Msg::Verdict { ok: false, reason }) => Err(HandshakeError::RefusedByPeer {
+            peer: peer.clone(),
+            reason,
+        }),
+        other => Err(ferr(FrameError::malformed(
+            "auth",
+            format!("expected auth, got {}", describe(&other)),
+        ))),
+    };
+    let authentic = match role {
+        Role::Connector => {
+            conn.write_msg(&Msg::Auth { mac: my_mac })
+                .await
+                .map_err(io)?;
+            verify(&read_mac(conn.read_frame().await.map_err(ferr)?)?)
         }
-        other => {
-            return Err(ferr(FrameError::malformed(
-                "auth",
-                format!("expected auth, got {}", describe(&other)),
-            )))
+        Role::Acceptor => {
+            let theirs = read_mac(conn.read_frame().await.map_err(ferr)?)?;
+            if verify(&theirs) {
+                conn.write_msg(&Msg::Auth { mac: my_mac })
+                    .await
+                    .map_err(io)?;
+                true
+            } else {
+                false
+            }
         }
     };
-    let authentic = me
-        .secret
-        .mac(role.other().label(), &transcript)
-        .map(|m| m.verify_slice(&their_mac).is_ok())
-        .unwrap_or(false);
 
     // 4. my verdict on the peer, sent either way, then theirs on me.
     let mine = if !authentic {
@@ -286,18 +314,20 @@ fn check_hello(
             theirs: h.run_id.clone(),
         });
     }
-    if h.fingerprint != me.fingerprint {
-        return Err(HandshakeError::Fingerprint {
-            peer,
-            ours: me.fingerprint.to_string(),
-            theirs: h.fingerprint.to_string(),
-        });
-    }
+    // The world size first: the fingerprint depends on it (a snapshot carries the gradient
+    // counts of every worker), so a different world would read as a different model.
     if h.world != me.world {
         return Err(HandshakeError::World {
             peer,
             ours: me.world,
             theirs: h.world,
+        });
+    }
+    if h.fingerprint != me.fingerprint {
+        return Err(HandshakeError::Fingerprint {
+            peer,
+            ours: me.fingerprint.to_string(),
+            theirs: h.fingerprint.to_string(),
         });
     }
     if h.rank >= me.world {
@@ -335,7 +365,7 @@ mod tests {
             world: 4,
             run_id: run.into(),
             fingerprint: Fingerprint::new(params, "layout"),
-            secret: Secret::new(secret.as_bytes().to_vec()).expect("secret"),
+            secret: Secret::new(format!("{secret}-and-enough-bytes").into_bytes()).expect("secret"),
         }
     }
 
@@ -389,10 +419,68 @@ mod tests {
     #[tokio::test]
     async fn wrong_secret_refused_on_both_sides() {
         let (a, b) = pair(ident(1, "s1", "r", 10), ident(0, "s2", "r", 10)).await;
-        for e in [a.unwrap_err(), b.unwrap_err()] {
-            assert!(matches!(e, HandshakeError::Secret { .. }), "{e}");
-            assert!(e.to_string().contains("A2CID_SECRET"), "{e}");
+        // The acceptor finds the connector's proof wrong; the connector is told why.
+        let (connector, acceptor) = (a.unwrap_err(), b.unwrap_err());
+        assert!(matches!(acceptor, HandshakeError::Secret { .. }), "{acceptor}");
+        assert!(
+            matches!(connector, HandshakeError::RefusedByPeer { .. }),
+            "{connector}"
+        );
+        for e in [connector, acceptor] {
+            assert!(
+                e.to_string().contains("different cluster secret")
+                    && e.to_string().contains("A2CID_SECRET"),
+                "{e}"
+            );
         }
+    }
+
+    #[tokio::test]
+    async fn the_acceptor_reveals_no_mac_to_a_connector_without_the_secret() {
+        let (x, y) = tokio::io::duplex(1 << 16);
+        let (mut x, mut y) = (conn(x), conn(y));
+        let me = ident(0, "s", "r", 10);
+        let ok = |_: &Hello| Ok(());
+        // A stranger: a valid preamble and hello, then a made-up proof.
+        let stranger = async move {
+            x.write_preamble().await.unwrap();
+            let _ = x.read_preamble().await.unwrap();
+            let hello = Hello {
+                purpose: Purpose::Link,
+                rank: 1,
+                world: 4,
+                run_id: "r".into(),
+                fingerprint: Fingerprint::new(10, "layout"),
+                nonce: [7; 32],
+            };
+            x.write_msg(&Msg::Hello(hello)).await.unwrap();
+            let _theirs = x.read_frame().await.unwrap();
+            x.write_msg(&Msg::Auth { mac: [0; 32] }).await.unwrap();
+            x.read_frame().await.unwrap()
+        };
+        let acceptor = handshake(
+            &mut y,
+            &me,
+            Role::Acceptor,
+            Purpose::Link,
+            "stranger",
+            &ok,
+            Duration::from_secs(5),
+        );
+        let (answer, result) = tokio::join!(stranger, acceptor);
+        assert!(matches!(result, Err(HandshakeError::Secret { .. })));
+        match answer {
+            Frame::Msg(Msg::Verdict { ok: false, .. }) => {}
+            other => panic!("the acceptor answered a failed proof with {}", describe(&other)),
+        }
+    }
+
+    #[test]
+    fn short_secrets_are_refused_naming_the_fix() {
+        let e = Secret::new(b"0123456789abcde".to_vec()).unwrap_err().to_string();
+        assert!(e.contains("15 bytes") && e.contains("openssl rand"), "{e}");
+        assert!(Secret::new(b"0123456789abcdef".to_vec()).is_ok());
+        assert!(Secret::generate().as_env_value().len() >= Secret::MIN_LEN);
     }
 
     #[tokio::test]

@@ -401,7 +401,7 @@ mod tests {
             edges.to_vec(),
             "run",
             Fingerprint::new(10, "flat"),
-            Secret::new(b"s".to_vec()).expect("secret"),
+            Secret::new(b"a-test-secret-of-16+".to_vec()).expect("secret"),
         )
     }
 

@@ -747,7 +747,7 @@ mod tests {
             edges,
             "test",
             Fingerprint::new(PARAMS as u64, "flat"),
-            Secret::new(b"s".to_vec()).expect("secret"),
+            Secret::new(b"a-test-secret-of-16+".to_vec()).expect("secret"),
         );
         cfg.exchange_timeout = (EXCHANGE_TIMEOUT, EXCHANGE_TIMEOUT, EXCHANGE_TIMEOUT);
         cfg.max_exchange_failures = 2;

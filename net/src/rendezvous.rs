@@ -19,6 +19,25 @@ pub enum Rendezvous {
     Rank0 { addr: String },
 }
 
+impl Rendezvous {
+    /// Whether every address it names is on this machine's loopback (a local run, which then
+    /// listens on loopback only).
+    pub fn is_loopback(&self) -> bool {
+        let local = |addr: &str| {
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        };
+        match self {
+            Rendezvous::Explicit(list) => list.iter().all(|a| local(a)),
+            Rendezvous::Rank0 { addr } => local(addr),
+        }
+    }
+}
+
 /// What SLURM tells a task about the launch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlurmLaunch {
@@ -198,6 +217,19 @@ fn push(out: &mut Vec<String>, s: String) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_rendezvous_are_recognised() {
+        let r0 = |a: &str| Rendezvous::Rank0 { addr: a.into() };
+        assert!(r0("127.0.0.1:29500").is_loopback());
+        assert!(r0("localhost:1").is_loopback());
+        assert!(r0("[::1]:1").is_loopback());
+        assert!(!r0("10.0.0.5:29500").is_loopback());
+        assert!(!r0("node12:29500").is_loopback());
+        let list = |v: &[&str]| Rendezvous::Explicit(v.iter().map(|s| s.to_string()).collect());
+        assert!(list(&["127.0.0.1:1", "127.0.0.1:2"]).is_loopback());
+        assert!(!list(&["127.0.0.1:1", "10.0.0.2:2"]).is_loopback());
+    }
     use std::collections::HashMap;
 
     #[test]

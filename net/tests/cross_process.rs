@@ -25,7 +25,7 @@ impl Node {
     fn spawn(secret: &str, args: &[String]) -> Node {
         let mut child = Command::new(BIN)
             .args(args)
-            .env("A2CID_SECRET", secret)
+            .env("A2CID_SECRET", format!("{secret}-0123456789abcdef"))
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

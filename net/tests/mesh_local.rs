@@ -21,7 +21,7 @@ fn cfg(
         edges.to_vec(),
         "local-test",
         Fingerprint::new(params as u64, "flat"),
-        Secret::new(b"local".to_vec()).expect("secret"),
+        Secret::new(b"local-test-secret-0123".to_vec()).expect("secret"),
     );
     c.bind_host = "127.0.0.1".into();
     c.connect_timeout = Duration::from_secs(20);

@@ -150,6 +150,9 @@ pub struct WorkerOptions {
     pub progress_lines: bool,
     /// Continue from the run directory's checkpoints.
     pub resume: bool,
+    /// Interface to listen on (`None`: loopback when every rendezvous address is local, else
+    /// every interface).
+    pub bind: Option<String>,
     /// Stop (gracefully) when standard input closes: the local launcher holds the other end, so
     /// a launcher that dies, however it dies, takes its workers with it.
     pub stop_with_launcher: bool,
@@ -209,6 +212,7 @@ pub fn run_worker(
         .context("starting the tokio runtime")?;
     let _runtime = rt.enter(); // the mesh spawns tasks from plain (non-async) calls too
     let mut w = Worker::new(&cfg, &place, &run, resume, options.progress_lines)?;
+    let local = place.rendezvous.is_loopback();
     let mut mc = MeshConfig::new(
         place.rank,
         place.world,
@@ -221,6 +225,13 @@ pub fn run_worker(
     mc.seed = cfg.seed ^ 0x5eed_0000 ^ w.generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     mc.clock_start = lock(&w.shared).time.tau();
     mc.connect_timeout = options.connect_timeout.max(Duration::from_secs(1));
+    mc.bind_host = options.bind.clone().unwrap_or_else(|| {
+        if local {
+            "127.0.0.1".into()
+        } else {
+            "0.0.0.0".into()
+        }
+    });
     let launcher = Arc::new(std::sync::OnceLock::new());
     if options.stop_with_launcher {
         stop_when_stdin_closes(launcher.clone(), place.rank);

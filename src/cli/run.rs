@@ -248,6 +248,10 @@ pub struct WorkerArgs {
     /// File holding the cluster secret (default: the A2CID_SECRET environment variable).
     #[arg(long)]
     pub secret_file: Option<PathBuf>,
+    /// Interface (address) to listen on [default: 127.0.0.1 when --master/--peers are all on
+    /// loopback, else 0.0.0.0].
+    #[arg(long, value_name = "HOST")]
+    pub bind: Option<String>,
     /// Longest wait for the other workers to join, in seconds.
     #[arg(long, default_value_t = 120.0)]
     pub connect_timeout: f64,
@@ -272,6 +276,7 @@ pub fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
         progress_lines: args.progress_lines,
         resume: args.run.resume.is_some(),
         stop_with_launcher: args.progress_lines,
+        bind: args.bind.clone(),
     };
     a2cid_runtime::run_worker(cfg, place, options)
 }
