@@ -68,7 +68,9 @@ impl Secret {
         })?;
         let trimmed = String::from_utf8_lossy(&text).trim().as_bytes().to_vec();
         Secret::new(trimmed).map_err(|e| match e {
-            NetError::Secret(why) => NetError::Secret(format!("secret file {}: {why}", path.display())),
+            NetError::Secret(why) => {
+                NetError::Secret(format!("secret file {}: {why}", path.display()))
+            }
             other => other,
         })
     }
@@ -421,7 +423,10 @@ mod tests {
         let (a, b) = pair(ident(1, "s1", "r", 10), ident(0, "s2", "r", 10)).await;
         // The acceptor finds the connector's proof wrong; the connector is told why.
         let (connector, acceptor) = (a.unwrap_err(), b.unwrap_err());
-        assert!(matches!(acceptor, HandshakeError::Secret { .. }), "{acceptor}");
+        assert!(
+            matches!(acceptor, HandshakeError::Secret { .. }),
+            "{acceptor}"
+        );
         assert!(
             matches!(connector, HandshakeError::RefusedByPeer { .. }),
             "{connector}"
@@ -471,13 +476,18 @@ mod tests {
         assert!(matches!(result, Err(HandshakeError::Secret { .. })));
         match answer {
             Frame::Msg(Msg::Verdict { ok: false, .. }) => {}
-            other => panic!("the acceptor answered a failed proof with {}", describe(&other)),
+            other => panic!(
+                "the acceptor answered a failed proof with {}",
+                describe(&other)
+            ),
         }
     }
 
     #[test]
     fn short_secrets_are_refused_naming_the_fix() {
-        let e = Secret::new(b"0123456789abcde".to_vec()).unwrap_err().to_string();
+        let e = Secret::new(b"0123456789abcde".to_vec())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("15 bytes") && e.contains("openssl rand"), "{e}");
         assert!(Secret::new(b"0123456789abcdef".to_vec()).is_ok());
         assert!(Secret::generate().as_env_value().len() >= Secret::MIN_LEN);

@@ -110,7 +110,10 @@ pub struct NetSpec {
 
 /// Groups of a GroupNorm over `c` channels: up to 8, dividing `c`.
 pub fn groups_for(c: usize) -> usize {
-    (1..=8.min(c)).rev().find(|g| c.is_multiple_of(*g)).unwrap_or(1)
+    (1..=8.min(c))
+        .rev()
+        .find(|g| c.is_multiple_of(*g))
+        .unwrap_or(1)
 }
 
 struct Builder {
