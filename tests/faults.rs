@@ -232,12 +232,23 @@ fn free_port() -> u16 {
 }
 
 fn timed_worker(out: &Path, rank: usize, port: u16) -> std::process::Child {
+    worker_of(out, rank, 2, port)
+}
+
+fn worker_of(out: &Path, rank: usize, world: usize, port: u16) -> std::process::Child {
     a2cid()
-        .args(["worker", "--workers", "2", "--graph", "complete"])
+        .args([
+            "worker",
+            "--workers",
+            &world.to_string(),
+            "--graph",
+            "complete",
+        ])
         .args(["--dataset", "digits", "--hidden", "32", "--epochs", "0"])
         .args(["--max-seconds", "3", "--eval-every", "0", "--rank"])
         .arg(rank.to_string())
-        .args(["--world", "2", "--master", &format!("127.0.0.1:{port}")])
+        .args(["--world", &world.to_string()])
+        .args(["--master", &format!("127.0.0.1:{port}")])
         .args(["--connect-timeout", "30", "--out"])
         .arg(out)
         .env("A2CID_SECRET", "a-secret-of-enough-length")
@@ -419,5 +430,34 @@ fn a_local_run_listens_on_loopback_only() {
     for r in 0..4 {
         let log = std::fs::read_to_string(out.join(format!("workers/rank{r}.log"))).unwrap();
         assert!(log.contains("mesh up on 127.0.0.1:"), "rank {r}: {log}");
+    }
+}
+
+#[test]
+fn a_second_worker_with_a_taken_rank_is_refused_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let port = free_port();
+    let r0 = worker_of(&out, 0, 3, port);
+    let r1 = worker_of(&out, 1, 3, port);
+    std::thread::sleep(Duration::from_secs(2));
+    let dup = worker_of(&out, 1, 3, port).wait_with_output().unwrap();
+    assert!(!dup.status.success(), "{}", text(&dup));
+    let t = text(&dup);
+    // Refused by the rank's lock in the run directory before it touches the first worker's
+    // files (on hosts that do not share the directory, rank 0's rendezvous refuses it too).
+    assert!(
+        t.contains("another worker with rank 1") && t.contains("same rank"),
+        "{t}"
+    );
+    let metrics = std::fs::read_to_string(out.join("workers/rank1.jsonl")).unwrap();
+    assert!(
+        !metrics.contains('\0'),
+        "the first rank 1's metrics were not clobbered"
+    );
+    let r2 = worker_of(&out, 2, 3, port);
+    for (r, c) in [(0, r0), (1, r1), (2, r2)] {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "rank {r}: {}", text(&o));
     }
 }

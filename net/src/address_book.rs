@@ -82,10 +82,24 @@ async fn serve(
             ip
         };
         let rank = h.rank as usize;
-        if table[rank].is_some() {
-            warn!("rank 0: rank {rank} registered twice; keeping the newest registration");
+        let newcomer = format!("{host}:{port}");
+        if let Some(first) = &table[rank] {
+            // Two workers started with one rank: the first keeps it, the second is told why.
+            let why = format!(
+                "rank {rank} is already taken by the worker at {first}: two workers were started \
+                 with the same rank; give each worker its own --rank (or SLURM_PROCID)"
+            );
+            warn!("rank 0: refused a second worker claiming rank {rank} (from {newcomer})");
+            let _ = conn
+                .write_msg(&Msg::Verdict {
+                    ok: false,
+                    reason: why,
+                })
+                .await;
+            let _ = conn.shutdown().await;
+            continue;
         }
-        table[rank] = Some(format!("{host}:{port}"));
+        table[rank] = Some(newcomer);
         waiting.push(conn);
     }
     let addrs: Vec<String> = table.into_iter().map(|t| t.unwrap_or_default()).collect();
@@ -144,6 +158,9 @@ async fn register(
             addrs[0] = addr.to_string();
             Ok(addrs)
         }
+        Ok(Ok(Frame::Msg(Msg::Verdict { ok: false, reason }))) => Err(NetError::Config(format!(
+            "rank 0 refused this worker: {reason}"
+        ))),
         Ok(Ok(_)) => Err(failed("malformed address table".into())),
         Ok(Err(e)) => Err(failed(e.to_string())),
         Err(_) => Err(NetError::RendezvousIncomplete {

@@ -203,6 +203,7 @@ pub fn run_worker(
     if place.rank == 0 && !resume {
         write_atomic(&run.config(), toml::to_string_pretty(&cfg)?.as_bytes())?;
     }
+    let _rank_lock = run.lock_rank(place.rank)?;
     std::fs::write(run.pid(place.rank), std::process::id().to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

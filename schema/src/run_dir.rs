@@ -39,9 +39,24 @@ impl RunDir {
     /// Creates the directory and takes its lock, so two runs never write into one directory; the
     /// error names the process that holds it.
     pub fn lock(&self) -> anyhow::Result<RunLock> {
-        std::fs::create_dir_all(&self.root)
-            .with_context(|| format!("creating run directory {}", self.root.display()))?;
-        let path = self.root.join(".lock");
+        self.lock_file(&self.root.join(".lock"), "another a2cid run")
+    }
+
+    /// Takes worker `rank`'s lock (`workers/rank<R>.lock`) before the worker touches any of its
+    /// files, so a second worker started with the same rank is refused before it truncates the
+    /// first one's metrics.
+    pub fn lock_rank(&self, rank: usize) -> anyhow::Result<RunLock> {
+        self.lock_file(
+            &self.workers().join(format!("rank{rank}.lock")),
+            &format!("another worker with rank {rank} (two workers were started with the same rank; give each its own --rank or SLURM_PROCID)"),
+        )
+    }
+
+    fn lock_file(&self, path: &Path, holder_kind: &str) -> anyhow::Result<RunLock> {
+        let dir = path.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating run directory {}", dir.display()))?;
+        let path = path.to_path_buf();
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -54,7 +69,7 @@ impl RunDir {
             Err(std::fs::TryLockError::WouldBlock) => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
                 anyhow::bail!(
-                    "run directory {} is in use by another a2cid run ({}): wait for it to end, \
+                    "run directory {} is in use by {holder_kind} ({}): wait for it to end, \
                      or give this run another --out",
                     self.root.display(),
                     match holder.trim() {
@@ -165,5 +180,10 @@ mod tests {
         );
         drop(held);
         run.lock().expect("free again once the holder is gone");
+        let rank = run.lock_rank(3).unwrap();
+        let e = run.lock_rank(3).unwrap_err().to_string();
+        assert!(e.contains("another worker with rank 3"), "{e}");
+        run.lock_rank(2).expect("another rank is free");
+        drop(rank);
     }
 }
