@@ -93,3 +93,16 @@ fn bad_inputs_fail_with_a_message_naming_the_fix() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_graph_too_large_for_the_dense_constants_is_refused_with_the_memory_it_would_need() {
+    for graph in ["ring", "complete"] {
+        let out = topology(&["--graph", graph, "--workers", "100000"]);
+        assert!(!out.status.success());
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            e.contains("100000 workers") && e.contains("74.5 GiB") && e.contains("at most 2048"),
+            "{graph}: {e}"
+        );
+    }
+}

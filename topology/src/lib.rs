@@ -19,9 +19,19 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+/// The most workers whose constants are computed (dense eigendecomposition: 32 MiB and a few
+/// seconds at this size).
+pub const MAX_WORKERS: usize = 2048;
+
 /// Everything that can go wrong when describing or building a topology.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TopologyError {
+    #[error(
+        "{n} workers: the A²CiD² constants come from the eigenvalues of the dense {n}×{n} \
+         Laplacian ({gib:.1} GiB and about {n}³ operations), which this version computes for up to \
+         {max} workers; use at most {max}"
+    )]
+    TooManyWorkers { n: usize, max: usize, gib: f64 },
     #[error(
         "unknown graph `{0}`: expected one of ring, complete, exponential, torus, torus:RxC, star, \
          hypercube, regular:D, erdos-renyi:P, file:PATH"
@@ -669,6 +679,13 @@ impl Topology {
         rate_com: f64,
         seed: u64,
     ) -> Result<Topology, TopologyError> {
+        if n > MAX_WORKERS {
+            return Err(TopologyError::TooManyWorkers {
+                n,
+                max: MAX_WORKERS,
+                gib: (n as f64).powi(2) * 8.0 / f64::from(1u32 << 30),
+            });
+        }
         let graph = spec.build(n, seed)?;
         let (components, isolated) = graph.components();
         if components > 1 {
