@@ -145,6 +145,7 @@ impl MetricEvent {
 /// The JSON-lines file of one worker's metric events.
 pub struct MetricsLog {
     out: std::io::BufWriter<std::fs::File>,
+    path: std::path::PathBuf,
 }
 
 impl MetricsLog {
@@ -163,18 +164,21 @@ impl MetricsLog {
             .with_context(|| format!("opening {}", path.display()))?;
         Ok(MetricsLog {
             out: std::io::BufWriter::new(f),
+            path: path.to_path_buf(),
         })
     }
 
     pub fn record(&mut self, event: &MetricEvent) -> anyhow::Result<()> {
-        serde_json::to_writer(&mut self.out, event)?;
-        self.out.write_all(b"\n")?;
-        Ok(())
+        serde_json::to_writer(&mut self.out, event)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .with_context(|| format!("writing {}", self.path.display()))
     }
 
     pub fn flush(&mut self) -> anyhow::Result<()> {
-        self.out.flush()?;
-        Ok(())
+        self.out
+            .flush()
+            .with_context(|| format!("writing {}", self.path.display()))
     }
 
     /// Every event of a metrics file, in order; lines that do not parse (a line cut by a crash)

@@ -138,15 +138,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
         std::process::id()
     ));
-    {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        // Nothing half-written is left behind; the previous file, if any, is untouched.
+        let _ = std::fs::remove_file(&tmp);
+        let full = e.kind() == std::io::ErrorKind::StorageFull;
+        return Err(e).with_context(|| {
+            format!(
+                "writing {}{}; the previous version of it, if any, is kept",
+                path.display(),
+                if full {
+                    " (the disk is full: free space on it, then resume)"
+                } else {
+                    ""
+                }
+            )
+        });
     }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }
 
@@ -165,6 +175,26 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_atomic_write_names_the_file_keeps_the_old_one_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("summary.json");
+        write_atomic(&target, b"old").unwrap();
+        // A directory where the file should go makes the final step fail.
+        let blocked = dir.path().join("blocked");
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::write(blocked.join("inside"), b"x").unwrap();
+        let e = format!("{:#}", write_atomic(&blocked, b"new").unwrap_err());
+        assert!(e.contains("writing") && e.contains("blocked"), "{e}");
+        assert!(e.contains("previous version of it, if any, is kept"), "{e}");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"old");
+    }
 
     #[test]
     fn a_run_directory_is_locked_by_one_run_at_a_time() {
