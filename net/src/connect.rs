@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::admission::{Admission, Warn, WarnLimiter};
 use crate::auth::{handshake, Identity, Role};
 use crate::config::MeshConfig;
 use crate::connection::Connection;
@@ -211,6 +212,8 @@ struct AcceptTask {
 impl AcceptTask {
     async fn run(self, listener: TcpListener) {
         let slots = Arc::new(Semaphore::new(HANDSHAKE_SLOTS));
+        let admission = Arc::new(std::sync::Mutex::new(Admission::default()));
+        let warnings = Arc::new(std::sync::Mutex::new(WarnLimiter::default()));
         let this = Arc::new(self);
         loop {
             let accepted = tokio::select! {
@@ -225,6 +228,20 @@ impl AcceptTask {
                     continue;
                 }
             };
+            let ip = addr.ip();
+            if !lock(&admission).admit(ip) {
+                // Too many handshakes in progress from this host: close it at once.
+                drop(stream);
+                this.warn_refused(
+                    &warnings,
+                    &format!(
+                        "refused a connection from {addr}: {} handshakes from that host are \
+                         already in progress",
+                        crate::admission::PER_SOURCE
+                    ),
+                );
+                continue;
+            }
             let permit = tokio::select! {
                 _ = this.stop.cancelled() => return,
                 permit = slots.clone().acquire_owned() => match permit {
@@ -233,18 +250,32 @@ impl AcceptTask {
                 },
             };
             let this = this.clone();
+            let (admission, warnings) = (admission.clone(), warnings.clone());
             tokio::spawn(async move {
                 let _permit = permit;
                 let label = format!("connection from {addr}");
                 let result = this.authenticate(stream, &label).await;
+                lock(&admission).release(ip);
                 if let Err(why) = &result {
-                    warn!("rank {}: refused {label}: {why}", this.rank);
+                    this.warn_refused(&warnings, &format!("refused {label}: {why}"));
                 }
                 tokio::select! {
                     _ = this.stop.cancelled() => {}
                     _ = this.tx.send(result) => {}
                 }
             });
+        }
+    }
+
+    /// Logs a refusal, a few per window; the rest are counted and reported with the next one.
+    fn warn_refused(&self, limiter: &std::sync::Mutex<WarnLimiter>, what: &str) {
+        match lock(limiter).on_warning(Instant::now()) {
+            Warn::Log { suppressed: 0 } => warn!("rank {}: {what}", self.rank),
+            Warn::Log { suppressed } => warn!(
+                "rank {}: {what} ({suppressed} more refusals were not logged)",
+                self.rank
+            ),
+            Warn::Quiet => {}
         }
     }
 
@@ -383,6 +414,11 @@ async fn dial(
     )
     .await?;
     Ok(conn)
+}
+
+/// Locks `m`, also after a panic elsewhere (the counters stay usable).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

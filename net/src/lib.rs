@@ -57,6 +57,7 @@
 //! [`mesh`] (the handle).
 
 mod address_book;
+pub mod admission;
 pub mod auth;
 mod collectives;
 pub mod config;

@@ -422,3 +422,33 @@ fn frozen_peer_is_detected_and_dropped() {
     }
     n2.kill();
 }
+
+#[test]
+fn a_flood_of_silent_connections_from_one_host_does_not_keep_a_worker_out() {
+    let extra = ["--params", "100", "--edges", "0-1", "--seconds", "1"];
+    let (mut n0, addr) = start_rank0("flood", 2, &extra);
+    // 200 connections that never speak, from another loopback address (another "host").
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let target: std::net::SocketAddr = addr.parse().unwrap();
+    let _silent: Vec<tokio::net::TcpStream> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..200 {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            if let Ok(c) = s.connect(target).await {
+                v.push(c);
+            }
+        }
+        v
+    });
+    let t0 = std::time::Instant::now();
+    let mut n1 = Node::spawn("flood", &args(1, 2, &addr, &extra));
+    n1.wait_for("READY", Duration::from_secs(60));
+    let joined = t0.elapsed();
+    assert!(
+        joined < Duration::from_secs(8),
+        "the worker joined only after {joined:?} (the handshake timeout is 10 s)"
+    );
+    n0.finish(Duration::from_secs(60));
+    n1.finish(Duration::from_secs(60));
+}
