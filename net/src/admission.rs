@@ -41,7 +41,7 @@ impl Admission {
 }
 
 /// Decides which warnings to log.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct WarnLimiter {
     window_start: Option<Instant>,
     logged: u32,
@@ -55,16 +55,6 @@ pub enum Warn {
     Log { suppressed: u64 },
     /// Count it only.
     Quiet,
-}
-
-impl Default for WarnLimiter {
-    fn default() -> Self {
-        WarnLimiter {
-            window_start: None,
-            logged: 0,
-            suppressed: 0,
-        }
-    }
 }
 
 impl WarnLimiter {
