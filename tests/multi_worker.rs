@@ -608,3 +608,39 @@ fn worker_without_a_launch_context_says_what_it_needs() {
         text(&o)
     );
 }
+
+#[test]
+fn workers_placed_by_the_torchrun_variables_train_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let port = free_port();
+    let start = |rank: usize| {
+        a2cid()
+            .args(["worker", "--graph", "complete", "--dataset", "digits"])
+            .args(["--hidden", "32", "--epochs", "2", "--out"])
+            .arg(&out)
+            .env("RANK", rank.to_string())
+            .env("WORLD_SIZE", "2")
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env("A2CID_SECRET", "torchrun-style-secret-0123456789")
+            .env_remove("SLURM_PROCID")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (start(0), start(1));
+    for (r, c) in [(0, a), (1, b)] {
+        let o = finish(c, Duration::from_secs(90));
+        assert!(o.status.success(), "rank {r}: {}", text(&o));
+    }
+    for r in 0..2 {
+        let res = json(&out.join(format!("workers/rank{r}.json")));
+        assert!(res["grads"].as_u64().unwrap() > 0, "{res}");
+        assert!(
+            res["comms"].as_u64().unwrap() > 0,
+            "the two averaged: {res}"
+        );
+    }
+}

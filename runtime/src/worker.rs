@@ -93,6 +93,29 @@ impl Placement {
         peers: Option<&[String]>,
         default_world: usize,
     ) -> anyhow::Result<Placement> {
+        Placement::resolve_in(rank, world, master, peers, default_world, &|k| {
+            std::env::var(k).ok()
+        })
+    }
+
+    /// [`Placement::resolve`] with the environment given: explicit flags, else the torchrun /
+    /// Kubernetes variables (`RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`: rank 0 serves
+    /// the rendezvous at `MASTER_ADDR:MASTER_PORT`), else SLURM's.
+    pub fn resolve_in(
+        rank: Option<usize>,
+        world: Option<usize>,
+        master: Option<&str>,
+        peers: Option<&[String]>,
+        default_world: usize,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Placement> {
+        const TORCHRUN: [&str; 4] = ["RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"];
+        let torchrun: Vec<Option<String>> = TORCHRUN.iter().map(|k| env(k)).collect();
+        let number = |name: &str, v: &str| -> anyhow::Result<usize> {
+            v.trim()
+                .parse()
+                .with_context(|| format!("{name}={v:?} is not a whole number"))
+        };
         let place = if let Some(peers) = peers {
             Placement {
                 rank: rank.context("--peers needs --rank")?,
@@ -107,8 +130,39 @@ impl Placement {
                     addr: master.to_string(),
                 },
             }
-        } else if std::env::var_os("SLURM_PROCID").is_some() {
-            let s = a2cid_net::slurm_from_env(|k| std::env::var(k).ok())?;
+        } else if torchrun.iter().any(Option::is_some) && env("SLURM_PROCID").is_none()
+            || torchrun.iter().all(Option::is_some)
+        {
+            let missing: Vec<&str> = TORCHRUN
+                .iter()
+                .zip(&torchrun)
+                .filter(|(_, v)| v.is_none())
+                .map(|(k, _)| *k)
+                .collect();
+            if !missing.is_empty() {
+                bail!(
+                    "the torchrun/Kubernetes launch variables are incomplete: {} missing (set all \
+                     of RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT, or give --rank, --world \
+                     and --master)",
+                    missing.join(", ")
+                );
+            }
+            let v = |i: usize| torchrun[i].clone().unwrap_or_default();
+            Placement {
+                rank: match rank {
+                    Some(r) => r,
+                    None => number("RANK", &v(0))?,
+                },
+                world: match world {
+                    Some(w) => w,
+                    None => number("WORLD_SIZE", &v(1))?,
+                },
+                rendezvous: Rendezvous::Rank0 {
+                    addr: format!("{}:{}", v(2).trim(), number("MASTER_PORT", &v(3))?),
+                },
+            }
+        } else if env("SLURM_PROCID").is_some() {
+            let s = a2cid_net::slurm_from_env(env)?;
             Placement {
                 rank: rank.unwrap_or(s.rank),
                 world: world.unwrap_or(s.world),
@@ -117,7 +171,8 @@ impl Placement {
         } else {
             bail!(
                 "a2cid worker does not know where the other workers are: give --rank R --world N \
-                 --master HOST:PORT (or --peers), or run it under SLURM (srun), which sets \
+                 --master HOST:PORT (or --peers), set the torchrun/Kubernetes variables RANK, \
+                 WORLD_SIZE, MASTER_ADDR and MASTER_PORT, or run it under SLURM (srun), which sets \
                  SLURM_PROCID and friends"
             )
         };
@@ -1164,5 +1219,62 @@ impl Worker {
         }
         write_json_atomic(&self.run.result(self.rank), &result)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn torchrun_variables_place_a_worker_and_flags_still_win() {
+        let env = env_of(&[
+            ("RANK", "3"),
+            ("WORLD_SIZE", "8"),
+            ("MASTER_ADDR", "node7"),
+            ("MASTER_PORT", "29500"),
+        ]);
+        let p = Placement::resolve_in(None, None, None, None, 4, &env).unwrap();
+        assert_eq!((p.rank, p.world), (3, 8));
+        assert_eq!(
+            p.rendezvous,
+            Rendezvous::Rank0 {
+                addr: "node7:29500".into()
+            }
+        );
+        let p = Placement::resolve_in(Some(1), None, Some("h:1"), None, 4, &env).unwrap();
+        assert_eq!((p.rank, p.world), (1, 4), "explicit flags come first");
+    }
+
+    #[test]
+    fn incomplete_or_bad_torchrun_variables_are_named() {
+        let env = env_of(&[("RANK", "0"), ("WORLD_SIZE", "2")]);
+        let e = Placement::resolve_in(None, None, None, None, 4, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MASTER_ADDR, MASTER_PORT missing"), "{e}");
+        let env = env_of(&[
+            ("RANK", "zero"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "h"),
+            ("MASTER_PORT", "1"),
+        ]);
+        let e = format!(
+            "{:#}",
+            Placement::resolve_in(None, None, None, None, 4, &env).unwrap_err()
+        );
+        assert!(e.contains("RANK=\"zero\" is not a whole number"), "{e}");
+        let e = Placement::resolve_in(None, None, None, None, 4, &env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MASTER_PORT") && e.contains("SLURM"), "{e}");
     }
 }
