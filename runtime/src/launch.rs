@@ -275,6 +275,8 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
     let mut joined = vec![false; n];
     let mut status: Vec<Option<ExitStatus>> = vec![None; n];
     let mut first_failure: Option<(usize, String)> = None;
+    // Workers this launcher killed itself (lingering after an allreduce failure).
+    let mut killed_here = vec![false; n];
     let mut kill_at: Option<Instant> = None;
     loop {
         while let Ok(p) = rx.try_recv() {
@@ -338,8 +340,11 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
             pipes.clear(); // closing their stdin stops the workers gracefully
         }
         if kill_at.is_some_and(|t| Instant::now() > t) {
-            for c in children.iter_mut().flatten() {
-                let _ = c.kill();
+            for (rank, c) in children.iter_mut().enumerate() {
+                if let Some(c) = c {
+                    let _ = c.kill();
+                    killed_here[rank] = true;
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -358,15 +363,23 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
         .iter()
         .map(|s| s.is_some_and(|s| s.success()))
         .collect();
-    if let Some((rank, why)) = &first_failure {
-        if cfg.method == Method::AllReduce {
-            bail!(
-                "worker {rank} {why}: an `allreduce` run is synchronous and stops without it \
-                 (the other workers' errors are in {}). Resume with `a2cid run --resume {}`",
-                run.workers().display(),
-                out.display()
-            );
-        }
+    if let (Some(first), Method::AllReduce) = (&first_failure, cfg.method) {
+        // Blame the worker that was lost, not the first survivor whose all-reduce failed on it:
+        // the rank the others' errors name, else one killed by a signal (not by this launcher),
+        // else the first failure seen.
+        let failed: Vec<(usize, String)> = status
+            .iter()
+            .enumerate()
+            .filter_map(|(r, st)| st.filter(|st| !st.success()).map(|st| (r, describe(&st))))
+            .collect();
+        let named = failed.iter().find_map(|(r, _)| lost_rank_named(&logs[*r]));
+        let (rank, why) = blame(&failed, named, &killed_here).unwrap_or(first);
+        bail!(
+            "worker {rank} {why}: an `allreduce` run is synchronous and stops without it (the \
+             other workers' errors are in {}). Resume with `a2cid run --resume {}`",
+            run.workers().display(),
+            out.display()
+        );
     }
     drop(pipes);
     let summary = match crate::gather(&run, cfg, Some(&ok)) {
@@ -414,6 +427,33 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
         );
     }
     Ok(summary)
+}
+
+/// Which of the `failed` workers (rank, how it ended) an `allreduce` run lost: the rank the
+/// others' errors name (`named`), else one killed by a signal that this launcher did not send.
+fn blame<'a>(
+    failed: &'a [(usize, String)],
+    named: Option<usize>,
+    killed_here: &[bool],
+) -> Option<&'a (usize, String)> {
+    named
+        .and_then(|n| failed.iter().find(|(r, _)| *r == n))
+        .or_else(|| {
+            failed
+                .iter()
+                .find(|(r, why)| why.contains("signal") && !killed_here[*r])
+        })
+}
+
+/// The rank a worker's log says its collective operation lost (`lost rank R`), if any.
+fn lost_rank_named(log: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let at = text.rfind("lost rank ")? + "lost rank ".len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 /// A flag raised on the first SIGINT (Ctrl-C) or SIGTERM, watched by a thread of its own; a
@@ -483,5 +523,39 @@ fn print_rates(r: &a2cid_schema::RateSummary) {
              or use fewer workers per machine; the A²CiD² constants assume the asked rate",
             100.0 * r.achieved_rate / r.asked_rate
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_allreduce_failure_blames_the_lost_worker_not_the_first_survivor_seen() {
+        let failed = vec![
+            (0, "exited with status 1".to_string()),
+            (1, "exited with status 1".to_string()),
+            (2, "was killed by signal 9".to_string()),
+        ];
+        let none = [false; 3];
+        assert_eq!(blame(&failed, None, &none).unwrap().0, 2);
+        // The survivors name the lost rank: that decides, whatever the signals.
+        assert_eq!(blame(&failed, Some(1), &none).unwrap().0, 1);
+        // A worker the launcher killed itself is not the cause.
+        assert_eq!(blame(&failed, None, &[false, false, true]), None);
+    }
+
+    #[test]
+    fn the_lost_rank_is_read_from_a_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("rank0.log");
+        std::fs::write(
+            &log,
+            "...\nerror: collective operation lost rank 12: connection reset\n",
+        )
+        .unwrap();
+        assert_eq!(lost_rank_named(&log), Some(12));
+        std::fs::write(&log, "error: something else\n").unwrap();
+        assert_eq!(lost_rank_named(&log), None);
     }
 }
