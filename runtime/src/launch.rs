@@ -296,7 +296,20 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
                     continue; // its last progress line already says "done"
                 }
                 let why = describe(&st);
-                if !joined.iter().all(|&j| j) {
+                // Its last lines may still be on their way from its reader thread.
+                let grace = Instant::now() + Duration::from_secs(2);
+                while !joined[rank] && Instant::now() < grace {
+                    match rx.recv_timeout(Duration::from_millis(50)) {
+                        Ok(p) if p.rank < n => {
+                            joined[p.rank] = true;
+                            display.update(p);
+                        }
+                        Ok(_) => {}
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                if !joined[rank] {
                     // The mesh cannot form without it: stop everyone now rather than let the
                     // others wait out the rendezvous timeout.
                     for c in children.iter_mut().flatten() {
