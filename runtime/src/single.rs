@@ -104,6 +104,7 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
                 global_grads: step as u64,
                 step_seconds: None,
             })?;
+            metrics.flush()?; // a killed run loses at most one logging window
             bar.set_message(format!(
                 "epoch {} loss {last_train_loss:.4}",
                 stepped.epoch + 1
