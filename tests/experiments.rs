@@ -3,29 +3,12 @@
 //! computes its share of the gradients), time to accuracy in the summary, and refusals of
 //! partitions that leave a worker without data.
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-fn a2cid() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_a2cid"));
-    c.env("RUST_LOG", "warn,a2cid=info");
-    c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn json(path: &Path) -> Value {
-    let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&s).expect("valid JSON")
-}
+mod common;
+use common::{a2cid, json, text};
 
 fn first_event(path: &Path) -> Value {
     let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -1,23 +1,13 @@
-//! Faults that used to lose data, each reproduced with real worker processes: a diverging run,
-//! a non-finite checkpoint, a refused resume, and two runs on one run directory.
+//! Faults that used to lose data or hang, each reproduced with real worker processes: a diverging
+//! run, a non-finite checkpoint, a refused resume, two runs on one run directory, a duplicate
+//! rank, a worker lost before the mesh forms, a killed or interrupted launcher, an early worker's
+//! clock, and a local run's listening address.
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn a2cid() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_a2cid"));
-    c.env("RUST_LOG", "warn,a2cid=info");
-    c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{a2cid, free_port, text};
 
 fn digits(out: &Path, extra: &[&str]) -> Command {
     let mut c = a2cid();
@@ -196,7 +186,7 @@ fn a_refused_resume_leaves_the_run_directory_as_it_was() {
 fn a_second_run_on_the_same_directory_is_refused_while_the_first_runs() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let mut first = digits(&out, &["--epochs", "30"])
+    let mut first = digits(&out, &["--epochs", "150"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -220,15 +210,7 @@ fn a_second_run_on_the_same_directory_is_refused_while_the_first_runs() {
     assert!(first.wait().unwrap().success(), "the first run is unharmed");
     let s: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
-    assert_eq!(s["epochs"], 30);
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    assert_eq!(s["epochs"], 150);
 }
 
 fn timed_worker(out: &Path, rank: usize, port: u16) -> std::process::Child {

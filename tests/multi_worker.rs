@@ -8,25 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn a2cid() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_a2cid"));
-    c.env("RUST_LOG", "warn,a2cid=info");
-    c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn json(path: &Path) -> Value {
-    let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&s).expect("valid JSON")
-}
+mod common;
+use common::{a2cid, free_port, json, text};
 
 fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -496,14 +479,16 @@ fn a_run_killed_midway_resumes_from_its_checkpoints() {
     for (r, _) in s["per_worker"].as_array().unwrap().iter().enumerate() {
         let m = lines(&out.join(format!("workers/rank{r}.jsonl")));
         // The first session's metrics are kept; the resumed session starts from the checkpoint
-        // (a multiple of 20 steps, at most where the kill found it), not from zero.
+        // (a multiple of 20 steps, or a final one if the worker stopped gracefully when its
+        // launcher died before its own kill arrived; at most where the kill found it), not from
+        // zero.
         let resumed = m
             .iter()
             .find(|v| v["event"] == "resume")
             .and_then(|v| v["step"].as_u64())
             .expect("a resume line in the metrics");
         assert!(
-            resumed >= 20 && resumed % 20 == 0 && resumed <= before[r],
+            resumed >= 20 && resumed <= before[r],
             "rank {r} resumed at {resumed}, killed after {}",
             before[r]
         );
@@ -544,14 +529,6 @@ fn worker(out: &Path, rank: usize, port: u16, secret: &str, hidden: &str) -> Chi
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -24,6 +24,9 @@ pub struct RunDir {
     root: PathBuf,
 }
 
+/// How long a lock is waited for before the holder is named in an error.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The exclusive lock of a run directory, held for as long as this value lives (the operating
 /// system drops it when the process ends, however it ends).
 #[derive(Debug)]
@@ -64,7 +67,16 @@ impl RunDir {
             .write(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        match file.try_lock() {
+        // A holder that was just killed releases the lock as its process ends: wait a moment.
+        let until = std::time::Instant::now() + LOCK_PATIENCE;
+        let mut taken = file.try_lock();
+        while matches!(taken, Err(std::fs::TryLockError::WouldBlock))
+            && std::time::Instant::now() < until
+        {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            taken = file.try_lock();
+        }
+        match taken {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
