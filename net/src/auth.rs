@@ -441,6 +441,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_different_world_size_is_named_as_such_not_as_another_model() {
+        // The fingerprint depends on the world size too; the world is checked first.
+        let mut a = ident(1, "s", "r", 10);
+        a.world = 8;
+        a.fingerprint = Fingerprint::new(14, "layout");
+        let (a, b) = pair(a, ident(0, "s", "r", 10)).await;
+        let e = b.unwrap_err();
+        assert!(matches!(e, HandshakeError::World { .. }), "{e}");
+        assert!(a.is_err());
+    }
+
+    #[tokio::test]
     async fn the_acceptor_reveals_no_mac_to_a_connector_without_the_secret() {
         let (x, y) = tokio::io::duplex(1 << 16);
         let (mut x, mut y) = (conn(x), conn(y));
