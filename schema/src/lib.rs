@@ -21,8 +21,8 @@ pub use config::{model_spec, RunConfig};
 pub use method::Method;
 pub use records::{
     At, AverageResult, ConsensusSummary, Constants, EdgeReport, GapStats, MetricEvent, MetricsLog,
-    Progress, RateSummary, StopReason, Summary, WorkerResult, WorkerSummary,
+    Progress, RateSummary, StopReason, Summary, TargetTime, WorkerResult, WorkerSummary,
 };
 pub use run_dir::{read_json, write_atomic, write_json_atomic, RunDir, RunLock};
 pub use speeds::{Slowdown, SpeedError, SpeedSpec};
-pub use targets::{time_to_accuracy, TargetTime};
+pub use targets::time_to_accuracy;

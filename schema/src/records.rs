@@ -390,7 +390,21 @@ pub struct Summary {
     pub worker_speeds: String,
     /// When the workers' own models first reached each `--target-accuracy`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub time_to_accuracy: Vec<crate::targets::TargetTime>,
+    pub time_to_accuracy: Vec<TargetTime>,
+}
+
+/// When a target accuracy was first reached (`None`s: never, within the run).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetTime {
+    /// The target test accuracy (fraction).
+    pub target: f64,
+    /// Training wall time (seconds, evaluation pauses excluded) when the workers' mean first
+    /// reached it.
+    pub train_wall: Option<f64>,
+    /// Gradients of all workers together by then.
+    pub grads: Option<u64>,
+    /// The mean accuracy at that moment.
+    pub accuracy: Option<f64>,
 }
 
 fn iid() -> String {

@@ -7,23 +7,7 @@
 //! every worker has evaluated), the mean of the latest accuracies is compared with each target.
 //! The gradients at that moment are each worker's step count at its latest event up to then.
 //! The resolution is one evaluation interval: evaluate often (`--eval-every`) when it matters.
-use serde::{Deserialize, Serialize};
-
-use crate::records::MetricEvent;
-
-/// When a target accuracy was first reached (`None`s: never, within the run).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TargetTime {
-    /// The target test accuracy (fraction).
-    pub target: f64,
-    /// Training wall time (seconds, evaluation pauses excluded) when the workers' mean first
-    /// reached it.
-    pub train_wall: Option<f64>,
-    /// Gradients of all workers together by then.
-    pub grads: Option<u64>,
-    /// The mean accuracy at that moment.
-    pub accuracy: Option<f64>,
-}
+use crate::records::{MetricEvent, TargetTime};
 
 /// The first time the mean over workers of their own models' test accuracy reached each target;
 /// `workers[r]` holds worker r's metric events in order.
