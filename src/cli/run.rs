@@ -79,7 +79,7 @@ pub struct RunArgs {
     /// Learning-rate schedule: constant or cosine [default: cosine].
     #[arg(long)]
     pub schedule: Option<LrSchedule>,
-    /// Linear warm-up steps [default: 0].
+    /// Linear warm-up steps [default: 100 for cnn and resnet:D, 0 for mlp].
     #[arg(long)]
     pub warmup_steps: Option<usize>,
     /// Seed of the initial parameters, the shards and the shuffles [default: 0].
@@ -139,10 +139,13 @@ impl RunArgs {
     pub fn resolve(&self) -> anyhow::Result<RunConfig> {
         let resume_config = self.resume.as_ref().map(|d| d.join("config.toml"));
         let config = self.config.as_ref().or(resume_config.as_ref());
+        let mut file_sets_warmup = false;
         let mut cfg = match config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading config {}", path.display()))?;
+                file_sets_warmup = toml::from_str::<toml::Table>(&text)
+                    .is_ok_and(|t| t.contains_key("warmup_steps"));
                 toml::from_str(&text)
                     .with_context(|| format!("config {} is not valid", path.display()))?
             }
@@ -190,6 +193,9 @@ impl RunArgs {
         );
         if self.nesterov {
             cfg.nesterov = true;
+        }
+        if self.warmup_steps.is_none() && !file_sets_warmup {
+            cfg.warmup_steps = cfg.model.default_warmup_steps();
         }
         if self.out.is_some() {
             cfg.out = self.out.clone();
@@ -316,5 +322,29 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--batch-size"));
+    }
+
+    #[test]
+    fn convolutional_models_warm_up_unless_told_otherwise() {
+        let cnn = RunArgs {
+            model: Some(ModelKind::Cnn),
+            ..Default::default()
+        };
+        assert_eq!(cnn.resolve().unwrap().warmup_steps, 100);
+        assert_eq!(RunArgs::default().resolve().unwrap().warmup_steps, 0, "mlp");
+        let told = RunArgs {
+            model: Some(ModelKind::Cnn),
+            warmup_steps: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(told.resolve().unwrap().warmup_steps, 0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "model = \"cnn\"\nwarmup_steps = 7\n").unwrap();
+        let from_file = RunArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert_eq!(from_file.resolve().unwrap().warmup_steps, 7);
     }
 }

@@ -35,6 +35,16 @@ impl ModelKind {
     /// What `--model` accepts, for messages and help.
     pub const CHOICES: &'static str = "mlp, cnn, resnet:D (D = 8, 14, 20, … = 6n + 2)";
 
+    /// Linear learning-rate warm-up steps when none is asked for: the convolutional models at the
+    /// default rate (0.05, momentum 0.9) can blow up in their first steps without one (a `cnn` on
+    /// MNIST did, docs/results.md §4); the MLP needs none.
+    pub fn default_warmup_steps(self) -> usize {
+        match self {
+            ModelKind::Mlp => 0,
+            ModelKind::Cnn | ModelKind::ResNet(_) => 100,
+        }
+    }
+
     pub fn name(self) -> String {
         match self {
             ModelKind::Mlp => "mlp".into(),
