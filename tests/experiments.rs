@@ -8,45 +8,18 @@ use std::process::Output;
 use serde_json::Value;
 
 mod common;
-use common::{a2cid, json, text};
+use common::{a2cid, digits_run, json, text};
 
 fn first_event(path: &Path) -> Value {
     let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(s.lines().next().expect("a metrics line")).expect("valid JSON")
 }
 
+/// The common digits run (`common::digits_run`, 10 epochs) with frequent evaluations and `extra`.
 fn run(out: &Path, method: &str, extra: &[&str]) -> Output {
-    a2cid()
-        .args([
-            "run",
-            "--workers",
-            "4",
-            "--graph",
-            "ring",
-            "--method",
-            method,
-        ])
-        .args([
-            "--dataset",
-            "digits",
-            "--hidden",
-            "64",
-            "--batch-size",
-            "32",
-        ])
-        .args([
-            "--epochs",
-            "10",
-            "--lr",
-            "0.1",
-            "--seed",
-            "1",
-            "--eval-every",
-            "10",
-        ])
+    digits_run(out, method, 10)
+        .args(["--eval-every", "10"])
         .args(extra)
-        .args(["--no-progress", "--out"])
-        .arg(out)
         .output()
         .unwrap()
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{a2cid, free_port, json, text};
+use common::{a2cid, digits_run, free_port, json, text};
 
 fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -27,39 +27,6 @@ fn logs(dir: &Path) -> String {
         }
     }
     s
-}
-
-/// Digits on 4 workers, small enough for a 2-core CI machine.
-fn digits_run(out: &Path, method: &str, epochs: u32) -> Command {
-    let mut c = a2cid();
-    c.args([
-        "run",
-        "--workers",
-        "4",
-        "--graph",
-        "ring",
-        "--method",
-        method,
-    ])
-    .args([
-        "--dataset",
-        "digits",
-        "--hidden",
-        "64",
-        "--batch-size",
-        "32",
-    ])
-    .args([
-        "--epochs",
-        &epochs.to_string(),
-        "--lr",
-        "0.1",
-        "--seed",
-        "1",
-    ])
-    .args(["--no-progress", "--out"])
-    .arg(out);
-    c
 }
 
 /// `--epochs E` of an asynchronous method is a budget of E epochs of every shard, all workers

@@ -35,3 +35,36 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Digits on 4 workers, small enough for a 2-core CI machine.
+pub fn digits_run(out: &Path, method: &str, epochs: u32) -> Command {
+    let mut c = a2cid();
+    c.args([
+        "run",
+        "--workers",
+        "4",
+        "--graph",
+        "ring",
+        "--method",
+        method,
+    ])
+    .args([
+        "--dataset",
+        "digits",
+        "--hidden",
+        "64",
+        "--batch-size",
+        "32",
+    ])
+    .args([
+        "--epochs",
+        &epochs.to_string(),
+        "--lr",
+        "0.1",
+        "--seed",
+        "1",
+    ])
+    .args(["--no-progress", "--out"])
+    .arg(out);
+    c
+}
