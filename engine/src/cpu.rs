@@ -7,6 +7,7 @@ pub use crate::kernels::channel::cpu::{
     channel_bias_add, channel_dot, group_norm_backward, group_norm_forward,
 };
 pub use crate::kernels::conv::cpu::{conv_forward, conv_input_grad, conv_weight_grad};
+pub use crate::kernels::lowrank::cpu::{left_product, rank_update, right_product};
 pub use crate::kernels::matmul::cpu::matmul;
 pub use crate::kernels::pool::cpu::{pool_backward, pool_forward};
 pub use crate::kernels::relu::cpu::{relu_backward, relu_forward};

@@ -3,13 +3,15 @@
 //! **Owns:** the device context ([`device`]), the flat parameter arena ([`arena`]), the WGSL
 //! kernels of `shaders/` with their Rust launch wrappers and CPU reference twins ([`kernels`],
 //! [`cpu`]), the models on the arena ([`models`]), the optimizer ([`optim`]), the A²CiD² math on
-//! the CPU ([`acid`], docs/algorithm.md §3) and a worker's training state with its fused
-//! dispatches ([`train_state`]).
+//! the CPU ([`acid`], docs/algorithm.md §3), the math of compressed exchanges (fp16 and low-rank
+//! differences, [`compress`]) and a worker's training state with its fused dispatches
+//! ([`train_state`]).
 //!
 //! **Must not touch:** the network, run directories, graphs. Exchanging parameters with peers is
 //! the mesh's job (`a2cid-net`); the runtime joins the two.
 pub mod acid;
 pub mod arena;
+pub mod compress;
 pub mod cpu;
 pub mod device;
 pub mod error;

@@ -81,7 +81,7 @@ macro_rules! kernel_families {
 }
 
 // One line per family: adding a family adds its name here.
-kernel_families![util, matmul, bias, relu, softmax_ce, acid, sketch, channel, pool];
+kernel_families![util, matmul, bias, relu, softmax_ce, acid, sketch, channel, pool, lowrank];
 
 // Convolution is implicit GEMM on the matmul family's tiled loop.
 pub mod conv;
