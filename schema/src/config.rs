@@ -18,7 +18,8 @@ use crate::speeds::SpeedSpec;
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
     pub workers: usize,
-    /// acid, gossip or allreduce (multi-worker runs).
+    /// acid, gossip, allreduce or local (multi-worker runs); lasgd, relaysum and dadao are
+    /// refused here, they run in `a2cid simulate` only for now.
     pub method: Method,
     /// Communication graph (see `a2cid topology --help`): ring, torus, exponential, ...
     pub graph: String,
@@ -110,6 +111,13 @@ impl RunConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.workers == 0 {
             bail!("--workers must be at least 1");
+        }
+        if self.method.simulator_only() {
+            bail!(
+                "--method {}: runs in `a2cid simulate` only for now (the runtime implements acid, \
+                 gossip, allreduce and local)",
+                self.method
+            );
         }
         if self.batch_size == 0 {
             bail!("--batch-size must be at least 1");
@@ -256,4 +264,25 @@ pub fn model_spec(
             InputShape(dataset.shape)
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulator_only_methods_are_refused_naming_the_method() {
+        for method in [Method::Lasgd, Method::RelaySum, Method::Dadao] {
+            let config = RunConfig {
+                method,
+                ..RunConfig::default()
+            };
+            let e = config.validate().unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("--method {method}")) && e.contains("a2cid simulate"),
+                "{e}"
+            );
+        }
+        assert!(RunConfig::default().validate().is_ok());
+    }
 }

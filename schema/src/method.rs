@@ -17,14 +17,28 @@ pub enum Method {
     /// Each worker trains alone, no averaging (the floor every method must beat); the final
     /// models are still averaged.
     Local,
+    /// Locally asynchronous SGD: local steps without waiting, an all-reduce average of the models
+    /// every H local steps (with an outer optimizer on the averaged change: DiLoCo). Simulator
+    /// only for now.
+    Lasgd,
+    /// RelaySGD: on a spanning tree, relayed sums of models with counts give every worker an
+    /// exactly uniform average with distance-dependent delays. Simulator only for now.
+    #[serde(rename = "relaysum")]
+    RelaySum,
+    /// DADAO: decoupled accelerated asynchronous primal-dual method for smooth strongly convex
+    /// problems (the simulator's quadratic only).
+    Dadao,
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [
+    pub const ALL: [Method; 7] = [
         Method::Acid,
         Method::Gossip,
         Method::AllReduce,
         Method::Local,
+        Method::Lasgd,
+        Method::RelaySum,
+        Method::Dadao,
     ];
 
     pub fn name(self) -> &'static str {
@@ -33,6 +47,9 @@ impl Method {
             Method::Gossip => "gossip",
             Method::AllReduce => "allreduce",
             Method::Local => "local",
+            Method::Lasgd => "lasgd",
+            Method::RelaySum => "relaysum",
+            Method::Dadao => "dadao",
         }
     }
 
@@ -44,6 +61,12 @@ impl Method {
     /// Whether workers train without waiting for each other (all but allreduce).
     pub fn is_asynchronous(self) -> bool {
         self != Method::AllReduce
+    }
+
+    /// Whether `a2cid simulate` is the only place this method runs for now (lasgd, relaysum,
+    /// dadao): the real runtime refuses it.
+    pub fn simulator_only(self) -> bool {
+        matches!(self, Method::Lasgd | Method::RelaySum | Method::Dadao)
     }
 
     /// Whether workers average pairwise at Poisson times (acid, gossip).
@@ -63,7 +86,12 @@ impl Method {
                     alpha_tilde: c.alpha_tilde,
                 }
             }
-            Method::Gossip | Method::AllReduce | Method::Local => AcidParams::GOSSIP,
+            Method::Gossip
+            | Method::AllReduce
+            | Method::Local
+            | Method::Lasgd
+            | Method::RelaySum
+            | Method::Dadao => AcidParams::GOSSIP,
         }
     }
 }
@@ -81,7 +109,10 @@ impl std::str::FromStr for Method {
             .into_iter()
             .find(|m| m.name() == s)
             .ok_or_else(|| {
-                format!("unknown method `{s}`: expected acid, gossip, allreduce or local")
+                format!(
+                    "unknown method `{s}`: expected acid, gossip, allreduce, local, lasgd, \
+                     relaysum or dadao"
+                )
             })
     }
 }
@@ -100,6 +131,9 @@ mod tests {
             );
         }
         let e = "adam".parse::<Method>().unwrap_err();
-        assert!(e.contains("acid, gossip, allreduce or local"), "{e}");
+        assert!(e.contains("local, lasgd, relaysum or dadao"), "{e}");
+        assert!(Method::ALL
+            .iter()
+            .all(|m| m.simulator_only() == matches!(m.name(), "lasgd" | "relaysum" | "dadao")));
     }
 }

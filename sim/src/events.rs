@@ -13,6 +13,8 @@ pub enum EventKind {
     Averaging(usize),
     /// A synchronous all-reduce step of every worker.
     AllReduce,
+    /// A synchronous RelaySum round: every worker steps, then relays along the spanning tree.
+    RelayRound,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -15,11 +15,14 @@
 //! Plugging in another problem: implement `Problem` (or `Objective` for a CPU one), add a
 //! `ProblemKind` variant and build it in `build_problem`.
 
+pub mod dadao;
 pub mod events;
+pub mod lasgd;
 pub mod model;
 pub mod output;
 pub mod problem;
 pub mod quadratic;
+pub mod relaysum;
 pub mod runner;
 
 use std::path::PathBuf;
@@ -32,6 +35,7 @@ use anyhow::Context;
 
 pub use a2cid_schema::speeds::{self, SpeedSpec};
 pub use a2cid_schema::Method;
+pub use lasgd::OuterSpec;
 pub use output::RunSummary;
 pub use problem::{CpuWorkers, Objective, Problem, Quality};
 pub use quadratic::{Quadratic, QuadraticConfig};
@@ -69,9 +73,17 @@ pub struct SimulateArgs {
     pub graph_seed: u64,
     #[arg(long, value_enum, default_value = "quadratic")]
     pub problem: ProblemKind,
-    /// acid, gossip, allreduce (or a list, e.g. gossip,acid).
+    /// acid, gossip, allreduce, local, lasgd, relaysum, dadao (or a list, e.g. gossip,acid;
+    /// docs/algorithm.md §9 for the last three; dadao on the quadratic only).
     #[arg(long, value_delimiter = ',', default_value = "acid")]
     pub method: Vec<Method>,
+    /// lasgd: local steps of each worker between two all-reduce averages (H >= 1).
+    #[arg(long, default_value_t = 10)]
+    pub sync_every: usize,
+    /// lasgd: outer optimizer on the averaged change since the last synchronisation,
+    /// nesterov:LR,MOMENTUM (lasgd with it is DiLoCo; nesterov:1,0 is plain lasgd).
+    #[arg(long)]
+    pub outer: Option<OuterSpec>,
     /// Expected pairwise averagings per worker per unit of time (or a list, e.g. 1,2).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub rate_com: Vec<f64>,
@@ -155,12 +167,27 @@ pub struct RunReport {
     pub outcome: SimOutcome,
 }
 
+/// Whether a method's communication follows `--rate-com` (the edge clocks); allreduce, lasgd
+/// and relaysum communicate on their own schedule and run once per worker count and seed.
+fn uses_rate(method: Method) -> bool {
+    !matches!(method, Method::AllReduce | Method::Lasgd | Method::RelaySum)
+}
+
+/// The name a run goes by in tables and plots: the method, or `diloco` for lasgd with an
+/// outer optimizer.
+fn display_name(summary: &RunSummary) -> String {
+    match &summary.outer {
+        Some(_) => "diloco".into(),
+        None => summary.method.clone(),
+    }
+}
+
 /// The (workers, method, rate, seed) combinations `args` asks for, in a stable order.
 fn combinations(args: &SimulateArgs) -> Vec<(usize, Method, f64, u64)> {
     let mut runs = Vec::new();
     for &n in &args.workers {
         for &method in &args.method {
-            let rates: &[f64] = if method == Method::AllReduce {
+            let rates: &[f64] = if !uses_rate(method) {
                 &args.rate_com[..1]
             } else {
                 &args.rate_com
@@ -178,12 +205,28 @@ fn combinations(args: &SimulateArgs) -> Vec<(usize, Method, f64, u64)> {
 fn build_problem(
     args: &SimulateArgs,
     workers: usize,
+    topology: &Topology,
     method: Method,
     params: AcidParams,
     sgd: SgdConfig,
     seed: u64,
 ) -> anyhow::Result<Box<dyn Problem>> {
     match args.problem {
+        ProblemKind::Quadratic if method == Method::Dadao => {
+            let config = QuadraticConfig {
+                workers,
+                dim: args.dim,
+                condition: args.condition,
+                heterogeneity: args.heterogeneity,
+                noise: args.noise,
+            };
+            let objective = Quadratic::new(config, seed)?;
+            dadao::workers(objective, topology)
+        }
+        ProblemKind::Model if method == Method::Dadao => anyhow::bail!(
+            "--method dadao runs on --problem quadratic only (its constants need the local \
+             functions' strong convexity mu and smoothness L)"
+        ),
         ProblemKind::Quadratic => {
             let config = QuadraticConfig {
                 workers,
@@ -241,6 +284,15 @@ pub fn simulate_runs(args: &SimulateArgs) -> anyhow::Result<Vec<RunReport>> {
         args.lr,
         args.momentum
     );
+    anyhow::ensure!(
+        args.sync_every >= 1,
+        "--sync-every must be at least 1 local step, got 0"
+    );
+    anyhow::ensure!(
+        args.outer.is_none() || args.method.contains(&Method::Lasgd),
+        "--outer applies to --method lasgd (with it, DiLoCo); none of {:?} uses it",
+        args.method.iter().map(|m| m.name()).collect::<Vec<_>>()
+    );
     let mut reports = Vec::new();
     let mut warned = false;
     for (workers, method, rate_com, seed) in combinations(args) {
@@ -261,8 +313,11 @@ pub fn simulate_runs(args: &SimulateArgs) -> anyhow::Result<Vec<RunReport>> {
             horizon: args.time,
             sample_every,
             seed,
+            sync_every: args.sync_every,
+            outer: (method == Method::Lasgd).then_some(args.outer).flatten(),
         };
-        let mut problem = build_problem(args, workers, method, params, sgd, seed)?;
+        let mut problem =
+            build_problem(args, workers, &config.topology, method, params, sgd, seed)?;
         let started = Instant::now();
         let outcome = simulate(problem.as_mut(), &config)?;
         let wall_seconds = started.elapsed().as_secs_f64();
@@ -287,18 +342,27 @@ fn summarize(
     let loss = output::second_half_mean(samples, horizon, |s| s.mean_worker_loss);
     let last = samples.last().copied();
     let (method, n) = (config.method, config.topology.workers());
-    let rate = if method == Method::AllReduce {
-        0.0
-    } else {
+    let rate = if uses_rate(method) {
         config.topology.rate_com()
+    } else {
+        0.0
     };
     let (eta, alpha_tilde) = match method {
         Method::Acid => (params.eta, params.alpha_tilde),
         _ => (0.0, params.alpha),
     };
     RunSummary {
-        label: match method {
-            Method::AllReduce => format!("allreduce n={n} seed={}", config.seed),
+        label: match (method, config.outer) {
+            (Method::Lasgd, Some(outer)) => format!(
+                "diloco H={} {outer} n={n} seed={}",
+                config.sync_every, config.seed
+            ),
+            (Method::Lasgd, None) => {
+                format!("lasgd H={} n={n} seed={}", config.sync_every, config.seed)
+            }
+            (method, _) if !uses_rate(method) => {
+                format!("{} n={n} seed={}", method.name(), config.seed)
+            }
             _ => format!("{}@{rate} n={n} seed={}", method.name(), config.seed),
         },
         problem: format!("{:?}", args.problem).to_lowercase(),
@@ -335,6 +399,11 @@ fn summarize(
         alpha: params.alpha,
         alpha_tilde,
         wall_seconds,
+        sync_every: (method == Method::Lasgd).then_some(config.sync_every),
+        outer: config.outer.map(|o| o.to_string()),
+        syncs: outcome.syncs,
+        messages_per_worker: outcome.messages_per_worker,
+        bytes_per_worker: outcome.bytes_per_worker,
     }
 }
 
@@ -360,9 +429,11 @@ fn write_outputs(dir: &std::path::Path, reports: &[RunReport]) -> anyhow::Result
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for report in reports {
         let s = &report.summary;
-        let folder = match s.method.as_str() {
-            "allreduce" => format!("allreduce-n{}-seed{}", s.workers, s.seed),
-            method => format!("{method}-rate{}-n{}-seed{}", s.rate_com, s.workers, s.seed),
+        let name = display_name(s);
+        let folder = if s.rate_com == 0.0 {
+            format!("{name}-n{}-seed{}", s.workers, s.seed)
+        } else {
+            format!("{name}-rate{}-n{}-seed{}", s.rate_com, s.workers, s.seed)
         };
         output::write_run(&dir.join(folder), &report.summary, &report.outcome)?;
     }
@@ -396,8 +467,11 @@ fn write_outputs(dir: &std::path::Path, reports: &[RunReport]) -> anyhow::Result
                             && r.summary.rate_com == *rate
                     })
                     .collect();
-                let label = if method == "allreduce" {
-                    method.clone()
+                let label = if *rate == 0.0 {
+                    match runs[0].summary.sync_every {
+                        Some(h) => format!("{} H={h}", display_name(&runs[0].summary)),
+                        None => method.clone(),
+                    }
                 } else {
                     format!("{method} @ rate {rate}")
                 };
@@ -428,6 +502,9 @@ fn summary_table(reports: &[RunReport], separator: char) -> String {
         "excess_loss",
         "gradients",
         "averagings",
+        "syncs",
+        "messages_per_worker",
+        "bytes_per_worker",
         "wall_seconds",
     ];
     let mut table = header.join(&separator.to_string()) + "\n";
@@ -435,7 +512,7 @@ fn summary_table(reports: &[RunReport], separator: char) -> String {
         let s = &r.summary;
         let row = [
             s.workers.to_string(),
-            s.method.clone(),
+            display_name(s),
             s.rate_com.to_string(),
             s.seed.to_string(),
             format!("{:.6e}", s.consensus_distance),
@@ -443,6 +520,9 @@ fn summary_table(reports: &[RunReport], separator: char) -> String {
             s.excess_loss.map_or(String::new(), |e| format!("{e:.6e}")),
             s.gradients.to_string(),
             s.averagings.to_string(),
+            s.syncs.to_string(),
+            format!("{:.1}", s.messages_per_worker),
+            format!("{:.0}", s.bytes_per_worker),
             format!("{:.2}", s.wall_seconds),
         ];
         table += &(row.join(&separator.to_string()) + "\n");
@@ -468,19 +548,19 @@ fn aggregate_table(reports: &[RunReport]) -> String {
     for r in reports {
         let key = (
             r.summary.workers,
-            r.summary.method.clone(),
+            display_name(&r.summary),
             r.summary.rate_com,
         );
         if !variants.contains(&key) {
             variants.push(key);
         }
     }
-    let mut table = String::from("workers\tmethod\trate_com\tseeds\tconsensus_distance (mean ± sd)\texcess_loss (mean ± sd)\n");
+    let mut table = String::from("workers\tmethod\trate_com\tseeds\tconsensus_distance (mean ± sd)\texcess_loss (mean ± sd)\tbytes_per_worker\n");
     for (n, method, rate) in variants {
         let runs: Vec<&RunSummary> = reports
             .iter()
             .map(|r| &r.summary)
-            .filter(|s| s.workers == n && s.method == method && s.rate_com == rate)
+            .filter(|s| s.workers == n && display_name(s) == method && s.rate_com == rate)
             .collect();
         let (cd, cd_sd) = mean_sd(
             &runs
@@ -495,8 +575,9 @@ fn aggregate_table(reports: &[RunReport]) -> String {
                 .collect::<Vec<_>>(),
         );
         table += &format!(
-            "{n}\t{method}\t{rate}\t{}\t{cd:.4} ± {cd_sd:.4}\t{el:.4} ± {el_sd:.4}\n",
-            runs.len()
+            "{n}\t{method}\t{rate}\t{}\t{cd:.4} ± {cd_sd:.4}\t{el:.4} ± {el_sd:.4}\t{:.0}\n",
+            runs.len(),
+            runs.iter().map(|s| s.bytes_per_worker).sum::<f64>() / runs.len() as f64
         );
     }
     table

@@ -226,6 +226,32 @@ impl Problem for GpuModelWorkers {
         Ok(())
     }
 
+    fn parameters(&self) -> usize {
+        self.model.parameters()
+    }
+
+    fn models(&mut self, now: f64) -> anyhow::Result<Vec<Vec<f32>>> {
+        let mut xs = Vec::with_capacity(self.states.len());
+        for worker in 0..self.states.len() {
+            self.mix(worker, now)?;
+            let state = &self.states[worker];
+            xs.push(self.ctx.read::<f32>(state.x_buffer(), 0, state.len())?);
+        }
+        Ok(xs)
+    }
+
+    fn set_model(&mut self, worker: usize, x: &[f32], _now: f64) -> anyhow::Result<()> {
+        let state = &self.states[worker];
+        anyhow::ensure!(
+            !state.has_tilde() && x.len() == state.len(),
+            "set_model: worker {worker} keeps an x̃ or the model has {} values, not {}",
+            state.len(),
+            x.len()
+        );
+        self.ctx.write(state.x_buffer(), 0, x);
+        Ok(())
+    }
+
     fn quality(&mut self) -> anyhow::Result<Quality> {
         let n = self.states.len();
         let mut xs = Vec::with_capacity(n);

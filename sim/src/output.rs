@@ -43,6 +43,15 @@ pub struct RunSummary {
     pub alpha: f64,
     pub alpha_tilde: f64,
     pub wall_seconds: f64,
+    /// lasgd: local steps between two synchronisations.
+    pub sync_every: Option<usize>,
+    /// lasgd: the outer optimizer (`nesterov:LR,MOMENTUM`; with it the run is DiLoCo).
+    pub outer: Option<String>,
+    /// lasgd: all-reduce synchronisations; relaysum: relay rounds.
+    pub syncs: u64,
+    /// Messages and bytes each worker sent (mean over workers; f32 models).
+    pub messages_per_worker: f64,
+    pub bytes_per_worker: f64,
 }
 
 /// Mean of a quantity over the samples in the second half of the run, [T/2, T].

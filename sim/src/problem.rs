@@ -52,6 +52,17 @@ pub trait Problem {
 
     /// Evaluates the workers' current x (the loop mixes everyone up to now first).
     fn quality(&mut self) -> anyhow::Result<Quality>;
+
+    /// Number of parameters of one worker's model (what an exchange sends, in f32 values).
+    fn parameters(&self) -> usize;
+
+    /// Every worker's x at `now`, each mixed up to `now` first (the model-averaging methods:
+    /// lasgd's synchronisation, relaysum's rounds).
+    fn models(&mut self, now: f64) -> anyhow::Result<Vec<Vec<f32>>>;
+
+    /// Replaces worker `i`'s x by `x` at `now` (its momentum is kept). Only for methods without
+    /// x̃.
+    fn set_model(&mut self, worker: usize, x: &[f32], now: f64) -> anyhow::Result<()>;
 }
 
 /// The average model x̄ = (1/n) Σ_i x_i and the consensus distance (1/n) Σ_i ||x_i − x̄||², in f64.
@@ -205,6 +216,34 @@ impl<O: Objective> Problem for CpuWorkers<O> {
         for state in &mut self.states {
             state.step(&self.gradient_sum, now, sgd);
         }
+        Ok(())
+    }
+
+    fn parameters(&self) -> usize {
+        self.objective.dim()
+    }
+
+    fn models(&mut self, now: f64) -> anyhow::Result<Vec<Vec<f32>>> {
+        Ok(self
+            .states
+            .iter_mut()
+            .map(|state| {
+                state.mix_until(now);
+                state.x.clone()
+            })
+            .collect())
+    }
+
+    fn set_model(&mut self, worker: usize, x: &[f32], now: f64) -> anyhow::Result<()> {
+        let state = &mut self.states[worker];
+        anyhow::ensure!(
+            state.x_tilde.is_none() && x.len() == state.x.len(),
+            "set_model: worker {worker} keeps an x̃ or the model has {} values, not {}",
+            state.x.len(),
+            x.len()
+        );
+        state.mix_until(now);
+        state.x.copy_from_slice(x);
         Ok(())
     }
 

@@ -632,6 +632,80 @@ pub fn ring_neighbours(rank: usize, world: usize) -> (usize, usize) {
     ((rank + world - 1) % world, (rank + 1) % world)
 }
 
+/// A spanning tree of a connected graph (RelaySGD's relay structure): its edges, each worker's
+/// tree neighbours, and the hop distances in the tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpanningTree {
+    /// The tree's n − 1 edges, each once as (i, j) with i < j, sorted.
+    pub edges: Vec<(usize, usize)>,
+    /// Each worker's neighbours in the tree, sorted.
+    pub neighbors: Vec<Vec<usize>>,
+    /// The longest hop distance between two workers in the tree.
+    pub diameter: usize,
+}
+
+impl SpanningTree {
+    /// The breadth-first tree of `n` workers' `edges` from `root`, visiting neighbours in rank
+    /// order (deterministic): each worker hangs from the first visited neighbour that reached it,
+    /// so its depth is its hop distance from `root` in the graph. `None` if the graph is
+    /// disconnected or `root` is out of range.
+    pub fn breadth_first(n: usize, edges: &[(usize, usize)], root: usize) -> Option<SpanningTree> {
+        if root >= n {
+            return None;
+        }
+        let graph = adjacency(n, edges);
+        let mut parent = vec![usize::MAX; n];
+        parent[root] = root;
+        let mut queue = VecDeque::from([root]);
+        let mut tree_edges = Vec::with_capacity(n.saturating_sub(1));
+        while let Some(v) = queue.pop_front() {
+            for &w in &graph[v] {
+                if parent[w] == usize::MAX {
+                    parent[w] = v;
+                    tree_edges.push((v.min(w), v.max(w)));
+                    queue.push_back(w);
+                }
+            }
+        }
+        if tree_edges.len() + 1 != n {
+            return None;
+        }
+        tree_edges.sort_unstable();
+        let neighbors = adjacency(n, &tree_edges);
+        let mut tree = SpanningTree {
+            edges: tree_edges,
+            neighbors,
+            diameter: 0,
+        };
+        // The diameter of a tree: the farthest worker from any worker, then the farthest from it.
+        let far = tree.distances_from(root);
+        let (end, _) = far.iter().enumerate().max_by_key(|&(_, d)| *d)?;
+        tree.diameter = tree.distances_from(end).into_iter().max().unwrap_or(0);
+        Some(tree)
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.neighbors.len()
+    }
+
+    /// Hop distances in the tree from `source` to every worker.
+    pub fn distances_from(&self, source: usize) -> Vec<usize> {
+        let mut distance = vec![usize::MAX; self.neighbors.len()];
+        distance[source] = 0;
+        let mut queue = VecDeque::from([source]);
+        while let Some(v) = queue.pop_front() {
+            for &w in &self.neighbors[v] {
+                if distance[w] == usize::MAX {
+                    distance[w] = distance[v] + 1;
+                    queue.push_back(w);
+                }
+            }
+        }
+        distance
+    }
+}
+
 /// Every worker's neighbours, sorted: the one neighbour-list builder.
 fn adjacency(n: usize, edges: &[(usize, usize)]) -> Vec<Vec<usize>> {
     let mut adjacency = vec![Vec::new(); n];
@@ -851,6 +925,13 @@ impl Topology {
         warnings
     }
 
+    /// RelaySGD's spanning tree: the breadth-first tree from worker 0 (docs/algorithm.md §9), with
+    /// its diameter (the rounds after which every worker's relayed average is complete).
+    pub fn spanning_tree(&self) -> SpanningTree {
+        SpanningTree::breadth_first(self.graph.n, &self.graph.edges, 0)
+            .expect("a Topology is connected, so it has a spanning tree")
+    }
+
     /// The rate-weighted Laplacian L = Σ lambda_ij (e_i - e_j)(e_i - e_j)^T.
     pub fn laplacian(&self) -> DMatrix<f64> {
         laplacian(self.graph.n, &self.graph.edges, &self.rates)
@@ -1020,6 +1101,38 @@ mod tests {
             assert!(t.warnings().iter().any(|w| w.contains("exactly `gossip`")));
         }
         assert!(topo("ring", 8, 1.0).warnings().is_empty());
+    }
+
+    #[test]
+    fn the_spanning_tree_spans_the_graph_with_tree_edges_and_its_diameter() {
+        // Ring: the breadth-first tree from 0 drops the edge opposite 0; a path of n − 1 hops.
+        let t = topo("ring", 16, 1.0).spanning_tree();
+        assert_eq!(t.edges.len(), 15);
+        assert_eq!(t.diameter, 15);
+        assert!(!t.edges.contains(&(8, 9)) && t.edges.contains(&(0, 15)));
+        // Star from the hub: diameter 2. Complete graph: the star around 0.
+        assert_eq!(topo("star", 9, 1.0).spanning_tree().diameter, 2);
+        let complete = topo("complete", 6, 1.0).spanning_tree();
+        assert_eq!(complete.edges, (1..6).map(|j| (0, j)).collect::<Vec<_>>());
+        // Torus 4x4 and the hypercube: every tree edge is a graph edge, n − 1 edges, connected,
+        // depth from 0 = graph distance, diameter <= 2 · eccentricity of 0.
+        for (name, n) in [("torus", 16), ("hypercube", 16), ("exponential", 12)] {
+            let topology = topo(name, n, 1.0);
+            let tree = topology.spanning_tree();
+            assert_eq!(tree.edges.len(), n - 1, "{name}");
+            assert!(
+                tree.edges.iter().all(|e| topology.edges().contains(e)),
+                "{name}"
+            );
+            let depth = tree.distances_from(0);
+            assert!(depth.iter().all(|&d| d < n), "{name}: spans");
+            let eccentricity = *depth.iter().max().unwrap();
+            assert!(tree.diameter <= 2 * eccentricity && tree.diameter >= eccentricity);
+            let farthest = (0..n).map(|v| *tree.distances_from(v).iter().max().unwrap());
+            assert_eq!(farthest.max(), Some(tree.diameter), "{name}");
+        }
+        assert!(SpanningTree::breadth_first(4, &[(0, 1), (2, 3)], 0).is_none());
+        assert!(SpanningTree::breadth_first(2, &[(0, 1)], 5).is_none());
     }
 
     #[test]
