@@ -2,7 +2,7 @@
 // al. 2020; docs/engine.md "Compressed exchanges"). A parameter block is an m×n row-major matrix
 // X at element `x_off` of the arena; the factors are row-major m×R (P) and n×R (Q) matrices with
 // R ≤ MAX_RANK. Three kernels:
-//   right_product:  out = X · basis     (m×R; basis is n×R)   — one workgroup per row of X
+//   right_product:  out = X · basis     (m×R; basis is n×R)   — RIGHT_ROWS rows per workgroup
 //   left_product:   out = Xᵀ · basis    (n×R; basis is m×R)   — LEFT_COLUMNS columns per workgroup
 //   rank_update:    dst += coeff · left · rightᵀ              — one invocation per element
 // The orthonormalisation of the R columns runs on the host (engine/src/compress.rs): the factors
@@ -10,6 +10,9 @@
 
 // The largest rank the kernels' registers and workgroup memory hold (`compress::MAX_RANK`).
 const MAX_RANK: u32 = 8u;
+// right_product: rows per workgroup, and invocations sharing one row (they split the columns).
+const RIGHT_ROWS: u32 = 8u;
+const RIGHT_LANES: u32 = 32u; // RIGHT_ROWS · RIGHT_LANES = WORKGROUP_1D
 // left_product: columns per workgroup, and invocations sharing one column (they split the rows).
 const LEFT_COLUMNS: u32 = 32u;
 const LEFT_LANES: u32 = 8u; // LEFT_COLUMNS · LEFT_LANES = WORKGROUP_1D
@@ -37,20 +40,22 @@ struct Params {
 
 var<workgroup> partial: array<array<f32, MAX_RANK>, WORKGROUP_1D>;
 
-// out[i, r] = Σ_j X[i, j] · basis[j, r]. The workgroup's invocations stride over the row (reads
-// of X coalesce), then a tree reduction sums their R partial sums.
+// out[i, r] = Σ_j X[i, j] · basis[j, r]. Invocation (row, lane) of a workgroup owns row
+// RIGHT_ROWS·group + row and the columns j ≡ lane (mod RIGHT_LANES): neighbouring invocations read
+// neighbouring elements of a row (coalesced), and the lanes' partial sums meet in a tree
+// reduction (log2 RIGHT_LANES barriers for RIGHT_ROWS rows).
 @compute @workgroup_size(WORKGROUP_1D)
 fn right_product(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    // `row` is uniform across the workgroup, so every invocation reaches the barriers.
-    let row = workgroup_index(wid, nwg);
+    let lane = lid.x % RIGHT_LANES;
+    let row = workgroup_index(wid, nwg) * RIGHT_ROWS + lid.x / RIGHT_LANES;
     var acc: array<f32, MAX_RANK>;
     if (row < p.m) {
         let base = p.x_off + row * p.n;
-        for (var j = lid.x; j < p.n; j += WORKGROUP_1D) {
+        for (var j = lane; j < p.n; j += RIGHT_LANES) {
             let v = x[base + j];
             let b = p.f_off + j * p.rank;
             for (var r = 0u; r < p.rank; r++) {
@@ -60,16 +65,16 @@ fn right_product(
     }
     partial[lid.x] = acc;
     workgroupBarrier();
-    for (var stride = WORKGROUP_1D / 2u; stride > 0u; stride >>= 1u) {
-        if (lid.x < stride) {
+    for (var stride = RIGHT_LANES / 2u; stride > 0u; stride >>= 1u) {
+        if (lane < stride) {
             for (var r = 0u; r < p.rank; r++) {
                 partial[lid.x][r] += partial[lid.x + stride][r];
             }
         }
         workgroupBarrier();
     }
-    if (lid.x < p.rank && row < p.m) {
-        out[p.g_off + row * p.rank + lid.x] = partial[0][lid.x];
+    if (lane < p.rank && row < p.m) {
+        out[p.g_off + row * p.rank + lane] = partial[lid.x - lane][lane];
     }
 }
 

@@ -10,6 +10,10 @@ use crate::error::{EngineError, Result};
 
 /// The largest rank the kernels hold in registers and workgroup memory (`MAX_RANK` in the WGSL).
 pub const MAX_RANK: usize = 8;
+/// `right_product`: rows of X per workgroup (`RIGHT_ROWS` in the WGSL).
+pub const RIGHT_ROWS: usize = 8;
+/// `right_product`: invocations sharing one row, each summing every `RIGHT_LANES`-th column.
+pub const RIGHT_LANES: usize = 32;
 /// `left_product`: columns of X per workgroup (`LEFT_COLUMNS` in the WGSL).
 pub const LEFT_COLUMNS: usize = 32;
 /// `left_product`: invocations sharing one column, each summing every `LEFT_LANES`-th row.
@@ -60,6 +64,8 @@ pub const FAMILY: Family = Family {
     overrides: &[],
     shared_constants: &[
         ("MAX_RANK", MAX_RANK as u32),
+        ("RIGHT_ROWS", RIGHT_ROWS as u32),
+        ("RIGHT_LANES", RIGHT_LANES as u32),
         ("LEFT_COLUMNS", LEFT_COLUMNS as u32),
         ("LEFT_LANES", LEFT_LANES as u32),
     ],
@@ -124,7 +130,7 @@ pub fn right_product(
         rank,
         [("x", x, m * n), ("basis", basis, n * rank), ("out", out, m * rank)],
     )?;
-    let groups = grid_over(op, m, 1)?;
+    let groups = grid_over(op, m, RIGHT_ROWS)?;
     let buffers = [("x", x.0), ("basis", basis.0), ("out", out.0)];
     Dispatch::new(ctx, &FAMILY, &RIGHT_PRODUCT, &[], &params, &buffers, groups)
 }
