@@ -221,7 +221,7 @@ fn build_problem(
                 noise: args.noise,
             };
             let objective = Quadratic::new(config, seed)?;
-            dadao::workers(objective, topology)
+            dadao::workers(objective, topology, seed)
         }
         ProblemKind::Model if method == Method::Dadao => anyhow::bail!(
             "--method dadao runs on --problem quadratic only (its constants need the local \
@@ -301,6 +301,18 @@ pub fn simulate_runs(args: &SimulateArgs) -> anyhow::Result<Vec<RunReport>> {
             for warning in topology.warnings() {
                 eprintln!("warning: {warning}");
                 warned = true;
+            }
+        }
+        if method == Method::Dadao {
+            let c = topology.constants();
+            if c.chi_1 * c.chi_2 > 0.5 {
+                eprintln!(
+                    "warning: dadao on {} n={workers} at rate_com {rate_com}: chi_1 chi_2 = {:.3} > 1/2; \
+                     its analysis needs rate_com >= {:.2} (below it, it may diverge)",
+                    topology.name(),
+                    c.chi_1 * c.chi_2,
+                    rate_com * (2.0 * c.chi_1 * c.chi_2).sqrt()
+                );
             }
         }
         let speeds = args.speeds.speeds(workers, seed)?;

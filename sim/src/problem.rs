@@ -102,6 +102,11 @@ pub trait Objective {
     fn optimal_loss(&self) -> Option<f64> {
         None
     }
+    /// (mu, L): every local function is mu-strongly convex and L-smooth, when known (DADAO's
+    /// constants need them).
+    fn curvature(&self) -> Option<(f64, f64)> {
+        None
+    }
 }
 
 /// n CPU workers optimising an `Objective` with the A²CiD² rules of `a2cid_engine::acid`.

@@ -53,6 +53,8 @@ pub struct Quadratic {
     hessian: DMatrix<f64>,
     optimum: DVector<f64>,
     optimal_loss: f64,
+    /// The smallest and largest eigenvalues over the local Hessians H_i (mu and L).
+    curvature: (f64, f64),
 }
 
 impl Quadratic {
@@ -98,6 +100,7 @@ impl Quadratic {
         let mut hessian = DMatrix::<f64>::zeros(dim, dim);
         let mut linear = DVector::<f64>::zeros(dim);
         let mut constant = 0.0;
+        let mut curvature = (f64::INFINITY, 0.0f64);
         for _ in 0..workers {
             let w: Vec<f64> = common
                 .iter()
@@ -108,6 +111,12 @@ impl Quadratic {
                 (0..dim).map(|k| a[(r, k)] * w[k]).sum::<f64>() + 0.1 * normal()
             });
             let h_i = a.transpose() * &a / samples as f64;
+            for &lambda in nalgebra::SymmetricEigen::new(h_i.clone())
+                .eigenvalues
+                .iter()
+            {
+                curvature = (curvature.0.min(lambda), curvature.1.max(lambda));
+            }
             let l_i = a.transpose() * &b / samples as f64;
             constant += b.norm_squared() / (2.0 * samples as f64) / workers as f64;
             hessian += &h_i / workers as f64;
@@ -128,6 +137,7 @@ impl Quadratic {
             hessian,
             optimum,
             optimal_loss,
+            curvature,
         })
     }
 
@@ -173,6 +183,10 @@ impl Objective for Quadratic {
 
     fn optimal_loss(&self) -> Option<f64> {
         Some(self.optimal_loss)
+    }
+
+    fn curvature(&self) -> Option<(f64, f64)> {
+        Some(self.curvature)
     }
 }
 
