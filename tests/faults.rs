@@ -1,13 +1,13 @@
 //! Faults that used to lose data or hang, each reproduced with real worker processes: a diverging
 //! run, a non-finite checkpoint, a refused resume, two runs on one run directory, a duplicate
 //! rank, a worker lost before the mesh forms, a killed or interrupted launcher, an early worker's
-//! clock, and a local run's listening address.
+//! clock, a local run's listening address, and a killed worker that is restarted and rejoins.
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{a2cid, free_port, text};
+use common::{a2cid, digits_run, free_port, json, text};
 
 fn digits(out: &Path, extra: &[&str]) -> Command {
     let mut c = a2cid();
@@ -111,7 +111,7 @@ fn a_single_worker_that_diverges_says_so() {
 }
 
 #[test]
-fn a_non_finite_checkpoint_is_refused_and_its_previous_generation_used() {
+fn an_unusable_checkpoint_falls_back_to_its_previous_generation_then_a_neighbours() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let o = digits(&out, &["--epochs", "3"]).output().unwrap();
@@ -131,20 +131,74 @@ fn a_non_finite_checkpoint_is_refused_and_its_previous_generation_used() {
         log.contains("values of x are not finite") && log.contains("using the previous generation"),
         "{log}"
     );
-    // Both generations poisoned: refused before any worker starts, naming both files.
+    // Both generations poisoned: in a pairwise run the worker starts from a neighbour's
+    // checkpoint instead, and says so.
     poison(&ckpt, "x");
     poison(&out.join("checkpoints/rank1.prev.safetensors"), "x");
-    let config = std::fs::read(out.join("config.toml")).unwrap();
     let o = a2cid()
         .args(["run", "--resume"])
         .arg(&out)
         .args(["--epochs", "7", "--no-progress"])
         .output()
         .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("worker 1 has no usable checkpoint; it starts from its neighbour"),
+        "{}",
+        text(&o)
+    );
+    let log = std::fs::read_to_string(out.join("workers/rank1.log")).unwrap();
+    assert!(
+        log.contains("rank 1: no usable checkpoint of its own; it starts from neighbour 0's"),
+        "{log}"
+    );
+    assert!(
+        json(&out.join("summary.json"))["test_accuracy"]
+            .as_f64()
+            .unwrap()
+            > 0.8
+    );
+    // Missing altogether (deleted, as an old message advised): the same.
+    for f in ["rank1.safetensors", "rank1.prev.safetensors"] {
+        std::fs::remove_file(out.join("checkpoints").join(f)).unwrap();
+    }
+    let o = a2cid()
+        .args(["run", "--resume"])
+        .arg(&out)
+        .args(["--epochs", "8", "--no-progress"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    // No usable checkpoint for rank 1 nor for its neighbours 0 and 2: refused before any worker
+    // starts, naming the files, and nothing is changed.
+    for r in [0, 1, 2] {
+        for f in [
+            format!("rank{r}.safetensors"),
+            format!("rank{r}.prev.safetensors"),
+        ] {
+            let path = out.join("checkpoints").join(f);
+            if r == 1 {
+                let _ = std::fs::remove_file(path);
+            } else {
+                poison(&path, "x");
+            }
+        }
+    }
+    let config = std::fs::read(out.join("config.toml")).unwrap();
+    let o = a2cid()
+        .args(["run", "--resume"])
+        .arg(&out)
+        .args(["--epochs", "9", "--no-progress"])
+        .output()
+        .unwrap();
     assert!(!o.status.success(), "{}", text(&o));
     let t = text(&o);
     assert!(
-        t.contains("worker 1's checkpoint") && t.contains("previous generation"),
+        t.contains("worker 1's checkpoint")
+            && t.contains("no neighbour's checkpoint can stand in")
+            && t.contains("neighbour 0:")
+            && t.contains("neighbour 2:")
+            && t.contains("previous generation"),
         "{t}"
     );
     assert_eq!(std::fs::read(out.join("config.toml")).unwrap(), config);
@@ -442,4 +496,123 @@ fn a_second_worker_with_a_taken_rank_is_refused_and_the_run_goes_on() {
         let o = c.wait_with_output().unwrap();
         assert!(o.status.success(), "rank {r}: {}", text(&o));
     }
+}
+
+#[test]
+fn a_killed_worker_is_restarted_and_rejoins_from_a_neighbour_and_the_run_finishes_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    // Long enough in epochs to be stopped by the clock: 30 s, the kill at about 10 s.
+    let launcher = digits_run(&out, "acid", 100_000)
+        .args(["--max-restarts", "1", "--max-seconds", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = |r: usize| {
+        std::fs::read_to_string(out.join(format!("workers/rank{r}.jsonl"))).unwrap_or_default()
+    };
+    let t0 = Instant::now();
+    // Metrics reach the file at every 10 s logging window.
+    while !(0..4).all(|r| metrics(r).contains("\"event\":\"train\"")) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "the run never got going"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = std::fs::read_to_string(out.join("workers/rank2.pid")).unwrap();
+    Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    let killed_at = Instant::now();
+    let mut launcher = launcher;
+    while !metrics(2).contains("\"event\":\"rejoin\"") {
+        if killed_at.elapsed() > Duration::from_secs(20) {
+            launcher.kill().unwrap();
+            panic!(
+                "rank 2 did not rejoin within 20 s:\n{}\n--- rank 2's log\n{}",
+                text(&launcher.wait_with_output().unwrap()),
+                std::fs::read_to_string(out.join("workers/rank2.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rejoined_after = killed_at.elapsed();
+    let o = launcher.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("worker 2 was killed by signal 9; restarting it")
+            && t.contains("rejoins from a live neighbour's state"),
+        "{t}"
+    );
+    assert!(
+        rejoined_after < Duration::from_secs(10),
+        "rejoined {rejoined_after:?} after the kill"
+    );
+    // The neighbours saw it come back; it took one of them's state and went on training.
+    let events: Vec<serde_json::Value> = metrics(2)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rejoin = events.iter().find(|e| e["event"] == "rejoin").unwrap();
+    let from = rejoin["from"].as_u64().unwrap();
+    assert!(
+        from == 1 || from == 3,
+        "rank 2's ring neighbours are 1 and 3: {rejoin}"
+    );
+    assert!(
+        rejoin["step"].as_u64().unwrap() > 0,
+        "it took its neighbour's progress: {rejoin}"
+    );
+    assert!(metrics(from as usize).contains("\"event\":\"peer_rejoined\""));
+    let at_rejoin = rejoin["step"].as_u64().unwrap();
+    let final_grads = json(&out.join("workers/rank2.json"))["grads"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        final_grads > at_rejoin + 100,
+        "rank 2 trained on after rejoining: {at_rejoin} gradients then, {final_grads} at the end"
+    );
+    // All four finished, so the final model is the all-reduce over the four.
+    let s = json(&out.join("summary.json"));
+    assert_eq!(s["averaged"], "all-reduce over the 4 workers", "{s}");
+    for w in s["per_worker"].as_array().unwrap() {
+        assert_eq!(w["alive"], true, "{w}");
+        let expected = if w["rank"] == 2 { 1 } else { 0 };
+        assert_eq!(w["rejoins"].as_u64().unwrap_or(0), expected, "{w}");
+    }
+    let acc = s["test_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.9, "the averaged model learned: {acc}");
+    assert!(t.contains("restarted; rejoined 1x from a neighbour"), "{t}");
+}
+
+#[test]
+fn a_worker_asked_to_rejoin_a_run_that_is_not_running_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = a2cid()
+        .args([
+            "worker",
+            "--workers",
+            "4",
+            "--graph",
+            "ring",
+            "--method",
+            "acid",
+        ])
+        .args(["--dataset", "digits", "--rank", "2", "--world", "4"])
+        .args(["--master", "127.0.0.1:9", "--rejoin", "--out"])
+        .arg(&out)
+        .env("A2CID_SECRET", "a-secret-of-enough-length")
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("--rejoin") && t.contains("address table") && t.contains("addresses.json"),
+        "{t}"
+    );
 }

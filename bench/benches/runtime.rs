@@ -65,6 +65,7 @@ fn run_pair(method: Method, rate_com: f64, out: &Path) -> (f64, f64) {
                 connect_timeout: Duration::from_secs(30),
                 progress_lines: false,
                 resume: false,
+                rejoin: false,
                 stop_with_launcher: false,
                 bind: None,
             };

@@ -330,12 +330,18 @@ impl Mirror {
     /// The snapshot to send at clock `now`: x of the boundary, every average since, mixed up to
     /// `now`.
     pub fn snapshot(&self, now: f64) -> Vec<f32> {
+        self.state_at(now).0
+    }
+
+    /// (x, x̃) at clock `now`, as [`snapshot`](Self::snapshot) takes x: the whole training state
+    /// a restarted neighbour continues from (x̃ is `None` without the companion).
+    pub fn state_at(&self, now: f64) -> (Vec<f32>, Option<Vec<f32>>) {
         let mut state = self.boundary.clone();
         for p in &self.pending {
             state.average(&p.sent, &p.peer, p.tau);
         }
         state.mix_until(now);
-        state.x
+        (state.x, state.x_tilde)
     }
 }
 

@@ -12,7 +12,11 @@
 //! that notices tells its other ring neighbour (`CollAbort`), so the failure travels round the ring.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
 
 use tracing::debug;
 
@@ -71,17 +75,25 @@ pub(crate) struct Ring {
     left: usize,
     right: usize,
     ports: BTreeMap<usize, Port>,
+    /// Links re-opened by restarted ring neighbours: their ports replace the old ones before the
+    /// next collective.
+    replaced: mpsc::UnboundedReceiver<(usize, RingPort)>,
     pool: BufPool,
     op: u64,
+    /// `op`, readable by the mesh (a restarted neighbour is told how many collectives were run).
+    ops_started: Arc<AtomicU64>,
     chunk_floats: usize,
     timeout: Duration,
 }
 
 impl Ring {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         rank: usize,
         world: usize,
         ports: BTreeMap<usize, RingPort>,
+        replaced: mpsc::UnboundedReceiver<(usize, RingPort)>,
+        ops_started: Arc<AtomicU64>,
         pool: BufPool,
         chunk_floats: usize,
         timeout: Duration,
@@ -99,15 +111,27 @@ impl Ring {
                     (p, Port { link, early })
                 })
                 .collect(),
+            replaced,
             pool,
-            op: 0,
+            op: ops_started.load(Ordering::Relaxed),
+            ops_started,
             chunk_floats: chunk_floats.max(1),
             timeout,
         }
     }
 
     fn next_op(&mut self) -> u64 {
+        while let Ok((peer, link)) = self.replaced.try_recv() {
+            self.ports.insert(
+                peer,
+                Port {
+                    link,
+                    early: VecDeque::new(),
+                },
+            );
+        }
         self.op += 1;
+        self.ops_started.store(self.op, Ordering::Relaxed);
         self.op
     }
 

@@ -17,7 +17,7 @@ use crate::auth::{handshake, Identity, Role};
 use crate::config::MeshConfig;
 use crate::connection::Connection;
 use crate::error::NetError;
-use crate::frame::{Hello, Purpose};
+use crate::frame::{Frame, Hello, Msg, Purpose};
 use crate::pool::BufPool;
 use crate::rendezvous::Rendezvous;
 
@@ -189,6 +189,12 @@ impl Acceptor {
         }
     }
 
+    /// After start-up: every authenticated connection still to come (and those kept early), for
+    /// the mesh to hand restarted neighbours' links to the driver.
+    pub(crate) fn into_late(self) -> (Vec<Accepted>, mpsc::Receiver<Result<Accepted, String>>) {
+        (self.early, self.rx)
+    }
+
     /// "; refused connections: ..." for error messages, or nothing.
     pub(crate) fn refusals(&self) -> String {
         if self.refused.is_empty() {
@@ -289,6 +295,10 @@ impl AcceptTask {
             }
             Purpose::Link if links.contains(&(h.rank as usize)) => Ok(()),
             Purpose::Link => Err("it is not a neighbour of this worker in the graph".into()),
+            Purpose::Rejoin | Purpose::State if links.contains(&(h.rank as usize)) => Ok(()),
+            Purpose::Rejoin | Purpose::State => {
+                Err("it is not a neighbour of this worker in the graph".into())
+            }
         };
         let mut conn = Connection::from_tcp(stream, self.pool.clone());
         let hello = tokio::select! {
@@ -328,19 +338,20 @@ pub(crate) async fn connect_retry(addr: &str, deadline: Instant) -> Result<TcpSt
 }
 
 /// Open every link: dial the lower-ranked neighbours, take the higher-ranked ones from the
-/// acceptor. Consumes the acceptor: once this returns, later connections are closed.
+/// acceptor. Later connections (restarted neighbours) stay queued in the acceptor.
 pub(crate) async fn open_links(
     cfg: &MeshConfig,
     me: &Identity,
     plan: &Plan,
     table: &[String],
-    mut acceptor: Acceptor,
+    acceptor: &mut Acceptor,
     pool: &BufPool,
     deadline: Instant,
 ) -> Result<BTreeMap<usize, Connection>, NetError> {
     let mut conns = BTreeMap::new();
     for &p in plan.links.iter().filter(|&&p| p < cfg.rank) {
-        conns.insert(p, dial(cfg, me, p, &table[p], pool, deadline).await?);
+        let conn = dial(cfg, me, Purpose::Link, p, &table[p], pool, deadline).await?;
+        conns.insert(p, conn);
     }
     let expected: BTreeSet<usize> = plan
         .links
@@ -376,10 +387,117 @@ pub(crate) async fn open_links(
     Ok(conns)
 }
 
+/// A restarted worker re-opens every link it has: it dials each neighbour (whatever the ranks'
+/// order), giving each until `deadline`. Neighbours that do not answer (dead, or finished) are
+/// returned with the reason, not an error: the caller decides whether enough are left.
+pub(crate) async fn reopen_links(
+    cfg: &MeshConfig,
+    me: &Identity,
+    plan: &Plan,
+    table: &[String],
+    pool: &BufPool,
+    deadline: Instant,
+) -> (BTreeMap<usize, Connection>, Vec<(usize, String)>) {
+    let tries = plan.links.iter().map(|&p| async move {
+        let addr = &table[p];
+        (
+            p,
+            dial(cfg, me, Purpose::Rejoin, p, addr, pool, deadline).await,
+        )
+    });
+    let mut conns = BTreeMap::new();
+    let mut missing = Vec::new();
+    for (p, r) in futures::future::join_all(tries).await {
+        match r {
+            Ok(c) => {
+                conns.insert(p, c);
+            }
+            Err(e) => missing.push((p, e.to_string())),
+        }
+    }
+    (conns, missing)
+}
+
+/// A training state received from a neighbour (see [`crate::frame::Msg::State`]).
+#[derive(Debug)]
+pub struct PeerState {
+    /// The neighbour it came from.
+    pub from: usize,
+    /// The neighbour's worker clock when it took the state.
+    pub clock: f64,
+    /// The runtime's description of the state (opaque to the mesh).
+    pub meta: String,
+    /// The buffers, in the order they were supplied.
+    pub buffers: Vec<Vec<f32>>,
+    /// Collectives the neighbour had completed (all ranks run the same ones, in order).
+    pub(crate) ring_op: u64,
+}
+
+/// Ask `peer` for its current training state over a connection of its own.
+pub(crate) async fn fetch_state(
+    cfg: &MeshConfig,
+    me: &Identity,
+    peer: usize,
+    addr: &str,
+    pool: &BufPool,
+    deadline: Instant,
+) -> Result<PeerState, NetError> {
+    let mut conn = dial(cfg, me, Purpose::State, peer, addr, pool, deadline).await?;
+    conn.set_limits(crate::frame::Limits {
+        params: cfg.fingerprint.params,
+    });
+    let left = deadline.saturating_duration_since(Instant::now());
+    let failed =
+        |why: String| NetError::Config(format!("rank {peer} did not send its state: {why}"));
+    let read = async {
+        let (clock, ring_op, buffers, meta) = match conn.read_frame().await {
+            Ok(Frame::Msg(Msg::State {
+                clock,
+                ring_op,
+                buffers,
+                meta,
+            })) => (clock, ring_op, buffers, meta),
+            Ok(Frame::Msg(Msg::Verdict { reason, .. })) => return Err(failed(reason)),
+            Ok(other) => return Err(failed(format!("it sent a {} frame", other.kind().name()))),
+            Err(e) => return Err(failed(e.to_string())),
+        };
+        if !clock.is_finite() || buffers > 16 {
+            return Err(failed(format!(
+                "malformed state header (clock {clock}, {buffers} buffers)"
+            )));
+        }
+        let mut out = Vec::with_capacity(buffers as usize);
+        for i in 0..u64::from(buffers) {
+            match conn.read_frame().await {
+                Ok(Frame::Snapshot { seq, data }) if seq == i => out.push(data),
+                Ok(other) => {
+                    return Err(failed(format!(
+                        "buffer {i} came as a {} frame",
+                        other.kind().name()
+                    )))
+                }
+                Err(e) => return Err(failed(e.to_string())),
+            }
+        }
+        Ok(PeerState {
+            from: peer,
+            clock,
+            meta,
+            buffers: out,
+            ring_op,
+        })
+    };
+    match tokio::time::timeout(left, read).await {
+        Ok(r) => r,
+        Err(_) => Err(failed("timed out".into())),
+    }
+}
+
 /// Connect to rank `peer` at `addr` and authenticate it.
 async fn dial(
     cfg: &MeshConfig,
     me: &Identity,
+    purpose: Purpose,
     peer: usize,
     addr: &str,
     pool: &BufPool,
@@ -407,7 +525,7 @@ async fn dial(
         &mut conn,
         me,
         Role::Connector,
-        Purpose::Link,
+        purpose,
         &label,
         &check,
         cfg.handshake_timeout,

@@ -13,13 +13,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::MeshConfig;
+use crate::connection::Connection;
 use crate::events::{
     ClockSegment, Command, ExchangeRequest, ExchangeStats, Exchanged, MeshEvent, MeshStats,
     Participation,
 };
+use crate::frame::Limits;
 use crate::frame::{Frame, Msg, PairMsg, HEADER_LEN, SNAPSHOT_SUB};
 use crate::health::{Failure, Health, Membership, Verdict};
-use crate::link::{LinkEvent, LinkHandle, Outgoing};
+use crate::link::{self, LinkCaps, LinkEvent, LinkHandle, Outgoing, RingPort};
 use crate::pairing::{Action, Pairing, Status};
 use crate::pool::BufPool;
 
@@ -103,6 +105,18 @@ pub(crate) struct Driver {
     polled: f64,
     /// The run's stop was announced or passed on already.
     stop_seen: bool,
+    /// How to start a link for a restarted neighbour (absent in unit tests without sockets).
+    relink: Option<Relink>,
+}
+
+/// What the driver needs to start the link of a restarted neighbour like the others.
+pub(crate) struct Relink {
+    pub(crate) limits: Limits,
+    pub(crate) caps: LinkCaps,
+    pub(crate) to_driver: mpsc::Sender<LinkEvent>,
+    /// `(left, right)` ring neighbours: their new links get a port for the collectives.
+    pub(crate) ring: (usize, usize),
+    pub(crate) ring_ports: mpsc::UnboundedSender<(usize, RingPort)>,
 }
 
 /// The driver's inputs.
@@ -112,6 +126,8 @@ pub(crate) struct Inputs {
     pub(crate) clock: watch::Receiver<ClockSegment>,
     pub(crate) participation: watch::Receiver<Participation>,
     pub(crate) shutdown: CancellationToken,
+    /// Authenticated links re-opened by restarted neighbours.
+    pub(crate) rejoins: mpsc::Receiver<(usize, Connection)>,
 }
 
 impl Driver {
@@ -156,7 +172,14 @@ impl Driver {
             clock: ClockSegment::frozen(cfg.clock_start),
             polled: cfg.clock_start,
             stop_seen: false,
+            relink: None,
         }
+    }
+
+    /// Let restarted neighbours re-open their links.
+    pub(crate) fn with_relink(mut self, relink: Relink) -> Driver {
+        self.relink = Some(relink);
+        self
     }
 
     /// The worker clock now (never less than at the last poll).
@@ -178,6 +201,7 @@ impl Driver {
     pub(crate) async fn run(mut self, mut inputs: Inputs) {
         let _stop_links = self.links_stop.clone().drop_guard();
         let (mut links_open, mut clock_open, mut participation_open) = (true, true, true);
+        let mut rejoins_open = true;
         loop {
             let deadline = self.next_deadline();
             // Evaluated even when disabled: any instant will do then.
@@ -200,6 +224,10 @@ impl Driver {
                 ev = inputs.links.recv(), if links_open => match ev {
                     Some(ev) => self.on_link(ev),
                     None => links_open = false,
+                },
+                back = inputs.rejoins.recv(), if rejoins_open => match back {
+                    Some((peer, conn)) => self.on_rejoin(peer, conn),
+                    None => rejoins_open = false,
                 },
                 changed = inputs.clock.changed(), if clock_open => {
                     if changed.is_err() {
@@ -270,6 +298,9 @@ impl Driver {
             LinkEvent::Down { peer, why } => self.peer_lost(peer, &why, Loss::Broken),
             LinkEvent::Goodbye { peer, reason } => self.peer_lost(peer, &reason, Loss::Graceful),
             LinkEvent::PeerDown { rank } => self.note_failed(rank),
+            LinkEvent::Refused { peer, seq, why } => {
+                self.emit(MeshEvent::SnapshotRefused { by: peer, seq, why })
+            }
             LinkEvent::Stop { origin, reason } => {
                 if !self.stop_seen {
                     self.stop_seen = true;
@@ -300,6 +331,9 @@ impl Driver {
                 if let Err(why) = self.send(peer, Frame::Snapshot { seq, data }) {
                     self.fail_exchange(peer, seq, why);
                 }
+            }
+            Command::Refuse { peer, seq, why } => {
+                let _ = self.send(peer, Frame::Msg(Msg::Refused { seq, why }));
             }
             Command::Declined { peer, seq } => {
                 self.fail_exchange(peer, seq, "the caller declined to supply a snapshot")
@@ -516,6 +550,7 @@ impl Driver {
             theirs,
             mine,
             stats,
+            commands: self.commands.clone(),
         }));
     }
 
@@ -554,6 +589,57 @@ impl Driver {
                 self.rank
             );
         }
+    }
+
+    /// A restarted neighbour re-opened its link: start it like the others, hand a ring link's
+    /// port to the collectives, and pair with it again.
+    fn on_rejoin(&mut self, peer: usize, conn: Connection) {
+        let Some(r) = &self.relink else {
+            return;
+        };
+        if self.stop_seen || self.pairing.is_retired() {
+            debug!(
+                "rank {}: rank {peer} came back after this worker stopped training",
+                self.rank
+            );
+        }
+        let ring_cap = (peer == r.ring.0 || peer == r.ring.1).then_some(r.caps.ring);
+        let (link, port) = link::spawn(
+            peer,
+            conn,
+            r.limits,
+            r.caps.outbox,
+            ring_cap,
+            &self.pool,
+            &r.to_driver,
+            &self.links_stop,
+        );
+        if let Some(port) = port {
+            let _ = r.ring_ports.send((peer, port));
+        }
+        if let Some(old) = self.links.insert(peer, link) {
+            // The old process is gone even if its link has not noticed yet.
+            old.cut();
+            let acts = self.pairing.on_peer_down(peer);
+            self.apply(acts);
+        }
+        let now = self.now();
+        self.pairing.on_peer_up(peer, now);
+        self.health.revived(peer);
+        self.members.revived(peer);
+        info!(
+            "rank {}: rank {peer} rejoined the mesh; pairing with it resumes",
+            self.rank
+        );
+        // A run that already ends tells the newcomer at once.
+        if self.stop_seen {
+            let stop = Msg::Stop {
+                origin: self.rank as u32,
+                reason: "the run was ending when this worker rejoined".into(),
+            };
+            let _ = self.send(peer, Frame::Msg(stop));
+        }
+        self.emit(MeshEvent::PeerRejoined { peer });
     }
 
     /// Passes the run's stop on to every neighbour (each worker passes it on once).
@@ -780,6 +866,7 @@ mod tests {
             clock,
             participation,
             shutdown: CancellationToken::new(),
+            rejoins: mpsc::channel(1).1,
         }));
         Rig {
             outboxes,

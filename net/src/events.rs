@@ -34,6 +34,12 @@ pub(crate) enum Command {
     Interrupt {
         reason: String,
     },
+    /// Tell `peer` its snapshot of exchange `seq` was not averaged in, and why.
+    Refuse {
+        peer: usize,
+        seq: u64,
+        why: String,
+    },
     /// Say goodbye on every link, flush, stop.
     Shutdown {
         reason: String,
@@ -125,6 +131,116 @@ pub struct Exchanged {
     /// The snapshot this worker sent (the `s_i` of the update rule), returned for reuse.
     pub mine: Vec<f32>,
     pub stats: ExchangeStats,
+    pub(crate) commands: mpsc::Sender<Command>,
+}
+
+impl Exchanged {
+    /// This worker does not average the peer's snapshot in (it holds non-finite values, say):
+    /// the peer is told why ([`MeshEvent::SnapshotRefused`] there), so it can log it.
+    pub fn refuse(&self, why: &str) {
+        let _ = self.commands.try_send(Command::Refuse {
+            peer: self.peer,
+            seq: self.seq,
+            why: why.to_string(),
+        });
+    }
+}
+
+/// A restarted neighbour's request for this worker's current training state
+/// ([`MeshEvent::StateRequested`]). The reply goes on a connection of its own, written in the
+/// background, so supplying returns at once and never delays pairing.
+pub struct StateRequest {
+    pub peer: usize,
+    conn: crate::connection::Connection,
+    ring_op: u64,
+    params: usize,
+}
+
+impl std::fmt::Debug for StateRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateRequest")
+            .field("peer", &self.peer)
+            .field("ring_op", &self.ring_op)
+            .finish()
+    }
+}
+
+impl StateRequest {
+    pub(crate) fn new(
+        peer: usize,
+        conn: crate::connection::Connection,
+        ring_op: u64,
+        params: usize,
+    ) -> Self {
+        StateRequest {
+            peer,
+            conn,
+            ring_op,
+            params,
+        }
+    }
+
+    /// Send the state: this worker's clock, a description for the runtime (`meta`) and the
+    /// buffers (each at most the model's parameter count; shorter ones travel zero-padded to it,
+    /// as every payload frame carries exactly that many). Must be called within a Tokio runtime.
+    pub fn supply(self, clock: f64, mut buffers: Vec<Vec<f32>>, meta: String) {
+        if let Some(long) = buffers.iter().find(|b| b.len() > self.params) {
+            let why = format!(
+                "a state buffer of {} values is longer than the model's {}",
+                long.len(),
+                self.params
+            );
+            warn!("{why}");
+            return self.refuse(&why);
+        }
+        for b in &mut buffers {
+            b.resize(self.params, 0.0);
+        }
+        let StateRequest {
+            peer,
+            mut conn,
+            ring_op,
+            ..
+        } = self;
+        tokio::spawn(async move {
+            let header = crate::frame::Msg::State {
+                clock,
+                ring_op,
+                buffers: buffers.len() as u32,
+                meta,
+            };
+            let mut result = conn.write_msg(&header).await;
+            for (i, data) in buffers.into_iter().enumerate() {
+                if result.is_err() {
+                    break;
+                }
+                let frame = crate::frame::Frame::Snapshot {
+                    seq: i as u64,
+                    data,
+                };
+                result = conn.write_frame(&frame).await;
+            }
+            match result {
+                Ok(()) => {
+                    let _ = conn.shutdown().await;
+                }
+                Err(e) => warn!("sending the training state to rank {peer} failed: {e}"),
+            }
+        });
+    }
+
+    /// Tell the neighbour why it gets no state (it will ask another).
+    pub fn refuse(self, why: &str) {
+        let mut conn = self.conn;
+        let verdict = crate::frame::Msg::Verdict {
+            ok: false,
+            reason: why.to_string(),
+        };
+        tokio::spawn(async move {
+            let _ = conn.write_msg(&verdict).await;
+            let _ = conn.shutdown().await;
+        });
+    }
 }
 
 /// "Exchange with `peer` now": hand over this worker's snapshot with [`ExchangeRequest::supply`].
@@ -245,6 +361,15 @@ pub enum MeshEvent {
     },
     /// The live graph fell apart into these components (warned once per change).
     GraphSplit { components: Vec<Vec<usize>> },
+    /// A neighbour that had failed (or left) came back: its link is open again and pairing with
+    /// it resumes.
+    PeerRejoined { peer: usize },
+    /// A restarted neighbour asks for this worker's training state: answer with
+    /// [`StateRequest::supply`] (or [`StateRequest::refuse`]).
+    StateRequested(StateRequest),
+    /// Neighbour `by` did not average this worker's snapshot of exchange `seq` (see
+    /// [`Exchanged::refuse`]).
+    SnapshotRefused { by: usize, seq: u64, why: String },
     /// Ctrl-C or a [`ShutdownHandle`] asked to stop; neighbours have been told.
     ShutdownRequested,
     /// Another worker stopped training (it reached its stop rule), so the run ends: every worker

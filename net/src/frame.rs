@@ -13,7 +13,7 @@ use crate::error::FrameError;
 /// First bytes each side sends on a fresh connection, followed by [`PROTOCOL_VERSION`] (u32 LE).
 pub const MAGIC: [u8; 8] = *b"A2CIDNET";
 /// Bump on any incompatible change of the wire format or the protocol.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Bytes of the preamble: [`MAGIC`] then the protocol version.
 pub const PREAMBLE_LEN: usize = 12;
 /// Bytes of the frame header.
@@ -24,6 +24,8 @@ pub const CONTROL_CAP: u64 = 1 << 20;
 pub const SNAPSHOT_SUB: u64 = 8;
 /// Sub-header of a collective frame: `op: u64, phase: u32, step: u32, chunk: u32, pad: u32`.
 pub const COLL_SUB: u64 = 24;
+/// Longest runtime description of a training state ([`Msg::State`]).
+pub const MAX_STATE_META: usize = 1 << 16;
 /// Longest run id accepted.
 pub const MAX_RUN_ID: usize = 256;
 
@@ -44,8 +46,10 @@ pub enum Kind {
     PeerDown = 40,
     Goodbye = 41,
     Stop = 42,
+    Refused = 43,
     Register = 50,
     Table = 51,
+    State = 52,
 }
 
 impl Kind {
@@ -64,8 +68,10 @@ impl Kind {
             40 => Kind::PeerDown,
             42 => Kind::Stop,
             41 => Kind::Goodbye,
+            43 => Kind::Refused,
             50 => Kind::Register,
             51 => Kind::Table,
+            52 => Kind::State,
             other => return Err(FrameError::UnknownKind(other)),
         })
     }
@@ -84,8 +90,10 @@ impl Kind {
             Kind::PeerDown => "peer-down",
             Kind::Stop => "stop",
             Kind::Goodbye => "goodbye",
+            Kind::Refused => "refused",
             Kind::Register => "register",
             Kind::Table => "table",
+            Kind::State => "state",
         }
     }
 }
@@ -132,6 +140,11 @@ pub enum Purpose {
     Link = 1,
     /// A worker registering with the rank-0 rendezvous.
     Register = 2,
+    /// A restarted worker re-opening its link to a neighbour of a running mesh (either rank of
+    /// the link dials: the one that comes back).
+    Rejoin = 3,
+    /// A restarted worker asking a neighbour for its current training state.
+    State = 4,
 }
 
 /// First frame after the magic: who I am.
@@ -213,11 +226,25 @@ pub enum Msg {
         origin: u32,
         reason: String,
     },
+    /// This worker did not average the sender's snapshot of exchange `seq`, and why.
+    Refused {
+        seq: u64,
+        why: String,
+    },
     Register {
         port: u16,
     },
     Table {
         addrs: Vec<String>,
+    },
+    /// A worker's training state for a rejoining neighbour: its clock, the collectives done so
+    /// far, what the runtime says about the state (`meta`, opaque here), then `buffers` snapshot
+    /// frames (`seq` 0, 1, ...).
+    State {
+        clock: f64,
+        ring_op: u64,
+        buffers: u32,
+        meta: String,
     },
 }
 
@@ -232,8 +259,10 @@ impl Msg {
             Msg::PeerDown { .. } => Kind::PeerDown,
             Msg::Goodbye { .. } => Kind::Goodbye,
             Msg::Stop { .. } => Kind::Stop,
+            Msg::Refused { .. } => Kind::Refused,
             Msg::Register { .. } => Kind::Register,
             Msg::Table { .. } => Kind::Table,
+            Msg::State { .. } => Kind::State,
         }
     }
 }
@@ -485,12 +514,27 @@ pub fn encode_msg(msg: &Msg) -> Vec<u8> {
             b.extend_from_slice(&origin.to_le_bytes());
             put_str(&mut b, reason);
         }
+        Msg::Refused { seq, why } => {
+            b.extend_from_slice(&seq.to_le_bytes());
+            put_str(&mut b, why);
+        }
         Msg::Register { port } => b.extend_from_slice(&port.to_le_bytes()),
         Msg::Table { addrs } => {
             b.extend_from_slice(&(addrs.len() as u32).to_le_bytes());
             for a in addrs {
                 put_str(&mut b, a);
             }
+        }
+        Msg::State {
+            clock,
+            ring_op,
+            buffers,
+            meta,
+        } => {
+            b.extend_from_slice(&clock.to_bits().to_le_bytes());
+            b.extend_from_slice(&ring_op.to_le_bytes());
+            b.extend_from_slice(&buffers.to_le_bytes());
+            put_str(&mut b, meta);
         }
     }
     let mut frame = Vec::with_capacity(HEADER_LEN + b.len());
@@ -510,6 +554,8 @@ pub fn decode_msg(kind: Kind, body: &[u8]) -> Result<Msg, FrameError> {
             let purpose = match r.u8()? {
                 1 => Purpose::Link,
                 2 => Purpose::Register,
+                3 => Purpose::Rejoin,
+                4 => Purpose::State,
                 p => {
                     return Err(FrameError::malformed(
                         "hello",
@@ -564,6 +610,10 @@ pub fn decode_msg(kind: Kind, body: &[u8]) -> Result<Msg, FrameError> {
             origin: r.u32()?,
             reason: r.string(4096)?,
         },
+        Kind::Refused => Msg::Refused {
+            seq: r.u64()?,
+            why: r.string(4096)?,
+        },
         Kind::Register => Msg::Register { port: r.u16()? },
         Kind::Table => {
             let n = r.u32()? as usize;
@@ -580,6 +630,12 @@ pub fn decode_msg(kind: Kind, body: &[u8]) -> Result<Msg, FrameError> {
             }
             Msg::Table { addrs }
         }
+        Kind::State => Msg::State {
+            clock: f64::from_bits(r.u64()?),
+            ring_op: r.u64()?,
+            buffers: r.u32()?,
+            meta: r.string(MAX_STATE_META)?,
+        },
         Kind::Snapshot | Kind::Coll => {
             return Err(FrameError::malformed(
                 kind.name(),
@@ -632,9 +688,19 @@ mod tests {
                 origin: 3,
                 reason: "the epochs are done".into(),
             },
+            Msg::Refused {
+                seq: 7,
+                why: "value 3 is NaN".into(),
+            },
             Msg::Register { port: 4242 },
             Msg::Table {
                 addrs: vec!["127.0.0.1:1".into(), "h:2".into()],
+            },
+            Msg::State {
+                clock: 12.5,
+                ring_op: 3,
+                buffers: 2,
+                meta: "{\"grads\":[1,2]}".into(),
             },
         ];
         for m in msgs {

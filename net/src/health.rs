@@ -114,6 +114,11 @@ impl Health {
     pub fn typical_exchange(&self) -> Option<Duration> {
         self.exchange.typical()
     }
+    /// `peer` came back: its failures are forgotten.
+    pub fn revived(&mut self, peer: usize) {
+        self.failures.remove(&peer);
+    }
+
     /// Consecutive failures of `peer` so far.
     pub fn failures(&self, peer: usize) -> u32 {
         self.failures.get(&peer).copied().unwrap_or(0)
@@ -220,6 +225,16 @@ impl Membership {
             departed: BTreeSet::new(),
             components: 1,
         }
+    }
+
+    /// `peer` came back (restarted and re-linked): neither failed nor departed any more.
+    pub fn revived(&mut self, peer: usize) {
+        self.failed.remove(&peer);
+        self.departed.remove(&peer);
+        self.components = a2cid_topology::components(self.world, self.edges.iter().copied(), |v| {
+            !self.failed.contains(&v)
+        })
+        .len();
     }
 
     /// `peer` said goodbye: gone, but not a failure (no gossip, no split warning).

@@ -78,9 +78,11 @@ pub mod timeouts;
 pub use auth::{Identity, Secret, SECRET_ENV};
 pub use collectives::CollStats;
 pub use config::MeshConfig;
+pub use connect::PeerState;
 pub use error::{FrameError, HandshakeError, NetError};
 pub use events::{
     ClockSegment, ExchangeRequest, ExchangeStats, Exchanged, MeshEvent, MeshStats, ShutdownHandle,
+    StateRequest,
 };
 pub use frame::{Fingerprint, PairMsg, PROTOCOL_VERSION};
 pub use mesh::{interrupt_signal, Mesh, MeshEvents};

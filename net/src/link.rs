@@ -79,6 +79,12 @@ pub(crate) enum LinkEvent {
         origin: usize,
         reason: String,
     },
+    /// The peer did not average this worker's snapshot of exchange `seq`.
+    Refused {
+        peer: usize,
+        seq: u64,
+        why: String,
+    },
 }
 
 /// What a link tells the collectives (ring links only).
@@ -226,7 +232,7 @@ pub(crate) fn spawn_all(
 
 /// Start the reader and writer of the link to `peer` over an authenticated connection.
 #[allow(clippy::too_many_arguments)]
-fn spawn(
+pub(crate) fn spawn(
     peer: usize,
     mut conn: Connection,
     limits: Limits,
@@ -310,6 +316,9 @@ fn route(peer: usize, frame: Frame) -> Route {
             origin: origin as usize,
             reason,
         }),
+        Frame::Msg(Msg::Refused { seq, why }) => {
+            Route::Driver(LinkEvent::Refused { peer, seq, why })
+        }
         Frame::Msg(Msg::Goodbye { reason }) => Route::Goodbye(reason),
         other => Route::Unexpected(other.kind()),
     }

@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -18,17 +20,21 @@ use tracing::info;
 use crate::address_book;
 use crate::collectives::{CollStats, Ring};
 use crate::config::MeshConfig;
+use crate::connect::PeerState;
 use crate::connect::{Acceptor, Plan};
 use crate::connection::Connection;
-use crate::driver::{Driver, Inputs, LINK_EVENTS};
+use crate::driver::{Driver, Inputs, Relink, LINK_EVENTS};
 use crate::error::NetError;
+use crate::events::StateRequest;
 use crate::events::{
     ClockSegment, Command, ExchangeRequest, Exchanged, MeshEvent, MeshStats, Participation,
     ShutdownHandle,
 };
 use crate::frame::Limits;
+use crate::frame::Purpose;
 use crate::link::{self, LinkCaps};
 use crate::pool::BufPool;
+use crate::rendezvous::Rendezvous;
 
 /// Events waiting for the caller. Only exchange requests are unbounded in number over time (a
 /// caller that stops polling keeps being offered exchanges that then time out): the driver calls an
@@ -65,6 +71,7 @@ pub struct Mesh {
     world: usize,
     params: usize,
     local_addr: SocketAddr,
+    addresses: Vec<String>,
     neighbours: Vec<usize>,
     clock: watch::Sender<ClockSegment>,
     participation: watch::Sender<Participation>,
@@ -106,17 +113,102 @@ impl Mesh {
         let table =
             address_book::address_table(&cfg, &me, local_addr, &mut acceptor, deadline).await?;
         let conns =
-            crate::connect::open_links(&cfg, &me, &plan, &table, acceptor, &pool, deadline).await?;
+            crate::connect::open_links(&cfg, &me, &plan, &table, &mut acceptor, &pool, deadline)
+                .await?;
         stop_on_error.disarm();
-        Ok(Mesh::start(cfg, plan, local_addr, conns, shutdown, pool))
+        Ok(Mesh::start(
+            cfg, plan, local_addr, table, conns, acceptor, 0, shutdown, pool,
+        ))
     }
 
-    /// Start the link tasks and the driver over the authenticated connections.
+    /// Join a mesh that is already running, as a restarted worker of rank `cfg.rank`: listen
+    /// where the address table says, re-open the link to every neighbour still alive (each is
+    /// told, and pairs with this worker again), and take the training state of the first graph
+    /// neighbour that answers — no checkpoint needed. The rendezvous must be the explicit address
+    /// table of the running mesh (the runtime keeps it in the run directory). The mesh's clock
+    /// starts at that neighbour's clock, and the collectives continue where the others are.
+    pub async fn rejoin(mut cfg: MeshConfig) -> Result<(Mesh, PeerState), NetError> {
+        let plan = Plan::new(&cfg)?;
+        let Rendezvous::Explicit(table) = &cfg.rendezvous else {
+            return Err(NetError::Config(
+                "a rejoining worker needs the running mesh's address table (an explicit list)"
+                    .into(),
+            ));
+        };
+        if table.len() != cfg.world {
+            return Err(NetError::Config(format!(
+                "the address table has {} entries for a world of {}",
+                table.len(),
+                cfg.world
+            )));
+        }
+        let table = table.clone();
+        let deadline = Instant::now() + cfg.connect_timeout;
+        let listener = crate::connect::bind(&mut cfg).await?;
+        let local_addr = listener.local_addr()?;
+        let me = crate::connect::identity(&cfg);
+        let shutdown = CancellationToken::new();
+        let stop_on_error = shutdown.clone().drop_guard();
+        let pool = BufPool::default();
+        let acceptor = Acceptor::spawn(listener, &me, &plan, &cfg, &pool, &shutdown);
+        let (conns, missing) =
+            crate::connect::reopen_links(&cfg, &me, &plan, &table, &pool, deadline).await;
+        for (p, why) in &missing {
+            tracing::warn!(
+                "rank {}: could not re-open the link to rank {p} ({why}); going on without it",
+                cfg.rank
+            );
+        }
+        let mut state = None;
+        let mut tried = Vec::new();
+        for &p in plan.neighbours.iter().filter(|p| conns.contains_key(p)) {
+            match crate::connect::fetch_state(&cfg, &me, p, &table[p], &pool, deadline).await {
+                Ok(s) => {
+                    state = Some(s);
+                    break;
+                }
+                Err(e) => tried.push(format!("rank {p}: {e}")),
+            }
+        }
+        let Some(state) = state else {
+            let why = if tried.is_empty() {
+                format!(
+                    "no neighbour answered ({})",
+                    missing
+                        .iter()
+                        .map(|(p, w)| format!("rank {p}: {w}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            } else {
+                tried.join("; ")
+            };
+            return Err(NetError::Config(format!(
+                "rank {} could not rejoin the run: no live neighbour gave it the training state \
+                 ({why}); the run may have ended, or start the whole run again with --resume",
+                cfg.rank
+            )));
+        };
+        cfg.clock_start = state.clock;
+        stop_on_error.disarm();
+        let ring_op = state.ring_op;
+        let mesh = Mesh::start(
+            cfg, plan, local_addr, table, conns, acceptor, ring_op, shutdown, pool,
+        );
+        Ok((mesh, state))
+    }
+
+    /// Start the link tasks and the driver over the authenticated connections; `ring_op`
+    /// collectives were run before (0 for a new mesh).
+    #[allow(clippy::too_many_arguments)]
     fn start(
         cfg: MeshConfig,
         plan: Plan,
         local_addr: SocketAddr,
+        addresses: Vec<String>,
         conns: BTreeMap<usize, Connection>,
+        acceptor: Acceptor,
+        ring_op: u64,
         shutdown: CancellationToken,
         pool: BufPool,
     ) -> Mesh {
@@ -144,6 +236,18 @@ impl Mesh {
             &link_events_tx,
             &links_stop,
         );
+        let (ring_ports, replaced) = mpsc::unbounded_channel();
+        let ops_started = Arc::new(AtomicU64::new(ring_op));
+        let (rejoins_tx, rejoins) = mpsc::channel(8);
+        tokio::spawn(serve_late(
+            cfg.rank,
+            plan.params,
+            acceptor,
+            rejoins_tx,
+            events_tx.clone(),
+            ops_started.clone(),
+            shutdown.clone(),
+        ));
         let driver = Driver::new(
             &cfg,
             plan.params,
@@ -153,18 +257,28 @@ impl Mesh {
             commands.clone(),
             stats_tx,
             pool.clone(),
-        );
+        )
+        .with_relink(Relink {
+            limits,
+            caps,
+            to_driver: link_events_tx.clone(),
+            ring: plan.ring,
+            ring_ports,
+        });
         let driver = tokio::spawn(driver.run(Inputs {
             links: link_events,
             commands: commands_rx,
             clock: clock_rx,
             participation: participation_rx,
             shutdown: shutdown.clone(),
+            rejoins,
         }));
         let ring = Ring::new(
             cfg.rank,
             cfg.world,
             ports,
+            replaced,
+            ops_started,
             pool.clone(),
             chunk_floats,
             cfg.collective_timeout,
@@ -178,6 +292,7 @@ impl Mesh {
             world: cfg.world,
             params: plan.params,
             local_addr,
+            addresses,
             neighbours: plan.neighbours,
             clock,
             participation,
@@ -205,6 +320,11 @@ impl Mesh {
     /// The address this worker listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+    /// Every rank's `HOST:PORT` (the address table of the rendezvous), for a restarted worker to
+    /// find its neighbours with [`Mesh::rejoin`].
+    pub fn addresses(&self) -> &[String] {
+        &self.addresses
     }
     /// Graph neighbours (ring neighbours used only by collectives are not listed).
     pub fn neighbours(&self) -> &[usize] {
@@ -362,6 +482,56 @@ impl Mesh {
     /// Returns once every rank has entered the barrier (a token goes `world - 1` hops round the ring).
     pub async fn barrier(&mut self) -> Result<(), NetError> {
         self.ring.barrier().await
+    }
+}
+
+/// After start-up: hands restarted neighbours' links to the driver and their requests for the
+/// training state to the caller (as [`MeshEvent::StateRequested`]); anything else is closed.
+async fn serve_late(
+    rank: usize,
+    params: usize,
+    acceptor: Acceptor,
+    rejoins: mpsc::Sender<(usize, Connection)>,
+    events: mpsc::Sender<MeshEvent>,
+    ops_started: Arc<AtomicU64>,
+    stop: CancellationToken,
+) {
+    let (early, mut rx) = acceptor.into_late();
+    let route = |(hello, conn): crate::connect::Accepted| {
+        let peer = hello.rank as usize;
+        match hello.purpose {
+            Purpose::Rejoin => {
+                info!("rank {rank}: rank {peer} is back and re-opens its link");
+                if rejoins.try_send((peer, conn)).is_err() {
+                    tracing::warn!("rank {rank}: too many links re-opened at once; closed one");
+                }
+            }
+            Purpose::State => {
+                let req =
+                    StateRequest::new(peer, conn, ops_started.load(Ordering::Relaxed), params);
+                if let Err(e) = events.try_send(MeshEvent::StateRequested(req)) {
+                    tracing::warn!(
+                        "rank {rank}: could not pass on rank {peer}'s request for the training \
+                 state: {e}"
+                    );
+                }
+            }
+            // Late or duplicate start-up connections: closed.
+            Purpose::Link | Purpose::Register => {}
+        }
+    };
+    for a in early {
+        route(a);
+    }
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            got = rx.recv() => match got {
+                Some(Ok(a)) => route(a),
+                Some(Err(_)) => {}
+                None => return,
+            },
+        }
     }
 }
 

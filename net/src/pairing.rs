@@ -441,8 +441,25 @@ impl Pairing {
         Vec::new()
     }
 
-    /// `peer` is gone (connection lost, timed out repeatedly, or said goodbye): never pair with it
-    /// again; the events its edge owed are dropped.
+    /// `peer` came back (a restarted worker re-opened its link): pairing with it resumes, its
+    /// Poisson process (if this worker owns the edge) restarting at `now` — events that fell
+    /// while it was down are not owed.
+    pub fn on_peer_up(&mut self, peer: usize, now: f64) {
+        let Some(e) = self.edge_mut(peer) else {
+            return;
+        };
+        e.alive = true;
+        e.counters.owed = 0;
+        e.attempts = 0;
+        e.owed_since = f64::INFINITY;
+        e.retry_at = f64::NEG_INFINITY;
+        if e.owner && e.rate > 0.0 {
+            e.next_fire = now + exp_draw(&mut e.rng, e.rate);
+        }
+    }
+
+    /// `peer` is gone (connection lost, timed out repeatedly, or said goodbye): no pairing with it
+    /// until it comes back ([`Pairing::on_peer_up`]); the events its edge owed are dropped.
     pub fn on_peer_down(&mut self, peer: usize) -> Vec<Action> {
         let Some(e) = self.edge_mut(peer) else {
             return Vec::new();

@@ -266,6 +266,60 @@ async fn declining_an_exchange_calls_it_off_on_both_sides() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_snapshot_is_reported_to_its_sender() {
+    timeout(LIMIT, async {
+        let meshes = cluster(2, &[(0, 1, 20.0)], 10, 16).await;
+        let mut tasks = Vec::new();
+        for mut m in meshes {
+            tasks.push(tokio::spawn(async move {
+                let me = m.rank();
+                // Rank 0 has diverged: its snapshot holds a NaN.
+                let mine = if me == 0 {
+                    vec![f32::NAN; 10]
+                } else {
+                    vec![1.0; 10]
+                };
+                let mut tau = 0.0;
+                loop {
+                    tau += 0.05;
+                    m.advance_clock(tau);
+                    match timeout(Duration::from_millis(5), m.next_event()).await {
+                        Ok(Some(MeshEvent::Exchange(req))) => {
+                            req.supply(mine.clone()).expect("supply")
+                        }
+                        Ok(Some(MeshEvent::Exchanged(x))) if me == 1 => {
+                            assert!(x.theirs[0].is_nan());
+                            x.refuse("value 0 is NaN");
+                            return (m, x.seq, String::new());
+                        }
+                        // (The refusal may overtake rank 0's own completion of the exchange.)
+                        Ok(Some(MeshEvent::Exchanged(x))) => m.recycle(x.theirs),
+                        Ok(Some(MeshEvent::SnapshotRefused { by, seq, why })) => {
+                            assert_eq!((me, by), (0, 1), "only rank 0's snapshot is refused");
+                            return (m, seq, why);
+                        }
+                        Ok(None) => panic!("mesh closed"),
+                        _ => {}
+                    }
+                }
+            }));
+        }
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.expect("task"));
+        }
+        let (refused_seq, told_seq, why) = (results[1].1, results[0].1, results[0].2.clone());
+        assert_eq!(told_seq, refused_seq, "the sender is told which exchange");
+        assert_eq!(why, "value 0 is NaN");
+        for (m, _, _) in results {
+            m.shutdown("done").await.expect("shutdown");
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explicit_address_list_and_garbage_connections() {
     timeout(LIMIT, async {
         let ls: Vec<std::net::TcpListener> = (0..3)
@@ -480,4 +534,126 @@ async fn a_stop_reaches_every_worker_once() {
     })
     .await
     .expect("timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_rejoins_takes_a_neighbours_state_and_the_collectives_go_on() {
+    timeout(LIMIT, async {
+        let ls: Vec<std::net::TcpListener> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        let addrs: Vec<String> = ls
+            .iter()
+            .map(|l| l.local_addr().expect("addr").to_string())
+            .collect();
+        let mut hs = Vec::new();
+        for (r, l) in ls.into_iter().enumerate() {
+            let mut c = cfg(r, 3, Rendezvous::Explicit(addrs.clone()), &ring(3, 0.0), 8);
+            c.listener = Some(l);
+            hs.push(tokio::spawn(Mesh::connect(c)));
+        }
+        let mut ms = Vec::new();
+        for h in hs {
+            ms.push(h.await.expect("join").expect("connect"));
+        }
+        // One collective before the failure: the newcomer must continue the count.
+        let mut tasks = Vec::new();
+        for mut m in ms {
+            tasks.push(tokio::spawn(async move {
+                m.barrier().await.expect("barrier");
+                m
+            }));
+        }
+        let mut ms = Vec::new();
+        for t in tasks {
+            ms.push(t.await.expect("task"));
+        }
+        // Rank 2 goes away; the survivors see it lost.
+        let gone = ms.pop().expect("rank 2");
+        drop(gone);
+        let mut survivors = Vec::new();
+        for mut m in ms {
+            survivors.push(tokio::spawn(async move {
+                let me = m.rank();
+                loop {
+                    match m.next_event().await {
+                        Some(MeshEvent::PeerLost { peer: 2, .. }) => break,
+                        Some(_) => {}
+                        None => panic!("mesh closed"),
+                    }
+                }
+                // Then it comes back: answer its request for the state (rank 0, its first
+                // neighbour, is asked) and see it rejoin.
+                let (mut rejoined, mut asked) = (false, me != 0);
+                while !(rejoined && asked) {
+                    match m.next_event().await {
+                        Some(MeshEvent::PeerRejoined { peer }) => {
+                            assert_eq!(peer, 2);
+                            rejoined = true;
+                        }
+                        Some(MeshEvent::StateRequested(req)) => {
+                            assert_eq!((me, req.peer), (0, 2));
+                            req.supply(
+                                41.5,
+                                vec![vec![1.5; 8], vec![-2.0; 8]],
+                                "{\"grads\":[7,8,9]}".into(),
+                            );
+                            asked = true;
+                        }
+                        Some(_) => {}
+                        None => panic!("mesh closed"),
+                    }
+                }
+                let mut v = vec![me as f32; 8];
+                m.allreduce_mean(&mut v)
+                    .await
+                    .expect("allreduce after the rejoin");
+                assert_eq!(v, vec![1.0; 8]);
+                m
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let c = cfg(2, 3, Rendezvous::Explicit(addrs.clone()), &ring(3, 0.0), 8);
+        let (mut back, state) = Mesh::rejoin(c).await.expect("rejoin");
+        assert_eq!(state.from, 0);
+        assert_eq!(state.clock, 41.5);
+        assert_eq!(state.meta, "{\"grads\":[7,8,9]}");
+        assert_eq!(state.buffers, vec![vec![1.5f32; 8], vec![-2.0f32; 8]]);
+        let mut v = vec![2.0f32; 8];
+        back.allreduce_mean(&mut v)
+            .await
+            .expect("the rejoined worker's all-reduce");
+        assert_eq!(v, vec![1.0; 8]);
+        for s in survivors {
+            s.await
+                .expect("task")
+                .shutdown("done")
+                .await
+                .expect("shutdown");
+        }
+        back.shutdown("done").await.expect("shutdown");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejoin_with_no_live_neighbour_says_why() {
+    timeout(LIMIT, async {
+        let addrs: Vec<String> = (0..3)
+            .map(|_| {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                l.local_addr().expect("addr").to_string()
+            })
+            .collect();
+        let mut c = cfg(1, 3, Rendezvous::Explicit(addrs), &ring(3, 0.0), 8);
+        c.connect_timeout = Duration::from_secs(2);
+        let e = Mesh::rejoin(c).await.unwrap_err().to_string();
+        assert!(
+            e.contains("rank 1 could not rejoin the run") && e.contains("--resume"),
+            "{e}"
+        );
+    })
+    .await
+    .expect("test timed out");
 }

@@ -117,6 +117,17 @@ fn run_table(data: &[RunData]) -> String {
                     .filter(|w| !w.alive)
                     .map(|w| w.rank.to_string())
                     .collect();
+                let rejoined: Vec<String> = s
+                    .per_worker
+                    .iter()
+                    .filter(|w| w.alive && w.rejoins > 0)
+                    .map(|w| w.rank.to_string())
+                    .collect();
+                let rejoined = if rejoined.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (restarted and rejoined: {})", rejoined.join(", "))
+                };
                 format!(
                     "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
                      <td>{:.1}</td><td>{:.2}%</td><td>{:.4}</td><td>{}</td><td class=\"nowrap\">{}</td>\
@@ -133,9 +144,9 @@ fn run_table(data: &[RunData]) -> String {
                     thousands(s.total_grads),
                     time_to_target(s),
                     if lost.is_empty() {
-                        "none".into()
+                        format!("none{rejoined}")
                     } else {
-                        lost.join(", ")
+                        format!("{}{rejoined}", lost.join(", "))
                     },
                     html_escape(&s.averaged),
                 )

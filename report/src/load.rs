@@ -88,7 +88,11 @@ fn read_series(path: &Path) -> anyhow::Result<WorkerSeries> {
                     });
                 }
             }
-            MetricEvent::PeerLost { .. } | MetricEvent::Resume { .. } => {}
+            MetricEvent::PeerLost { .. }
+            | MetricEvent::Resume { .. }
+            | MetricEvent::Rejoin { .. }
+            | MetricEvent::PeerRejoined { .. }
+            | MetricEvent::SnapshotRefused { .. } => {}
         }
     }
     Ok(s)

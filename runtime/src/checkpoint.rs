@@ -251,6 +251,50 @@ impl Checkpoint {
         }
         Ok(())
     }
+
+    /// Worker `rank`'s checkpoint (either generation), or, for a pairwise method (`acid`,
+    /// `gossip`) when neither generation is usable, the checkpoint of the first of its graph
+    /// `neighbours` that has a usable one, taken over as this rank's: the neighbour's parameters,
+    /// x̃ and momentum are its current state at the resume (the same state a live neighbour would
+    /// send), and this rank continues from the gradient count the neighbour knew of it. The second
+    /// value names the neighbour. The error names every file tried and why it was refused.
+    pub fn load_or_neighbours(
+        run: &a2cid_schema::RunDir,
+        rank: usize,
+        neighbours: &[usize],
+        pairwise: bool,
+    ) -> anyhow::Result<(Checkpoint, Option<usize>)> {
+        let own = match Checkpoint::load(&run.checkpoint(rank)) {
+            Ok(c) => return Ok((c, None)),
+            Err(e) if !pairwise => return Err(e),
+            Err(e) => e,
+        };
+        let mut tried = Vec::new();
+        for &p in neighbours {
+            match Checkpoint::load(&run.checkpoint(p)) {
+                Ok(c) => return Ok((c.taken_over_by(rank), Some(p))),
+                Err(e) => tried.push(format!("neighbour {p}: {e:#}")),
+            }
+        }
+        Err(own.context(format!(
+            "and no neighbour's checkpoint can stand in for it ({})",
+            tried.join("; ")
+        )))
+    }
+
+    /// Neighbour's checkpoint as rank `rank`'s: its state, this rank's gradient count as the
+    /// neighbour knew it, the neighbour's epoch from its first batch (shards differ), no averaging
+    /// or missed count of its own yet.
+    fn taken_over_by(mut self, rank: usize) -> Checkpoint {
+        let s = &mut self.state;
+        s.rank = rank;
+        s.grads = s.counts.get(rank).copied().unwrap_or(0);
+        s.batch = 0;
+        s.comms = 0;
+        s.missed = 0;
+        s.finished = false;
+        self
+    }
 }
 
 #[cfg(test)]

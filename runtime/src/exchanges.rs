@@ -18,6 +18,17 @@ use tracing::{debug, warn};
 use crate::clock::GlobalCounts;
 use crate::shared::{lock, PendingAverage, Shared};
 
+/// What a worker tells a restarted neighbour about its training state, besides (x, x̃) and its
+/// clock: the gradient counts it knows of (the newcomer's own count among them, so it continues
+/// it), and the run's wall time.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RejoinMeta {
+    pub counts: Vec<u64>,
+    pub wall: f64,
+    pub eval_seconds: f64,
+    pub step_seconds: Option<f64>,
+}
+
 /// Handles the mesh's events for one worker.
 pub struct ExchangeTask {
     pub shared: Arc<Mutex<Shared>>,
@@ -76,12 +87,17 @@ impl ExchangeTask {
                     let mut s = lock(&self.shared);
                     s.in_flight = None;
                     s.failed += 1;
+                    x.refuse(&format!(
+                        "rank {} did not average your snapshot in: value {bad} is {}",
+                        s.rank, theirs[bad]
+                    ));
                     let n = s.refused.entry(x.peer).or_default();
                     *n += 1;
                     if *n == 1 {
                         warn!(
                             "rank {}: refused the snapshot of neighbour {} (value {bad} is {}): \
-                             it diverged or is corrupt; its snapshots are not averaged in",
+                             it diverged or is corrupt; its snapshots are not averaged in (it \
+                             is told)",
                             s.rank, x.peer, theirs[bad]
                         );
                     }
@@ -151,6 +167,62 @@ impl ExchangeTask {
                     why,
                     graceful,
                 };
+                s.metrics.record(&event)?;
+            }
+            MeshEvent::StateRequested(req) => {
+                let s = lock(&self.shared);
+                let tau = s.time.tau();
+                let (x, x_tilde) = s.mirror.state_at(tau);
+                if let Some(bad) = x.iter().position(|v| !v.is_finite()) {
+                    req.refuse(&format!(
+                        "rank {}'s parameters are not finite (value {bad} is {})",
+                        s.rank, x[bad]
+                    ));
+                    return Ok(());
+                }
+                let meta = RejoinMeta {
+                    counts: s.counts.counts().to_vec(),
+                    wall: s.time.wall(),
+                    eval_seconds: s.time.eval_seconds,
+                    step_seconds: s.time.clock.step_seconds(),
+                };
+                let rank = s.rank;
+                drop(s);
+                let peer = req.peer;
+                req.supply(
+                    tau,
+                    std::iter::once(x).chain(x_tilde).collect(),
+                    serde_json::to_string(&meta)?,
+                );
+                tracing::info!(
+                    "rank {rank}: gave restarted neighbour {peer} this worker's state at clock \
+                 {tau:.1}"
+                );
+            }
+            MeshEvent::SnapshotRefused { by, seq, why } => {
+                let mut s = lock(&self.shared);
+                let n = s.refused_by.entry(by).or_default();
+                *n += 1;
+                if *n == 1 {
+                    warn!(
+                        "rank {}: neighbour {by} refused this worker's snapshot of exchange \
+                         {seq}: {why}; this worker's parameters are probably diverging (lower \
+                         --lr or add --warmup-steps)",
+                        s.rank
+                    );
+                    let event = MetricEvent::SnapshotRefused {
+                        at: s.at(),
+                        by,
+                        why,
+                    };
+                    s.metrics.record(&event)?;
+                }
+            }
+            MeshEvent::PeerRejoined { peer } => {
+                let mut s = lock(&self.shared);
+                s.lost.retain(|&p| p != peer);
+                tracing::info!("rank {}: neighbour {peer} is back", s.rank);
+                let event = MetricEvent::PeerRejoined { at: s.at(), peer };
                 s.metrics.record(&event)?;
             }
             MeshEvent::GraphSplit { components } => {

@@ -129,7 +129,15 @@ impl Display {
 
 /// Runs `cfg.workers` local worker processes. `resume`: continue from the run directory's
 /// checkpoints.
-pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Summary> {
+///
+/// `max_restarts`: how many times each worker of an `acid` or `gossip` run that fails after the
+/// mesh formed is started again (`a2cid worker --rejoin`), as torchrun's `--max-restarts` does.
+pub fn run_local(
+    cfg: &RunConfig,
+    resume: bool,
+    max_restarts: u32,
+    tty: bool,
+) -> anyhow::Result<Summary> {
     let n = cfg.workers;
     let out = cfg.out_dir();
     let topology = cfg.topology()?;
@@ -175,15 +183,28 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
         // directory as it was, resumable with its own config.toml.
         let fingerprint = spec.layout().fingerprint();
         for rank in 0..n {
-            Checkpoint::load(&run.checkpoint(rank))
-                .and_then(|c| c.check_matches(rank, n, cfg.method.name(), fingerprint))
-                .with_context(|| {
-                    format!(
-                        "--resume {}: worker {rank}'s checkpoint does not fit this run; nothing \
+            Checkpoint::load_or_neighbours(
+                &run,
+                rank,
+                topology.neighbors(rank),
+                cfg.method.is_pairwise(),
+            )
+            .and_then(|(c, from)| {
+                if let Some(p) = from {
+                    eprintln!(
+                        "warning: worker {rank} has no usable checkpoint; it starts from its \
+                         neighbour {p}'s (see its log)"
+                    );
+                }
+                c.check_matches(rank, n, cfg.method.name(), fingerprint)
+            })
+            .with_context(|| {
+                format!(
+                    "--resume {}: worker {rank}'s checkpoint does not fit this run; nothing \
                          was changed in the run directory",
-                        out.display()
-                    )
-                })?;
+                    out.display()
+                )
+            })?;
         }
     }
     std::fs::create_dir_all(run.workers())
@@ -227,48 +248,70 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
     let interrupted = on_interrupt()?;
     let mut logs: Vec<PathBuf> = Vec::with_capacity(n);
     let start = Instant::now();
-    for rank in 0..n {
-        let log = run.log(rank);
-        let log_file =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let mut cmd = Command::new(&exe);
-        cmd.arg("worker")
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--out")
-            .arg(&out)
-            .args(["--rank", &rank.to_string(), "--world", &n.to_string()])
-            .args(["--master", &master, "--progress-lines"])
-            .env(a2cid_net::SECRET_ENV, secret.as_env_value())
-            // The worker stops when this pipe closes: when the launcher dies or is interrupted.
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file));
-        if resume {
-            cmd.arg("--resume").arg(&out);
-        }
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "warn,a2cid=info,a2cid_net=warn");
-        }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting worker {rank} ({})", exe.display()))?;
-        pipes.push(child.stdin.take());
-        let stdout = child.stdout.take().expect("piped stdout");
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(json) = line.strip_prefix(Progress::PREFIX) {
-                    if let Ok(p) = serde_json::from_str::<Progress>(json) {
-                        let _ = tx.send(p);
+    // Starts worker `rank`; `rejoin`: restarted, it rejoins the running mesh (its log goes on).
+    let spawn =
+        |rank: usize, rejoin: bool| -> anyhow::Result<(Child, Option<std::process::ChildStdin>)> {
+            let log = run.log(rank);
+            let log_file = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(rejoin)
+                .truncate(!rejoin)
+                .open(&log)
+                .with_context(|| format!("creating {}", log.display()))?;
+            let mut cmd = Command::new(&exe);
+            cmd.arg("worker")
+                .arg("--config")
+                .arg(&config_path)
+                .arg("--out")
+                .arg(&out)
+                .args(["--rank", &rank.to_string(), "--world", &n.to_string()])
+                .args(["--master", &master, "--progress-lines"])
+                .env(a2cid_net::SECRET_ENV, secret.as_env_value())
+                // The worker stops when this pipe closes: when the launcher dies or is interrupted.
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::from(log_file));
+            if resume && !rejoin {
+                cmd.arg("--resume").arg(&out);
+            }
+            if rejoin {
+                cmd.arg("--rejoin");
+            }
+            if std::env::var_os("RUST_LOG").is_none() {
+                cmd.env("RUST_LOG", "warn,a2cid=info,a2cid_net=warn");
+            }
+            let mut child = cmd
+                .spawn()
+                .with_context(|| format!("starting worker {rank} ({})", exe.display()))?;
+            let stdin = child.stdin.take();
+            let stdout = child.stdout.take().expect("piped stdout");
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if let Some(json) = line.strip_prefix(Progress::PREFIX) {
+                        if let Ok(p) = serde_json::from_str::<Progress>(json) {
+                            let _ = tx.send(p);
+                        }
                     }
                 }
-            }
-        });
+            });
+            Ok((child, stdin))
+        };
+    for rank in 0..n {
+        let (child, stdin) = spawn(rank, false)?;
+        pipes.push(stdin);
         children.push(Some(child));
-        logs.push(log);
+        logs.push(run.log(rank));
     }
-    drop(tx);
+    let mut restarts = vec![0u32; n];
+    if max_restarts > 0 && !cfg.method.is_pairwise() {
+        eprintln!(
+            "warning: --max-restarts {max_restarts} has no effect on a {} run: only acid and \
+             gossip runs go on while a worker is away (resume a stopped run with --resume)",
+            cfg.method
+        );
+    }
 
     let mut display = Display::new(n, tty);
     // A worker has joined the mesh once it sent a progress line (the first comes on joining).
@@ -323,6 +366,30 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
                         logs[rank].display(),
                         log_tail(&logs[rank])
                     );
+                }
+                let others_on = children.iter().any(Option::is_some);
+                let stopping = interrupted.load(std::sync::atomic::Ordering::Relaxed);
+                if cfg.method.is_pairwise()
+                    && restarts[rank] < max_restarts
+                    && others_on
+                    && !stopping
+                {
+                    restarts[rank] += 1;
+                    display.note(&format!(
+                        "worker {rank} {why}; restarting it ({} of --max-restarts {max_restarts}): \
+                         it rejoins from a live neighbour's state. Its log ({}):\n    {}",
+                        restarts[rank],
+                        logs[rank].display(),
+                        log_tail(&logs[rank])
+                    ));
+                    display.mark(rank, "restarting");
+                    let (child, stdin) = spawn(rank, true)?;
+                    children[rank] = Some(child);
+                    if !pipes.is_empty() {
+                        pipes[rank] = stdin;
+                    }
+                    status[rank] = None;
+                    continue;
                 }
                 display.mark(rank, &format!("LOST: {why}"));
                 display.note(&format!(
@@ -425,7 +492,11 @@ pub fn run_local(cfg: &RunConfig, resume: bool, tty: bool) -> anyhow::Result<Sum
             } else {
                 "-".into()
             },
-            if w.alive { "" } else { "  (lost)" }
+            match (w.alive, w.rejoins) {
+                (false, _) => "  (lost)".to_string(),
+                (true, 0) => String::new(),
+                (true, k) => format!("  (restarted; rejoined {k}x from a neighbour)"),
+            }
         );
     }
     if let Some(rates) = &summary.rates {

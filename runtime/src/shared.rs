@@ -141,6 +141,8 @@ pub struct Shared {
     pub lost: Vec<usize>,
     /// Snapshots refused because they held non-finite values, by peer.
     pub refused: BTreeMap<usize, u64>,
+    /// This worker's snapshots that neighbours refused, by neighbour.
+    pub refused_by: BTreeMap<usize, u64>,
     /// Ctrl-C, a signal or a peer asked the run to stop.
     pub interrupted: bool,
     /// Another worker stopped the run: (its rank, why).

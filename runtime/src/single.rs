@@ -164,6 +164,7 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
             final_train_loss: last_train_loss,
             test_accuracy: test_acc,
             alive: true,
+            rejoins: 0,
         }],
         parameters: learner.model.parameters(),
         architecture: learner.model.describe(),

@@ -47,6 +47,7 @@ pub fn gather(
             final_train_loss: loss,
             test_accuracy: acc,
             alive,
+            rejoins: rejoins(run, rank),
         });
         results.push(if alive { r } else { None });
     }
@@ -197,6 +198,16 @@ fn rate_summary(
         edges,
         constants_in_use: results.iter().flatten().find_map(|r| r.constants),
         constants_implied,
+    })
+}
+
+/// How many times worker `rank` rejoined the run (its metrics' `rejoin` events).
+fn rejoins(run: &RunDir, rank: usize) -> u32 {
+    MetricsLog::read(&run.metrics(rank)).map_or(0, |events| {
+        events
+            .iter()
+            .filter(|e| matches!(e, MetricEvent::Rejoin { .. }))
+            .count() as u32
     })
 }
 

@@ -205,6 +205,9 @@ pub struct WorkerOptions {
     pub progress_lines: bool,
     /// Continue from the run directory's checkpoints.
     pub resume: bool,
+    /// Rejoin the running mesh as a restarted worker: take a live neighbour's training state
+    /// over the mesh (no checkpoint needed), continuing this rank's gradient count.
+    pub rejoin: bool,
     /// Interface to listen on (`None`: loopback when every rendezvous address is local, else
     /// every interface).
     pub bind: Option<String>,
@@ -255,7 +258,18 @@ pub fn run_worker(
     let resume = options.resume;
     std::fs::create_dir_all(run.workers())
         .with_context(|| format!("creating {}", run.workers().display()))?;
-    if place.rank == 0 && !resume {
+    let rejoin = options.rejoin;
+    if rejoin && resume {
+        bail!("--rejoin and --resume exclude each other: a rejoining worker takes a live neighbour's state, a resumed run starts from the checkpoints");
+    }
+    if rejoin && !cfg.method.is_pairwise() {
+        bail!(
+            "--rejoin needs an acid or gossip run (this one is {}): only pairwise methods go on \
+             while a worker is away",
+            cfg.method
+        );
+    }
+    if place.rank == 0 && !resume && !rejoin {
         write_atomic(&run.config(), toml::to_string_pretty(&cfg)?.as_bytes())?;
     }
     let _rank_lock = run.lock_rank(place.rank)?;
@@ -267,12 +281,32 @@ pub fn run_worker(
         .build()
         .context("starting the tokio runtime")?;
     let _runtime = rt.enter(); // the mesh spawns tasks from plain (non-async) calls too
-    let mut w = Worker::new(&cfg, &place, &run, resume, options.progress_lines)?;
+                               // A rejoining worker needs the running mesh's addresses before it touches the run directory.
+    let table = if rejoin {
+        let path = run.addresses();
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "--rejoin: reading the running mesh's address table {} (written when the mesh \
+                 formed; without it the run never started: start it normally)",
+                path.display()
+            )
+        })?;
+        let table: Vec<String> = serde_json::from_str(&text)
+            .with_context(|| format!("--rejoin: {} is not an address table", path.display()))?;
+        Some(table)
+    } else {
+        None
+    };
+    let mut w = Worker::new(&cfg, &place, &run, resume, rejoin, options.progress_lines)?;
     let local = place.rendezvous.is_loopback();
+    let rendezvous = match table {
+        Some(table) => a2cid_net::Rendezvous::Explicit(table),
+        None => place.rendezvous,
+    };
     let mut mc = MeshConfig::new(
         place.rank,
         place.world,
-        place.rendezvous,
+        rendezvous,
         w.pairing_edges(),
         run_id(&cfg)?,
         fingerprint(w.learner.model.as_ref(), cfg.method, place.world),
@@ -292,9 +326,22 @@ pub fn run_worker(
     if options.stop_with_launcher {
         stop_when_stdin_closes(launcher.clone(), place.rank);
     }
-    let mut mesh = rt
-        .block_on(Mesh::connect(mc))
-        .context("joining the other workers (the mesh)")?;
+    let mut mesh = if rejoin {
+        let (mesh, state) = rt
+            .block_on(Mesh::rejoin(mc))
+            .context("rejoining the running mesh")?;
+        w.adopt(state)?;
+        mesh
+    } else {
+        let mesh = rt
+            .block_on(Mesh::connect(mc))
+            .context("joining the other workers (the mesh)")?;
+        if place.rank == 0 {
+            let table = serde_json::to_string_pretty(mesh.addresses())?;
+            write_atomic(&run.addresses(), table.as_bytes())?;
+        }
+        mesh
+    };
     mesh.shutdown_on_signals();
     let _ = launcher.set(mesh.shutdown_handle());
     lock(&w.shared).time.start_now();
@@ -305,9 +352,10 @@ pub fn run_worker(
         place.world,
         mesh.neighbours()
     );
-    let outcome = match cfg.method {
-        Method::AllReduce => w.train_allreduce(&rt, &mut mesh),
-        Method::Acid | Method::Gossip | Method::Local => w.train_async(&rt, &mut mesh),
+    let outcome = if cfg.method == Method::AllReduce {
+        w.train_allreduce(&rt, &mut mesh)
+    } else {
+        w.train_async(&rt, &mut mesh)
     };
     let outcome = outcome.and_then(|reason| w.finish(&rt, &mut mesh, reason));
     let reason = match &outcome {
@@ -430,6 +478,7 @@ impl Worker {
         place: &Placement,
         run: &RunDir,
         resume: bool,
+        rejoin: bool,
         progress_lines: bool,
     ) -> anyhow::Result<Worker> {
         let (rank, world) = (place.rank, place.world);
@@ -441,7 +490,20 @@ impl Worker {
             .map(|(&(i, j), &r)| (i, j, r))
             .collect();
         let ckpt = if resume {
-            Some(Checkpoint::load(&run.checkpoint(rank))?)
+            let (c, from) = Checkpoint::load_or_neighbours(
+                run,
+                rank,
+                topology.neighbors(rank),
+                cfg.method.is_pairwise(),
+            )?;
+            if let Some(p) = from {
+                warn!(
+                    "rank {rank}: no usable checkpoint of its own; it starts from neighbour {p}'s \
+                     (step {} of this rank, clock {:.1})",
+                    c.state.grads, c.state.tau
+                );
+            }
+            Some(c)
         } else {
             None
         };
@@ -487,8 +549,8 @@ impl Worker {
             mirror.set_boundary(0, t_last, &x, Some(xt));
         }
         let stop = stop_rule(cfg, &learner.shard_sizes);
-        let mut metrics = MetricsLog::open(&run.metrics(rank), resume)?;
-        if ckpt.is_none() {
+        let mut metrics = MetricsLog::open(&run.metrics(rank), resume || rejoin)?;
+        if ckpt.is_none() && !rejoin {
             metrics.record(&MetricEvent::Shard {
                 at: At {
                     rank,
@@ -591,6 +653,7 @@ impl Worker {
             in_flight: None,
             lost: Vec::new(),
             refused: Default::default(),
+            refused_by: Default::default(),
             interrupted: false,
             stopped_elsewhere: None,
             edges: Default::default(),
@@ -888,6 +951,78 @@ impl Worker {
         drop(s);
         c.save(&self.run.checkpoint(self.rank))?;
         self.last_checkpoint = grads;
+        Ok(())
+    }
+
+    /// A restarted worker continues from a live neighbour's training state: its parameters and
+    /// x̃ (refused if not finite), its clock, the gradient counts it knows of (this rank's own
+    /// among them: the count goes on) and the run's wall time. The optimizer's momentum starts
+    /// again from zero, and the data loader from the start of this worker's shard.
+    fn adopt(&mut self, state: a2cid_net::PeerState) -> anyhow::Result<()> {
+        let meta: crate::exchanges::RejoinMeta = serde_json::from_str(&state.meta)
+            .with_context(|| format!("rank {} sent a malformed state description", state.from))?;
+        let d = self.d;
+        let x = state
+            .buffers
+            .first()
+            .filter(|x| x.len() >= d)
+            .map(|x| &x[..d])
+            .with_context(|| {
+                format!("rank {} sent no parameter vector of {d} values", state.from)
+            })?;
+        let x_tilde = match (self.state.has_tilde(), state.buffers.get(1)) {
+            (true, Some(xt)) if xt.len() >= d => Some(&xt[..d]),
+            (true, _) => bail!("rank {} sent no x̃ of {d} values", state.from),
+            (false, _) => None,
+        };
+        for (name, v) in std::iter::once(("x", x)).chain(x_tilde.map(|v| ("x̃", v))) {
+            if let Some(bad) = v.iter().position(|v| !v.is_finite()) {
+                bail!(
+                    "rank {}'s {name} holds a non-finite value (index {bad} is {}); not taken",
+                    state.from,
+                    v[bad]
+                );
+            }
+        }
+        if meta.counts.len() != self.world {
+            bail!(
+                "rank {} sent gradient counts of {} workers for a run of {}",
+                state.from,
+                meta.counts.len(),
+                self.world
+            );
+        }
+        let tau = state.clock;
+        self.state.load(x, x_tilde, None, tau)?;
+        let grads = meta.counts[self.rank];
+        let mut s = lock(&self.shared);
+        let seq = s.seq;
+        s.mirror.set_boundary(seq, tau, x, x_tilde);
+        s.counts = GlobalCounts::from_counts(self.rank, meta.counts.clone());
+        s.grads = grads;
+        s.time = Timekeeper::new(
+            StepClock::resumed(CLOCK_BETA, tau, meta.step_seconds, 0.0),
+            meta.wall,
+            meta.eval_seconds,
+        );
+        let event = MetricEvent::Rejoin {
+            at: s.at(),
+            from: state.from,
+        };
+        s.metrics.record(&event)?;
+        s.metrics.flush()?; // a rejoin is news at once, not at the next logging window
+        drop(s);
+        info!(
+            "rank {}: rejoined the run with rank {}'s state (clock {tau:.1}, this rank's \
+             gradient count {grads})",
+            self.rank, state.from
+        );
+        self.resumed = true;
+        self.last_checkpoint = grads;
+        self.tau_start = tau;
+        if let Some(sk) = &mut self.sketcher {
+            sk.next = (tau / sk.every).ceil() as u64;
+        }
         Ok(())
     }
 

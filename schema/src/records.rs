@@ -108,6 +108,26 @@ pub enum MetricEvent {
         epoch: usize,
         batch: usize,
     },
+    /// The worker was restarted and rejoined the running mesh, continuing from neighbour
+    /// `from`'s training state (parameters, x̃, clock and gradient counts).
+    Rejoin {
+        #[serde(flatten)]
+        at: At,
+        from: usize,
+    },
+    /// A lost neighbour came back (restarted) and pairs with this worker again.
+    PeerRejoined {
+        #[serde(flatten)]
+        at: At,
+        peer: usize,
+    },
+    /// Neighbour `by` refused this worker's snapshot (it held non-finite values): not averaged in.
+    SnapshotRefused {
+        #[serde(flatten)]
+        at: At,
+        by: usize,
+        why: String,
+    },
     /// A sketch of the worker's parameters at point `grid` of the common grid of the clock
     /// (`crate::sketch`): the consensus distance is estimated from the workers' sketches.
     Sketch {
@@ -135,6 +155,9 @@ impl MetricEvent {
             | MetricEvent::Exchange { at, .. }
             | MetricEvent::PeerLost { at, .. }
             | MetricEvent::Resume { at, .. }
+            | MetricEvent::Rejoin { at, .. }
+            | MetricEvent::PeerRejoined { at, .. }
+            | MetricEvent::SnapshotRefused { at, .. }
             | MetricEvent::Shard { at, .. }
             | MetricEvent::Sketch { at, .. }
             | MetricEvent::End { at, .. } => at,
@@ -287,6 +310,8 @@ pub struct WorkerResult {
     pub comms: u64,
     pub missed: u64,
     pub failed_exchanges: u64,
+    /// NaN (`null`) when no logging window finished.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub final_train_loss: f64,
     pub test_accuracy: f64,
     pub test_loss: f64,
@@ -328,6 +353,8 @@ pub struct Progress {
     pub rank: usize,
     pub grads: u64,
     pub target: Option<u64>,
+    /// NaN (`null`) before the first logging window.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub loss: f64,
     pub comms: u64,
     pub wall: f64,
@@ -346,10 +373,27 @@ pub struct WorkerSummary {
     pub grads: u64,
     /// Pairwise averagings it completed (all-reduces for `allreduce`).
     pub comms: u64,
+    /// NaN (`null`) when unknown (a lost worker without a checkpoint).
+    #[serde(deserialize_with = "f64_or_nan")]
     pub final_train_loss: f64,
-    /// Test accuracy of this worker's own final model (before the final average).
+    /// Test accuracy of this worker's own final model (before the final average); NaN (`null`)
+    /// for a lost worker.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub test_accuracy: f64,
     pub alive: bool,
+    /// Times this worker was restarted and rejoined the run from a neighbour's state.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rejoins: u32,
+}
+
+/// Reads a float that JSON wrote as `null` because it was not finite (serde_json writes NaN and
+/// infinities as `null`): `null` reads back as NaN.
+fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// `summary.json`: the keys scripts rely on are kept stable (`method`, `graph`, `workers`,
@@ -450,6 +494,36 @@ pub struct RateSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_float_that_was_not_finite_reads_back_as_nan() {
+        // A worker's first progress line comes before any loss: serde_json writes NaN as null.
+        let p = Progress {
+            rank: 2,
+            grads: 0,
+            target: None,
+            loss: f64::NAN,
+            comms: 0,
+            wall: 0.0,
+            done: false,
+        };
+        let line = serde_json::to_string(&p).unwrap();
+        assert!(line.contains("\"loss\":null"), "{line}");
+        let back: Progress = serde_json::from_str(&line).unwrap();
+        assert!(back.loss.is_nan() && back.rank == 2);
+        let w = WorkerSummary {
+            rank: 1,
+            grads: 5,
+            comms: 0,
+            final_train_loss: f64::NAN,
+            test_accuracy: f64::NAN,
+            alive: false,
+            rejoins: 0,
+        };
+        let back: WorkerSummary =
+            serde_json::from_str(&serde_json::to_string(&w).unwrap()).unwrap();
+        assert!(back.final_train_loss.is_nan() && back.test_accuracy.is_nan() && !back.alive);
+    }
 
     fn event(step: u64) -> MetricEvent {
         MetricEvent::Resume {

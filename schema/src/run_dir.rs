@@ -127,6 +127,11 @@ impl RunDir {
     pub fn log(&self, rank: usize) -> PathBuf {
         self.workers().join(format!("rank{rank}.log"))
     }
+    /// Every worker's `HOST:PORT` in rank order, written once the mesh has formed: a restarted
+    /// worker (`a2cid worker --rejoin`) finds its neighbours there.
+    pub fn addresses(&self) -> PathBuf {
+        self.workers().join("addresses.json")
+    }
     pub fn pid(&self, rank: usize) -> PathBuf {
         self.workers().join(format!("rank{rank}.pid"))
     }

@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// Steps between two checkpoints of each worker; 0: only at the end [default: 200].
     #[arg(long, value_name = "K")]
     pub checkpoint_every: Option<usize>,
+    /// Restart a worker of an acid or gossip run that dies mid-run up to K times; it rejoins the
+    /// running mesh from a live neighbour's state (local runs) [default: 0].
+    #[arg(long, value_name = "K")]
+    pub max_restarts: Option<u32>,
     /// Continue the run in RUN_DIR from its checkpoints (its config.toml, then any flags).
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
@@ -225,7 +229,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         }
         a2cid_runtime::run_single(&cfg, progress)?;
     } else {
-        a2cid_runtime::run_local(&cfg, args.resume.is_some(), progress)?;
+        a2cid_runtime::run_local(
+            &cfg,
+            args.resume.is_some(),
+            args.max_restarts.unwrap_or(0),
+            progress,
+        )?;
         let run = RunDir::new(cfg.out_dir());
         let report = a2cid_report::render(&[run.root().to_path_buf()], &run.report())?;
         println!("report {}", report.display());
@@ -261,6 +270,11 @@ pub struct WorkerArgs {
     /// Longest wait for the other workers to join, in seconds.
     #[arg(long, default_value_t = 120.0)]
     pub connect_timeout: f64,
+    /// Rejoin a running acid or gossip run as a restarted worker of this rank: re-open the links,
+    /// take a live neighbour's parameters (and x̃), clock and gradient count over the mesh — no
+    /// checkpoint needed — and train on. The address table is read from the run directory.
+    #[arg(long, conflicts_with = "resume")]
+    pub rejoin: bool,
     /// Print machine-readable progress lines on stdout and stop when stdin closes (used by
     /// `a2cid run`, which holds the other end).
     #[arg(long, hide = true)]
@@ -281,6 +295,7 @@ pub fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
         connect_timeout: std::time::Duration::from_secs_f64(args.connect_timeout.max(1.0)),
         progress_lines: args.progress_lines,
         resume: args.run.resume.is_some(),
+        rejoin: args.rejoin,
         stop_with_launcher: args.progress_lines,
         bind: args.bind.clone(),
     };

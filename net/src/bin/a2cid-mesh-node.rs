@@ -229,6 +229,11 @@ async fn run() -> Result<(), String> {
                     t0.elapsed().as_secs_f64()
                 )),
                 MeshEvent::GraphSplit { components } => say(format!("GRAPH_SPLIT {components:?}")),
+                MeshEvent::PeerRejoined { peer } => say(format!("PEER_REJOINED peer={peer}")),
+                MeshEvent::StateRequested(req) => req.refuse("this node keeps no training state"),
+                MeshEvent::SnapshotRefused { by, seq, why } => {
+                    say(format!("SNAPSHOT_REFUSED by={by} seq={seq} why={why}"))
+                }
                 MeshEvent::ShutdownRequested => interrupted = true,
                 MeshEvent::RunStopping { origin, reason } => {
                     say(format!("RUN_STOPPING origin={origin} reason={reason}"))
