@@ -315,6 +315,61 @@ fn gossip_and_local_runs_finish_with_their_own_dynamics() {
     );
 }
 
+/// The bytes of tensor `name` of a safetensors file.
+fn tensor_bytes(path: &Path, name: &str) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let [a, b] = [0, 1].map(|i| header[name]["data_offsets"][i].as_u64().unwrap() as usize);
+    bytes[8 + n + a..8 + n + b].to_vec()
+}
+
+#[test]
+fn lasgd_and_diloco_models_are_equal_after_each_synchronisation() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, outer) in [("lasgd", None), ("diloco", Some("nesterov:0.7,0.9"))] {
+        let out = dir.path().join(name);
+        let mut c = digits_run(&out, "lasgd", 10);
+        c.args(["--sync-every", "10"]);
+        if let Some(o) = outer {
+            c.args(["--outer", o]);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{name}: {}\n{}", text(&o), logs(&out));
+        let s = json(&out.join("summary.json"));
+        let per = s["per_worker"].as_array().unwrap();
+        // 10 epochs of the largest shard (12 batches of 32), a synchronisation every 10 steps.
+        for w in per {
+            assert_eq!(w["grads"], 120, "{name}: {w}");
+            assert_eq!(
+                w["comms"], 12,
+                "{name}: one all-reduce per 10 local steps: {w}"
+            );
+        }
+        // The run ends at a synchronisation: every worker holds the very same model.
+        let x0 = tensor_bytes(&out.join("checkpoints/rank0.safetensors"), "x");
+        for r in 1..4 {
+            let x = tensor_bytes(&out.join(format!("checkpoints/rank{r}.safetensors")), "x");
+            assert!(x == x0, "{name}: rank {r}'s model differs from rank 0's");
+        }
+        let own: Vec<f64> = per
+            .iter()
+            .map(|w| w["test_accuracy"].as_f64().unwrap())
+            .collect();
+        assert!(own.iter().all(|&a| a == own[0]), "{name}: {own:?}");
+        let acc = s["test_accuracy"].as_f64().unwrap();
+        assert!(acc >= 0.85, "{name}: averaged model test accuracy {acc}");
+    }
+    // The outer step makes DiLoCo's model differ from plain lasgd's.
+    let x = |name: &str| {
+        tensor_bytes(
+            &dir.path().join(name).join("checkpoints/rank0.safetensors"),
+            "x",
+        )
+    };
+    assert!(x("lasgd") != x("diloco"));
+}
+
 #[test]
 fn acid_survives_a_killed_worker_and_averages_the_survivors() {
     let dir = tempfile::tempdir().unwrap();

@@ -18,6 +18,7 @@ pub mod error;
 pub mod kernels;
 pub mod models;
 pub mod optim;
+pub mod outer;
 pub mod train_state;
 
 pub use arena::{ParamLayout, TensorView};

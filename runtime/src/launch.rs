@@ -399,7 +399,7 @@ pub fn run_local(
                 ));
                 if first_failure.is_none() {
                     first_failure = Some((rank, why));
-                    if cfg.method == Method::AllReduce {
+                    if cfg.method.synchronises_by_allreduce() {
                         // The others fail at their next all-reduce; make sure nothing lingers.
                         kill_at = Some(Instant::now() + Duration::from_secs(30));
                     } else {
@@ -443,7 +443,7 @@ pub fn run_local(
         .iter()
         .map(|s| s.is_some_and(|s| s.success()))
         .collect();
-    if let (Some(first), Method::AllReduce) = (&first_failure, cfg.method) {
+    if let (Some(first), true) = (&first_failure, cfg.method.synchronises_by_allreduce()) {
         // Blame the worker that was lost, not the first survivor whose all-reduce failed on it:
         // the rank the others' errors name, else one killed by a signal (not by this launcher),
         // else the first failure seen.
@@ -455,8 +455,13 @@ pub fn run_local(
         let named = failed.iter().find_map(|(r, _)| lost_rank_named(&logs[*r]));
         let (rank, why) = blame(&failed, named, &killed_here).unwrap_or(first);
         bail!(
-            "worker {rank} {why}: an `allreduce` run is synchronous and stops without it (the \
-             other workers' errors are in {}). Resume with `a2cid run --resume {}`",
+            "worker {rank} {why}: {} stops without it (the other workers' errors are in {}). \
+             Resume with `a2cid run --resume {}`",
+            if cfg.method == Method::Lasgd {
+                "a `lasgd` run meets every worker at each synchronisation, so it"
+            } else {
+                "an `allreduce` run is synchronous and"
+            },
             run.workers().display(),
             out.display()
         );

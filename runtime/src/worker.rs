@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use a2cid_engine::acid::Mirror;
 use a2cid_engine::models::Model;
+use a2cid_engine::outer::{synchronised_model, OuterOptimizer};
 use a2cid_engine::train_state::StateVectors;
 use a2cid_engine::train_state::AVERAGE_SLOTS;
 use a2cid_engine::TrainState;
@@ -352,10 +353,10 @@ pub fn run_worker(
         place.world,
         mesh.neighbours()
     );
-    let outcome = if cfg.method == Method::AllReduce {
-        w.train_allreduce(&rt, &mut mesh)
-    } else {
-        w.train_async(&rt, &mut mesh)
+    let outcome = match cfg.method {
+        Method::AllReduce => w.train_allreduce(&rt, &mut mesh),
+        Method::Lasgd => w.train_lasgd(&rt, &mut mesh),
+        _ => w.train_async(&rt, &mut mesh),
     };
     let outcome = outcome.and_then(|reason| w.finish(&rt, &mut mesh, reason));
     let reason = match &outcome {
@@ -377,8 +378,8 @@ struct Sketcher {
 }
 
 /// When a worker stops (docs/running.md, "The end of a run"), given the sizes of all the workers'
-/// shards. `allreduce` steps in lockstep, so `--epochs` counts each worker's steps of an epoch of
-/// the largest shard. `acid`
+/// shards. `allreduce` and `lasgd` step in lockstep, so `--epochs` counts each worker's steps of
+/// an epoch of the largest shard. `acid`
 /// and `gossip` let faster workers do more: `--epochs E` is a budget of as many gradients as E
 /// epochs of every shard, all workers together (like `--grad-budget`), and the first worker to see
 /// it spent ends the run for all. `local` workers never exchange, so none can count the others'
@@ -386,7 +387,7 @@ struct Sketcher {
 fn stop_rule(cfg: &RunConfig, shard_sizes: &[usize]) -> StopRule {
     let world = shard_sizes.len();
     let epochs = (cfg.epochs > 0).then_some(cfg.epochs as u64);
-    if cfg.method == Method::AllReduce {
+    if cfg.method.synchronises_by_allreduce() {
         return StopRule {
             grad_budget: cfg.grad_budget,
             budget_reason: StopReason::GradBudget,
@@ -712,7 +713,7 @@ impl Worker {
 
     fn global_grads(&self, s: &Shared) -> u64 {
         match self.cfg.method {
-            Method::AllReduce => s.grads * self.world as u64,
+            Method::AllReduce | Method::Lasgd => s.grads * self.world as u64,
             _ => s.counts.total(),
         }
     }
@@ -1099,6 +1100,86 @@ impl Worker {
                 .time
                 .record_step(t0.elapsed().as_secs_f64());
             self.position = stepped.next_position();
+            self.after_step(mesh, lr)?;
+        }
+    }
+
+    /// `lasgd` (docs/algorithm.md §9.1): local SGD steps, and every `sync_every` of them the
+    /// models are all-reduced and every worker adopts the average — or, with `--outer`
+    /// (DiLoCo), the outer optimizer's step from it. The all-reduce gives every rank the same
+    /// bits, so the models are equal after each synchronisation. It carries the stop vote too,
+    /// so every rank stops at the same synchronisation (up to `sync_every - 1` steps after the
+    /// stop rule fired). Each worker keeps its own momentum.
+    fn train_lasgd(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        mesh: &mut Mesh,
+    ) -> anyhow::Result<StopReason> {
+        self.start_identical(rt, mesh)?;
+        let every = self.cfg.sync_every.max(1) as u64;
+        let mut outer = match self.cfg.outer {
+            Some(spec) => Some(OuterOptimizer::new(spec, &self.state.read()?.x)),
+            None => None,
+        };
+        let mut local = 0u64;
+        loop {
+            while let Some(ev) = mesh.try_next_event() {
+                if matches!(ev, a2cid_net::MeshEvent::ShutdownRequested) {
+                    lock(&self.shared).interrupted = true;
+                }
+            }
+            let batch = self
+                .learner
+                .next_batch()
+                .context("the batch loader stopped")?;
+            let lr = self.lr(&lock(&self.shared));
+            let t0 = Instant::now();
+            let stepped = self.learner.gradient(&batch)?;
+            std::thread::sleep(self.slowdown.delay(t0.elapsed().as_secs_f64()));
+            {
+                let mut s = lock(&self.shared);
+                let tau = s.time.tau();
+                self.state.submit(|st, pass| st.record_step(pass, lr, tau));
+                s.seq += 1;
+                s.grads += 1;
+                let grads = s.grads;
+                s.counts.set_own(grads);
+            }
+            self.learner.ctx.sync()?;
+            lock(&self.shared)
+                .time
+                .record_step(t0.elapsed().as_secs_f64());
+            self.position = stepped.next_position();
+            local += 1;
+            if local == every {
+                local = 0;
+                let vote = self.check_stop();
+                let v = self.state.read()?;
+                let mut x = v.x;
+                x.push(if vote.is_some() { 1.0 } else { 0.0 });
+                rt.block_on(mesh.allreduce_mean(&mut x)).map_err(|e| {
+                    anyhow::anyhow!(
+                        "the synchronisation all-reduce failed: {e}. `lasgd` meets every worker \
+                         at each synchronisation and cannot go on without one (acid and gossip \
+                         runs survive a lost worker)"
+                    )
+                })?;
+                let stop = x.pop().is_some_and(|flag| flag > 0.0);
+                let mean: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+                let synced = synchronised_model(&mean, outer.as_mut());
+                {
+                    let mut s = lock(&self.shared);
+                    let tau = s.time.tau();
+                    self.state.load(&synced, None, Some(&v.momentum), tau)?;
+                    s.comms += 1;
+                    let seq = s.seq;
+                    s.mirror.set_boundary(seq, tau, &synced, None);
+                }
+                if stop {
+                    // Every rank stops at this same synchronisation.
+                    return Ok(vote.unwrap_or(StopReason::MaxSeconds));
+                }
+            }
             self.after_step(mesh, lr)?;
         }
     }

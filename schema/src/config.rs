@@ -18,7 +18,7 @@ use crate::speeds::SpeedSpec;
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
     pub workers: usize,
-    /// acid, gossip, allreduce or local (multi-worker runs); lasgd, relaysum and dadao are
+    /// acid, gossip, allreduce, local or lasgd (multi-worker runs); relaysum and dadao are
     /// refused here, they run in `a2cid simulate` only for now.
     pub method: Method,
     /// Communication graph (see `a2cid topology --help`): ring, torus, exponential, ...
@@ -66,6 +66,11 @@ pub struct RunConfig {
     pub worker_speeds: SpeedSpec,
     /// Test accuracies (fractions) whose time to reach the summary records.
     pub target_accuracy: Vec<f64>,
+    /// lasgd: local steps of each worker between two all-reduce averages of the models.
+    pub sync_every: usize,
+    /// lasgd: the outer optimizer applied to the averaged change at each synchronisation
+    /// (`nesterov:LR,MOMENTUM`: DiLoCo); none: the average is adopted as is.
+    pub outer: Option<a2cid_engine::outer::OuterSpec>,
 }
 
 impl Default for RunConfig {
@@ -102,6 +107,8 @@ impl Default for RunConfig {
             partition: Partition::Iid,
             worker_speeds: SpeedSpec::Homogeneous,
             target_accuracy: Vec::new(),
+            sync_every: 10,
+            outer: None,
         }
     }
 }
@@ -115,7 +122,17 @@ impl RunConfig {
         if self.method.simulator_only() {
             bail!(
                 "--method {}: runs in `a2cid simulate` only for now (the runtime implements acid, \
-                 gossip, allreduce and local)",
+                 gossip, allreduce, local and lasgd)",
+                self.method
+            );
+        }
+        if self.method == Method::Lasgd && self.sync_every == 0 {
+            bail!("--sync-every must be at least 1 local step between two synchronisations");
+        }
+        if self.outer.is_some() && self.method != Method::Lasgd {
+            bail!(
+                "--outer (an outer optimizer at each synchronisation, DiLoCo) needs --method \
+                 lasgd; this run uses {}",
                 self.method
             );
         }
@@ -272,7 +289,7 @@ mod tests {
 
     #[test]
     fn simulator_only_methods_are_refused_naming_the_method() {
-        for method in [Method::Lasgd, Method::RelaySum, Method::Dadao] {
+        for method in [Method::RelaySum, Method::Dadao] {
             let config = RunConfig {
                 method,
                 ..RunConfig::default()
@@ -284,5 +301,30 @@ mod tests {
             );
         }
         assert!(RunConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn lasgd_needs_a_synchronisation_period_and_the_outer_optimizer_only_with_lasgd() {
+        let lasgd = RunConfig {
+            method: Method::Lasgd,
+            sync_every: 0,
+            ..RunConfig::default()
+        };
+        let e = lasgd.validate().unwrap_err().to_string();
+        assert!(e.contains("--sync-every"), "{e}");
+        let outer = RunConfig {
+            outer: Some("nesterov:0.7,0.9".parse().unwrap()),
+            ..RunConfig::default()
+        };
+        let e = outer.validate().unwrap_err().to_string();
+        assert!(e.contains("--outer") && e.contains("lasgd"), "{e}");
+        let diloco = RunConfig {
+            method: Method::Lasgd,
+            ..outer
+        };
+        assert!(diloco.validate().is_ok());
+        let text = toml::to_string(&diloco).unwrap();
+        assert!(text.contains("outer = \"nesterov:0.7,0.9\""), "{text}");
+        assert_eq!(toml::from_str::<RunConfig>(&text).unwrap(), diloco);
     }
 }

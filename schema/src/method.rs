@@ -63,10 +63,17 @@ impl Method {
         self != Method::AllReduce
     }
 
-    /// Whether `a2cid simulate` is the only place this method runs for now (lasgd, relaysum,
-    /// dadao): the real runtime refuses it.
+    /// Whether `a2cid simulate` is the only place this method runs for now (relaysum, dadao): the
+    /// real runtime refuses it.
     pub fn simulator_only(self) -> bool {
-        matches!(self, Method::Lasgd | Method::RelaySum | Method::Dadao)
+        matches!(self, Method::RelaySum | Method::Dadao)
+    }
+
+    /// Whether every worker meets the others in the mesh's all-reduce (allreduce at every step,
+    /// lasgd every `sync_every` local steps), so they step in lockstep and none goes on without
+    /// the others.
+    pub fn synchronises_by_allreduce(self) -> bool {
+        matches!(self, Method::AllReduce | Method::Lasgd)
     }
 
     /// Whether workers average pairwise at Poisson times (acid, gossip).
@@ -134,6 +141,6 @@ mod tests {
         assert!(e.contains("local, lasgd, relaysum or dadao"), "{e}");
         assert!(Method::ALL
             .iter()
-            .all(|m| m.simulator_only() == matches!(m.name(), "lasgd" | "relaysum" | "dadao")));
+            .all(|m| m.simulator_only() == matches!(m.name(), "relaysum" | "dadao")));
     }
 }

@@ -17,7 +17,8 @@
 
 pub mod dadao;
 pub mod events;
-pub mod lasgd;
+/// LASGD's synchronisation and DiLoCo's outer optimizer: the engine's, shared with the runtime.
+pub use a2cid_engine::outer as lasgd;
 pub mod model;
 pub mod output;
 pub mod problem;

@@ -133,6 +133,14 @@ pub struct RunArgs {
         allow_negative_numbers = true
     )]
     pub target_accuracy: Option<Vec<f64>>,
+    /// lasgd: local steps of each worker between two all-reduce averages of the models
+    /// [default: 10].
+    #[arg(long, value_name = "H")]
+    pub sync_every: Option<usize>,
+    /// lasgd: outer optimizer on the averaged change since the last synchronisation,
+    /// nesterov:LR,MOMENTUM (lasgd with it is DiLoCo; nesterov:1,0 is plain lasgd).
+    #[arg(long, value_name = "SPEC")]
+    pub outer: Option<a2cid_engine::outer::OuterSpec>,
     /// No progress bar (per-epoch lines are printed instead).
     #[arg(long)]
     pub no_progress: bool,
@@ -193,8 +201,12 @@ impl RunArgs {
             sketch_dim,
             partition,
             worker_speeds,
-            target_accuracy
+            target_accuracy,
+            sync_every
         );
+        if self.outer.is_some() {
+            cfg.outer = self.outer;
+        }
         if self.nesterov {
             cfg.nesterov = true;
         }

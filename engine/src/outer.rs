@@ -1,5 +1,5 @@
 //! LASGD's synchronisation and DiLoCo's outer optimizer (docs/algorithm.md §9.1), as pure
-//! functions of the workers' models: no clocks, no I/O.
+//! functions of the workers' models: no clocks, no I/O. The simulator and the runtime share them.
 //!
 //! Every H local steps the workers' models are replaced by their all-reduce average x̄. With an
 //! outer optimizer, the average is not adopted as is: the change since the last synchronisation,
@@ -19,6 +19,19 @@ pub struct OuterSpec {
 impl fmt::Display for OuterSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "nesterov:{},{}", self.lr, self.momentum)
+    }
+}
+
+impl serde::Serialize for OuterSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for OuterSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
