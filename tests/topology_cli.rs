@@ -30,9 +30,14 @@ fn json_has_exactly_the_documented_keys_and_the_spec_values() {
             "chi_2",
             "edges",
             "eta",
+            "spanning_tree",
             "workers"
         ]
     );
+    // The ring's breadth-first tree from 0 is the ring minus the edge opposite 0: a path of 64.
+    let tree = json["spanning_tree"]["edges"].as_array().unwrap();
+    assert_eq!(tree.len(), 63);
+    assert_eq!(json["spanning_tree"]["diameter"], 63);
     assert_eq!(json["workers"], 64);
     assert_eq!(json["edges"], 64);
     let value = |key: &str| json[key].as_f64().unwrap();
@@ -51,6 +56,10 @@ fn text_output_lists_degrees_and_averaging_rate() {
     assert!(text.contains("degree       4 (regular"), "{text}");
     assert!(
         text.contains("averagings per worker per gradient  2.0000"),
+        "{text}"
+    );
+    assert!(
+        text.contains("spanning tree (relaysum; breadth-first from worker 0): diameter "),
         "{text}"
     );
 }

@@ -21,7 +21,8 @@ pub struct TopologyArgs {
     /// Seed of the random graph families (regular:D, erdos-renyi:P).
     #[arg(long, default_value_t = 0)]
     pub graph_seed: u64,
-    /// Print one JSON object with keys workers, edges, chi_1, chi_2, eta, alpha, alpha_tilde.
+    /// Print one JSON object with keys workers, edges, chi_1, chi_2, eta, alpha, alpha_tilde and
+    /// spanning_tree (edges, diameter).
     #[arg(long)]
     pub json: bool,
 }
@@ -36,6 +37,14 @@ struct TopologyJson {
     eta: f64,
     alpha: f64,
     alpha_tilde: f64,
+    spanning_tree: TreeJson,
+}
+
+/// The breadth-first spanning tree `relaysum` runs on.
+#[derive(Debug, Serialize)]
+struct TreeJson {
+    edges: Vec<(usize, usize)>,
+    diameter: usize,
 }
 
 /// Runs `a2cid topology`.
@@ -46,6 +55,7 @@ pub fn topology(args: &TopologyArgs) -> anyhow::Result<()> {
         eprintln!("warning: {warning}");
     }
     let c = topology.constants();
+    let tree = topology.spanning_tree();
     if args.json {
         let json = TopologyJson {
             workers: topology.workers(),
@@ -55,6 +65,10 @@ pub fn topology(args: &TopologyArgs) -> anyhow::Result<()> {
             eta: c.eta,
             alpha: c.alpha,
             alpha_tilde: c.alpha_tilde,
+            spanning_tree: TreeJson {
+                edges: tree.edges.clone(),
+                diameter: tree.diameter,
+            },
         };
         println!("{}", serde_json::to_string(&json)?);
         return Ok(());
@@ -89,5 +103,15 @@ pub fn topology(args: &TopologyArgs) -> anyhow::Result<()> {
             "averagings per worker per gradient  mean {amean:.4}, min {amin:.4}, max {amax:.4}"
         );
     }
+    let shown: Vec<String> = tree.edges.iter().map(|(i, j)| format!("{i}-{j}")).collect();
+    let list = if shown.len() > 24 {
+        format!("{} … ({} edges)", shown[..24].join(" "), shown.len())
+    } else {
+        shown.join(" ")
+    };
+    println!(
+        "spanning tree (relaysum; breadth-first from worker 0): diameter {}, edges {list}",
+        tree.diameter
+    );
     Ok(())
 }
