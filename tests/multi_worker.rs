@@ -371,6 +371,66 @@ fn lasgd_and_diloco_models_are_equal_after_each_synchronisation() {
 }
 
 #[test]
+fn fp16_exchanges_send_half_the_parameter_bytes_and_still_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut per_exchange = Vec::new();
+    let mut accuracy = Vec::new();
+    for compress in ["none", "fp16"] {
+        let out = dir.path().join(compress);
+        let o = digits_run(&out, "gossip", 10)
+            .args(["--compress", compress])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{compress}: {}\n{}",
+            text(&o),
+            logs(&out)
+        );
+        let s = json(&out.join("summary.json"));
+        accuracy.push(s["test_accuracy"].as_f64().unwrap());
+        let d = s["parameters"].as_u64().unwrap();
+        // Every exchange of every worker carries the same number of bytes.
+        let mut bytes: Vec<u64> = (0..4)
+            .flat_map(|r| lines(&out.join(format!("workers/rank{r}.jsonl"))))
+            .filter(|v| v["event"] == "exchange")
+            .map(|v| v["bytes_sent"].as_u64().unwrap())
+            .collect();
+        bytes.dedup();
+        assert_eq!(bytes.len(), 1, "{compress}: {bytes:?}");
+        per_exchange.push((bytes[0], d));
+    }
+    let ((plain, d), (half, _)) = (per_exchange[0], per_exchange[1]);
+    // Two bytes per parameter instead of four; the frame and the gradient counts as before.
+    assert_eq!(
+        plain - half,
+        4 * (d - d.div_ceil(2)),
+        "{plain} vs {half} bytes, d = {d}"
+    );
+    assert!(
+        accuracy[1] >= 0.85 && (accuracy[1] - accuracy[0]).abs() < 0.03,
+        "averaged model: f32 {} vs fp16 {}",
+        accuracy[0],
+        accuracy[1]
+    );
+    // Only pairwise methods compress, and the low-rank codec is not in the exchanges yet.
+    for (method, compress, says) in [
+        ("allreduce", "fp16", "needs --method acid or gossip"),
+        ("acid", "lowrank:4", "do not use them yet"),
+    ] {
+        let o = digits_run(&dir.path().join("refused"), method, 1)
+            .args(["--compress", compress])
+            .output()
+            .unwrap();
+        assert!(
+            !o.status.success() && text(&o).contains(says),
+            "{}",
+            text(&o)
+        );
+    }
+}
+
+#[test]
 fn acid_survives_a_killed_worker_and_averages_the_survivors() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");

@@ -166,6 +166,11 @@ impl std::fmt::Debug for StateRequest {
 }
 
 impl StateRequest {
+    /// The largest buffer [`StateRequest::supply`] sends (the mesh's snapshot length).
+    pub fn params(&self) -> usize {
+        self.params
+    }
+
     pub(crate) fn new(
         peer: usize,
         conn: crate::connection::Connection,
@@ -183,6 +188,7 @@ impl StateRequest {
     /// Send the state: this worker's clock, a description for the runtime (`meta`) and the
     /// buffers (each at most the model's parameter count; shorter ones travel zero-padded to it,
     /// as every payload frame carries exactly that many). Must be called within a Tokio runtime.
+    /// A longer state goes as several buffers of [`StateRequest::params`] values.
     pub fn supply(self, clock: f64, mut buffers: Vec<Vec<f32>>, meta: String) {
         if let Some(long) = buffers.iter().find(|b| b.len() > self.params) {
             let why = format!(

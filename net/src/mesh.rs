@@ -212,7 +212,9 @@ impl Mesh {
         shutdown: CancellationToken,
         pool: BufPool,
     ) -> Mesh {
-        let chunk_floats = cfg.chunk_floats.max(1);
+        // A chunk never exceeds a payload frame's cap (a snapshot's length), whatever the size of
+        // the buffer a collective moves (it may be longer than a compressed snapshot).
+        let chunk_floats = cfg.chunk_floats.clamp(1, plan.params.max(1));
         let event_room = EVENT_QUEUE + Driver::event_reserve(conns.len(), cfg.world);
         let (events_tx, events) = mpsc::channel(event_room);
         // One command per request the caller holds, plus the rare interrupt and shutdown.

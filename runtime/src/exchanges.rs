@@ -10,8 +10,9 @@
 //! touches the device, so an exchange takes what the network takes.
 use std::sync::{Arc, Mutex};
 
+use a2cid_engine::compress::{decode_f16, encode_f16};
 use a2cid_net::{MeshEvent, MeshEvents};
-use a2cid_schema::MetricEvent;
+use a2cid_schema::{Compression, MetricEvent};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -35,6 +36,40 @@ pub struct ExchangeTask {
     pub events: MeshEvents,
     /// Parameters in the model; a snapshot on the wire carries the gradient counts after them.
     pub d: usize,
+    /// How the parameters travel (`--compress`).
+    pub wire: Compression,
+}
+
+/// The parameters as they go on the wire: as they are, or as fp16 halves packed two per f32
+/// slot (the mesh moves the slots' bytes untouched). Fails on a value fp16 cannot carry.
+pub fn to_wire(x: &[f32], wire: Compression, out: &mut Vec<f32>) -> anyhow::Result<()> {
+    match wire {
+        Compression::Fp16 => {
+            let mut bytes = encode_f16(x)?;
+            bytes.resize(4 * wire.wire_len(x.len()), 0);
+            out.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_bits(u32::from_le_bytes(b.try_into().expect("4 bytes")))),
+            );
+        }
+        _ => out.extend_from_slice(x),
+    }
+    Ok(())
+}
+
+/// The `d` parameters of a wire buffer (what [`to_wire`] made); fails on a non-finite half.
+pub fn from_wire(slots: &[f32], d: usize, wire: Compression) -> anyhow::Result<Vec<f32>> {
+    match wire {
+        Compression::Fp16 => {
+            let bytes: Vec<u8> = slots[..wire.wire_len(d)]
+                .iter()
+                .flat_map(|v| v.to_bits().to_le_bytes())
+                .collect();
+            Ok(decode_f16(&bytes[..2 * d])?)
+        }
+        _ => Ok(slots[..d].to_vec()),
+    }
 }
 
 impl ExchangeTask {
@@ -61,7 +96,19 @@ impl ExchangeTask {
                 let buf = {
                     let mut s = lock(&self.shared);
                     let tau = s.time.tau();
-                    let mut buf = s.mirror.snapshot(tau);
+                    let x = s.mirror.snapshot(tau);
+                    let mut buf = match self.wire {
+                        Compression::None => x,
+                        wire => {
+                            let mut buf = Vec::with_capacity(wire.wire_len(x.len()) + 64);
+                            if let Err(e) = to_wire(&x, wire, &mut buf) {
+                                // Dropping the request declines the exchange.
+                                warn!("rank {}: not sending a snapshot: {e:#}", s.rank);
+                                return Ok(());
+                            }
+                            buf
+                        }
+                    };
                     s.counts.encode_into(&mut buf);
                     s.in_flight = Some((req.peer, req.seq));
                     if req.initiator {
@@ -80,7 +127,20 @@ impl ExchangeTask {
             }
             MeshEvent::Exchanged(x) => {
                 let d = self.d;
-                let (mine, theirs) = (&x.mine[..d], &x.theirs[..d]);
+                let w = self.wire.wire_len(d);
+                // fp16: both sides average the rounded values (the own ones rounded as sent), so
+                // the pair's sum is conserved.
+                let decoded = match self.wire {
+                    Compression::None => None,
+                    wire => Some((
+                        from_wire(&x.mine, d, wire)?,
+                        from_wire(&x.theirs, d, wire).unwrap_or_else(|_| vec![f32::NAN; d]),
+                    )),
+                };
+                let (mine, theirs) = match &decoded {
+                    Some((m, t)) => (&m[..], &t[..]),
+                    None => (&x.mine[..d], &x.theirs[..d]),
+                };
                 if let Some(bad) = theirs.iter().position(|v| !v.is_finite()) {
                     // A diverged (or corrupted) peer: its snapshot is not averaged in, so its
                     // NaNs cannot spread; it detects its own divergence and stops.
@@ -112,7 +172,7 @@ impl ExchangeTask {
                     .map(|(&a, &b)| (f64::from(b) - f64::from(a)).powi(2))
                     .sum();
                 let mut s = lock(&self.shared);
-                s.counts.merge(&GlobalCounts::decode(&x.theirs[d..]));
+                s.counts.merge(&GlobalCounts::decode(&x.theirs[w..]));
                 let tau = s.time.tau();
                 s.seq += 1;
                 let seq = s.seq;
@@ -189,9 +249,18 @@ impl ExchangeTask {
                 let rank = s.rank;
                 drop(s);
                 let peer = req.peer;
+                let piece = req.params();
                 req.supply(
                     tau,
-                    std::iter::once(x).chain(x_tilde).collect(),
+                    // x then x̃, in buffers of at most the mesh's snapshot length (shorter than
+                    // the model when the snapshots are compressed).
+                    std::iter::once(x)
+                        .chain(x_tilde)
+                        .flatten()
+                        .collect::<Vec<f32>>()
+                        .chunks(piece)
+                        .map(<[f32]>::to_vec)
+                        .collect(),
                     serde_json::to_string(&meta)?,
                 );
                 tracing::info!(
@@ -238,5 +307,41 @@ impl ExchangeTask {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fp16_snapshots_take_half_the_slots_and_decode_to_the_rounded_values() {
+        let x = [1.0f32, -2.5, 1.0 / 3.0, 1e-3, 0.1];
+        let mut wire = vec![7.0]; // appended after what is there
+        to_wire(&x, Compression::Fp16, &mut wire).unwrap();
+        assert_eq!(wire.len(), 1 + 3);
+        let back = from_wire(&wire[1..], x.len(), Compression::Fp16).unwrap();
+        for (a, b) in x.iter().zip(&back) {
+            assert_eq!(*b, half::f16::from_f32(*a).to_f32());
+        }
+        // Both peers average the rounded values: i moves by (r_j - r_i) / 2, j by (r_i - r_j) / 2.
+        let y = [0.7f32, 2.0, -1.0, 5e-4, 0.3];
+        let mut wy = Vec::new();
+        to_wire(&y, Compression::Fp16, &mut wy).unwrap();
+        let ry = from_wire(&wy, y.len(), Compression::Fp16).unwrap();
+        for k in 0..x.len() {
+            let (i, j) = (
+                back[k] + (ry[k] - back[k]) / 2.0,
+                ry[k] + (back[k] - ry[k]) / 2.0,
+            );
+            assert_eq!(i, j, "the pair meets at one value");
+        }
+        let plain = from_wire(&x, x.len(), Compression::None).unwrap();
+        assert_eq!(plain, x);
+        let e = to_wire(&[f32::NAN], Compression::Fp16, &mut Vec::new()).unwrap_err();
+        assert!(
+            e.to_string().contains("not finite") || e.to_string().contains("NaN"),
+            "{e}"
+        );
     }
 }

@@ -66,12 +66,22 @@ pub fn run_id(cfg: &RunConfig) -> anyhow::Result<String> {
     Ok(format!("a2cid-{:016x}", std::hash::Hasher::finish(&h)))
 }
 
-/// The mesh fingerprint: the model's architecture and the method (acid and gossip workers must
-/// not mix); the snapshot carries the parameters plus the gradient-count view.
-pub fn fingerprint(model: &dyn Model, method: Method, world: usize) -> Fingerprint {
+/// The mesh fingerprint: the model's architecture, the method (acid and gossip workers must
+/// not mix) and how snapshots travel; the snapshot carries the parameters (as `--compress`
+/// packs them) plus the gradient-count view.
+pub fn fingerprint(
+    model: &dyn Model,
+    method: Method,
+    compress: a2cid_schema::Compression,
+    world: usize,
+) -> Fingerprint {
     Fingerprint::new(
-        (model.parameters() + meta_len(world)) as u64,
-        &format!("{} method {}", model.fingerprint(), method.name()),
+        (compress.wire_len(model.parameters()) + meta_len(world)) as u64,
+        &format!(
+            "{} method {} compress {compress}",
+            model.fingerprint(),
+            method.name()
+        ),
     )
 }
 
@@ -310,7 +320,12 @@ pub fn run_worker(
         rendezvous,
         w.pairing_edges(),
         run_id(&cfg)?,
-        fingerprint(w.learner.model.as_ref(), cfg.method, place.world),
+        fingerprint(
+            w.learner.model.as_ref(),
+            cfg.method,
+            cfg.compress,
+            place.world,
+        ),
         options.secret,
     );
     mc.seed = cfg.seed ^ 0x5eed_0000 ^ w.generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -963,18 +978,16 @@ impl Worker {
         let meta: crate::exchanges::RejoinMeta = serde_json::from_str(&state.meta)
             .with_context(|| format!("rank {} sent a malformed state description", state.from))?;
         let d = self.d;
-        let x = state
-            .buffers
-            .first()
-            .filter(|x| x.len() >= d)
-            .map(|x| &x[..d])
-            .with_context(|| {
-                format!("rank {} sent no parameter vector of {d} values", state.from)
-            })?;
-        let x_tilde = match (self.state.has_tilde(), state.buffers.get(1)) {
-            (true, Some(xt)) if xt.len() >= d => Some(&xt[..d]),
-            (true, _) => bail!("rank {} sent no x̃ of {d} values", state.from),
-            (false, _) => None,
+        // x then x̃, sent in buffers of the mesh's snapshot length (the last zero-padded).
+        let all: Vec<f32> = state.buffers.concat();
+        if all.len() < d {
+            bail!("rank {} sent no parameter vector of {d} values", state.from);
+        }
+        let x = &all[..d];
+        let x_tilde = match self.state.has_tilde() {
+            true if all.len() >= 2 * d => Some(&all[d..2 * d]),
+            true => bail!("rank {} sent no x̃ of {d} values", state.from),
+            false => None,
         };
         for (name, v) in std::iter::once(("x", x)).chain(x_tilde.map(|v| ("x̃", v))) {
             if let Some(bad) = v.iter().position(|v| !v.is_finite()) {
@@ -1204,6 +1217,7 @@ impl Worker {
             shared: self.shared.clone(),
             events: mesh.take_events(),
             d: self.d,
+            wire: self.cfg.compress,
         };
         let task = rt.spawn(task.run(stop.clone()));
         mesh.set_clock(lock(&self.shared).time.segment());

@@ -71,6 +71,8 @@ pub struct RunConfig {
     /// lasgd: the outer optimizer applied to the averaged change at each synchronisation
     /// (`nesterov:LR,MOMENTUM`: DiLoCo); none: the average is adopted as is.
     pub outer: Option<a2cid_engine::outer::OuterSpec>,
+    /// acid, gossip: how the exchanged parameters travel (`none`, `fp16`).
+    pub compress: crate::Compression,
 }
 
 impl Default for RunConfig {
@@ -109,6 +111,7 @@ impl Default for RunConfig {
             target_accuracy: Vec::new(),
             sync_every: 10,
             outer: None,
+            compress: crate::Compression::None,
         }
     }
 }
@@ -135,6 +138,22 @@ impl RunConfig {
                  lasgd; this run uses {}",
                 self.method
             );
+        }
+        match self.compress {
+            crate::Compression::None => {}
+            _ if !self.method.is_pairwise() => bail!(
+                "--compress {} compresses pairwise exchanges: it needs --method acid or gossip \
+                 (this run uses {})",
+                self.compress,
+                self.method
+            ),
+            crate::Compression::LowRank(_) => bail!(
+                "--compress {}: the low-rank codec and its kernels are in the engine \
+                 (a2cid_engine::compress), but the runtime's exchanges do not use them yet; use \
+                 --compress fp16 (half the bytes) or none",
+                self.compress
+            ),
+            crate::Compression::Fp16 => {}
         }
         if self.batch_size == 0 {
             bail!("--batch-size must be at least 1");

@@ -8,6 +8,7 @@
 //!
 //! **Must not touch:** training, the network, plotting. The runtime and the simulator write these
 //! types; the report reads them. It sits below all three so none of them imports another.
+pub mod compression;
 pub mod config;
 pub mod method;
 pub mod records;
@@ -17,6 +18,7 @@ pub mod speeds;
 pub mod targets;
 
 pub use a2cid_engine::models::ModelKind;
+pub use compression::Compression;
 pub use config::{model_spec, RunConfig};
 pub use method::Method;
 pub use records::{

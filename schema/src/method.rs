@@ -18,8 +18,7 @@ pub enum Method {
     /// models are still averaged.
     Local,
     /// Locally asynchronous SGD: local steps without waiting, an all-reduce average of the models
-    /// every H local steps (with an outer optimizer on the averaged change: DiLoCo). Simulator
-    /// only for now.
+    /// every H local steps (with an outer optimizer on the averaged change: DiLoCo).
     Lasgd,
     /// RelaySGD: on a spanning tree, relayed sums of models with counts give every worker an
     /// exactly uniform average with distance-dependent delays. Simulator only for now.

@@ -141,6 +141,10 @@ pub struct RunArgs {
     /// nesterov:LR,MOMENTUM (lasgd with it is DiLoCo; nesterov:1,0 is plain lasgd).
     #[arg(long, value_name = "SPEC")]
     pub outer: Option<a2cid_engine::outer::OuterSpec>,
+    /// acid, gossip: how the exchanged parameters travel: none (f32) or fp16 (half the bytes;
+    /// both peers average the rounded values) [default: none]. lowrank:R is refused for now.
+    #[arg(long, value_name = "none|fp16")]
+    pub compress: Option<a2cid_schema::Compression>,
     /// No progress bar (per-epoch lines are printed instead).
     #[arg(long)]
     pub no_progress: bool,
@@ -202,7 +206,8 @@ impl RunArgs {
             partition,
             worker_speeds,
             target_accuracy,
-            sync_every
+            sync_every,
+            compress
         );
         if self.outer.is_some() {
             cfg.outer = self.outer;
