@@ -346,6 +346,19 @@ fn lasgd_and_diloco_models_are_equal_after_each_synchronisation() {
                 "{name}: one all-reduce per 10 local steps: {w}"
             );
         }
+        // The bytes of the 12 ring all-reduces of the model and its stop vote (each rank sends
+        // 2 (p - 1) / p of the buffer), plus at most one model of the initial broadcast.
+        let d = s["parameters"].as_f64().unwrap();
+        let all_reduces = 12.0 * 1.5 * 4.0 * (d + 1.0);
+        for r in 0..4 {
+            let sent = json(&out.join(format!("workers/rank{r}.json")))["bytes_sent"]
+                .as_f64()
+                .unwrap();
+            assert!(
+                sent >= 0.99 * all_reduces && sent <= 1.01 * all_reduces + 4.0 * d,
+                "{name}: rank {r} sent {sent} bytes, the all-reduces {all_reduces}"
+            );
+        }
         // The run ends at a synchronisation: every worker holds the very same model.
         let x0 = tensor_bytes(&out.join("checkpoints/rank0.safetensors"), "x");
         for r in 1..4 {

@@ -84,6 +84,8 @@ pub(crate) struct Ring {
     ops_started: Arc<AtomicU64>,
     chunk_floats: usize,
     timeout: Duration,
+    /// Payload bytes every collective so far sent and received (all-reduces and broadcasts).
+    pub(crate) totals: (u64, u64),
 }
 
 impl Ring {
@@ -116,6 +118,7 @@ impl Ring {
             op: ops_started.load(Ordering::Relaxed),
             ops_started,
             chunk_floats: chunk_floats.max(1),
+            totals: (0, 0),
             timeout,
         }
     }
@@ -209,6 +212,8 @@ impl Ring {
                 }
             }
         }
+        self.totals.0 += sent;
+        self.totals.1 += recvd;
         Ok(CollStats {
             bytes_sent: sent,
             bytes_received: recvd,
@@ -239,9 +244,11 @@ impl Ring {
                 let data = self.recv(h, b - a).await?;
                 buf[a..b].copy_from_slice(&data);
                 self.pool.give(data);
+                self.totals.1 += 4 * (b - a) as u64;
             }
             if self.right != root {
                 self.send(h, &buf[a..b]).await?;
+                self.totals.0 += 4 * (b - a) as u64;
             }
         }
         Ok(())

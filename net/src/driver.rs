@@ -788,6 +788,9 @@ impl Driver {
             exchange_timeout: self.health.exchange_timeout(),
             proposal_timeout: self.health.proposal_timeout(),
             typical_exchange: self.health.typical_exchange(),
+            // Filled in by `Mesh::stats` from the collectives.
+            collective_bytes_sent: 0,
+            collective_bytes_received: 0,
         };
         self.stats.send_replace(stats);
     }

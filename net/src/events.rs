@@ -388,8 +388,12 @@ pub enum MeshEvent {
 pub struct MeshStats {
     pub edges: BTreeMap<usize, EdgeCounters>,
     pub exchanges: u64,
+    /// Bytes of the pairwise exchanges (whole frames).
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// Payload bytes of the collectives (all-reduces, broadcasts) run from this worker.
+    pub collective_bytes_sent: u64,
+    pub collective_bytes_received: u64,
     pub lost_peers: Vec<usize>,
     pub exchange_timeout: Duration,
     pub proposal_timeout: Duration,

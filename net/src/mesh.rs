@@ -427,7 +427,9 @@ impl Mesh {
 
     /// Cumulative statistics.
     pub fn stats(&self) -> MeshStats {
-        self.stats.borrow().clone()
+        let mut s = self.stats.borrow().clone();
+        (s.collective_bytes_sent, s.collective_bytes_received) = self.ring.totals;
+        s
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {

@@ -785,8 +785,8 @@ impl Worker {
             averagings: s.comms,
             missed,
             failed: s.failed,
-            bytes_sent: st.bytes_sent,
-            bytes_received: st.bytes_received,
+            bytes_sent: st.bytes_sent + st.collective_bytes_sent,
+            bytes_received: st.bytes_received + st.collective_bytes_received,
             global_grads: self.global_grads(&s),
             step_seconds: s.time.clock.step_seconds(),
         };
@@ -1401,8 +1401,10 @@ impl Worker {
                 wall_seconds: s.time.wall(),
                 stop_reason: reason,
                 lost_peers: s.lost.clone(),
-                bytes_sent: stats.bytes_sent,
-                bytes_received: stats.bytes_received,
+                // Exchanges and collectives while training (the initial broadcast included;
+                // the final average is not).
+                bytes_sent: stats.bytes_sent + stats.collective_bytes_sent,
+                bytes_received: stats.bytes_received + stats.collective_bytes_received,
                 step_seconds: s.time.clock.step_seconds(),
                 known_total_grads: self.global_grads(&s),
                 adapter: self.learner.ctx.adapter.name.clone(),
