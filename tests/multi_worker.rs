@@ -384,11 +384,11 @@ fn lasgd_and_diloco_models_are_equal_after_each_synchronisation() {
 }
 
 #[test]
-fn fp16_exchanges_send_half_the_parameter_bytes_and_still_train() {
+fn compressed_exchanges_send_fewer_bytes_and_still_train() {
     let dir = tempfile::tempdir().unwrap();
     let mut per_exchange = Vec::new();
     let mut accuracy = Vec::new();
-    for compress in ["none", "fp16"] {
+    for compress in ["none", "fp16", "lowrank:4"] {
         let out = dir.path().join(compress);
         let o = digits_run(&out, "gossip", 10)
             .args(["--compress", compress])
@@ -413,23 +413,29 @@ fn fp16_exchanges_send_half_the_parameter_bytes_and_still_train() {
         assert_eq!(bytes.len(), 1, "{compress}: {bytes:?}");
         per_exchange.push((bytes[0], d));
     }
-    let ((plain, d), (half, _)) = (per_exchange[0], per_exchange[1]);
+    let ((plain, d), (half, _), (low, _)) = (per_exchange[0], per_exchange[1], per_exchange[2]);
     // Two bytes per parameter instead of four; the frame and the gradient counts as before.
     assert_eq!(
         plain - half,
         4 * (d - d.div_ceil(2)),
         "{plain} vs {half} bytes, d = {d}"
     );
+    // Rank 4 of the 64×64 and 10×64 weight matrices: a few hundred floats, not 4810.
     assert!(
-        accuracy[1] >= 0.85 && (accuracy[1] - accuracy[0]).abs() < 0.03,
-        "averaged model: f32 {} vs fp16 {}",
-        accuracy[0],
-        accuracy[1]
+        low < plain / 4,
+        "lowrank:4 sent {low} bytes an exchange, f32 {plain}"
     );
-    // Only pairwise methods compress, and the low-rank codec is not in the exchanges yet.
+    for (name, acc) in [("fp16", accuracy[1]), ("lowrank:4", accuracy[2])] {
+        assert!(
+            acc >= 0.85 && (acc - accuracy[0]).abs() < 0.03,
+            "averaged model: f32 {} vs {name} {acc}",
+            accuracy[0]
+        );
+    }
+    // Only pairwise methods compress; the kernels hold ranks up to 8.
     for (method, compress, says) in [
         ("allreduce", "fp16", "needs --method acid or gossip"),
-        ("acid", "lowrank:4", "do not use them yet"),
+        ("acid", "lowrank:9", "the rank is at most 8"),
     ] {
         let o = digits_run(&dir.path().join("refused"), method, 1)
             .args(["--compress", compress])

@@ -10,9 +10,11 @@
 //! touches the device, so an exchange takes what the network takes.
 use std::sync::{Arc, Mutex};
 
-use a2cid_engine::compress::{decode_f16, encode_f16};
+use a2cid_engine::arena::ParamLayout;
+use a2cid_engine::compress::{decode_f16, encode_f16, HalfStep, LowRankEdge, LowRankPlan, Role};
 use a2cid_net::{MeshEvent, MeshEvents};
 use a2cid_schema::{Compression, MetricEvent};
+use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -38,6 +40,107 @@ pub struct ExchangeTask {
     pub d: usize,
     /// How the parameters travel (`--compress`).
     pub wire: Compression,
+    /// `lowrank:R`: each edge's state and the snapshot each exchange in flight was built from.
+    pub lowrank: Option<LowRankExchanges>,
+}
+
+/// PowerGossip on every edge of this worker (docs/algorithm.md §9.4): one [`LowRankEdge`] per
+/// neighbour, the same bit for bit on both ends. A message is the edge's half-step message,
+/// padded to the longer of the two half-steps, then the edge's count of completed half-steps,
+/// which both ends compare: if they differ (one end completed an exchange the other did not, or
+/// restarted), both drop the exchange and start the edge afresh from a seed both derive from the
+/// larger count.
+pub struct LowRankExchanges {
+    plan: LowRankPlan,
+    rank: usize,
+    seed: u64,
+    edges: std::collections::HashMap<usize, LowRankEdge>,
+    /// The snapshot (parameters) each exchange in flight was built from, by (peer, seq).
+    sent: std::collections::HashMap<(usize, u64), Vec<f32>>,
+}
+
+impl LowRankExchanges {
+    pub fn new(layout: &ParamLayout, r: usize, rank: usize, seed: u64) -> anyhow::Result<Self> {
+        Ok(LowRankExchanges {
+            plan: LowRankPlan::new(layout, r)?,
+            rank,
+            seed,
+            edges: Default::default(),
+            sent: Default::default(),
+        })
+    }
+
+    /// Floats of a message on the wire: the longer half-step, then the half-step count.
+    pub fn wire_len(plan: &LowRankPlan) -> usize {
+        plan.message_len(HalfStep::Right)
+            .max(plan.message_len(HalfStep::Left))
+            + 1
+    }
+
+    fn fresh_edge(&self, peer: usize, generation: u64) -> LowRankEdge {
+        let (lo, hi) = (self.rank.min(peer) as u64, self.rank.max(peer) as u64);
+        let seed = self.seed ^ (lo << 40) ^ (hi << 20) ^ generation.wrapping_mul(0x9e37_79b9);
+        let role = if self.rank < peer {
+            Role::First
+        } else {
+            Role::Second
+        };
+        LowRankEdge::new(self.plan.clone(), role, seed, true)
+    }
+
+    fn edge(&mut self, peer: usize) -> &mut LowRankEdge {
+        if !self.edges.contains_key(&peer) {
+            let e = self.fresh_edge(peer, 0);
+            self.edges.insert(peer, e);
+        }
+        self.edges.get_mut(&peer).expect("inserted")
+    }
+
+    /// This side's message for exchange `seq` with `peer`, from the snapshot `x`.
+    fn message(&mut self, peer: usize, seq: u64, x: Vec<f32>) -> anyhow::Result<Vec<f32>> {
+        let len = Self::wire_len(&self.plan);
+        let edge = self.edge(peer);
+        let count = edge.half_steps();
+        let mut msg = edge.message(&x)?;
+        msg.resize(len - 1, 0.0);
+        msg.push(count as f32);
+        self.sent.insert((peer, seq), x);
+        Ok(msg)
+    }
+
+    /// The snapshot this side sent and the peer's as this side sees it, `x − C(x − x_peer)`;
+    /// `None` when the two ends' half-step counts differ (the edge starts afresh).
+    fn finish(
+        &mut self,
+        peer: usize,
+        seq: u64,
+        mine: &[f32],
+        theirs: &[f32],
+    ) -> anyhow::Result<Option<(Vec<f32>, Vec<f32>)>> {
+        let len = Self::wire_len(&self.plan);
+        let sent = self
+            .sent
+            .remove(&(peer, seq))
+            .context("a low-rank exchange completed that this side never started")?;
+        let (a, b) = (mine[len - 1], theirs[len - 1]);
+        if a != b {
+            let generation = a.max(b) as u64 + 1;
+            let e = self.fresh_edge(peer, generation);
+            self.edges.insert(peer, e);
+            return Ok(None);
+        }
+        let plan = self.plan.clone();
+        let edge = self.edge(peer);
+        let n = plan.message_len(edge.next_step());
+        let c = edge.finish(&mine[..n], &theirs[..n])?;
+        let mut received = sent.clone();
+        c.apply(&plan, &mut received, -1.0);
+        Ok(Some((sent, received)))
+    }
+
+    fn forget(&mut self, peer: usize, seq: u64) {
+        self.sent.remove(&(peer, seq));
+    }
 }
 
 /// The parameters as they go on the wire: as they are, or as fp16 halves packed two per f32
@@ -97,9 +200,18 @@ impl ExchangeTask {
                     let mut s = lock(&self.shared);
                     let tau = s.time.tau();
                     let x = s.mirror.snapshot(tau);
-                    let mut buf = match self.wire {
-                        Compression::None => x,
-                        wire => {
+                    let mut buf = match (self.wire, &mut self.lowrank) {
+                        (Compression::None, _) => x,
+                        (Compression::LowRank(_), Some(lr)) => {
+                            match lr.message(req.peer, req.seq, x) {
+                                Ok(msg) => msg,
+                                Err(e) => {
+                                    warn!("rank {}: not sending a snapshot: {e:#}", s.rank);
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        (wire, _) => {
                             let mut buf = Vec::with_capacity(wire.wire_len(x.len()) + 64);
                             if let Err(e) = to_wire(&x, wire, &mut buf) {
                                 // Dropping the request declines the exchange.
@@ -127,12 +239,39 @@ impl ExchangeTask {
             }
             MeshEvent::Exchanged(x) => {
                 let d = self.d;
-                let w = self.wire.wire_len(d);
+                let w = match &self.lowrank {
+                    Some(lr) => LowRankExchanges::wire_len(&lr.plan),
+                    None => self.wire.wire_len(d),
+                };
                 // fp16: both sides average the rounded values (the own ones rounded as sent), so
-                // the pair's sum is conserved.
-                let decoded = match self.wire {
-                    Compression::None => None,
-                    wire => Some((
+                // the pair's sum is conserved. lowrank: the peer's snapshot as this side sees it
+                // is its own minus the compressed difference.
+                let decoded = match (self.wire, &mut self.lowrank) {
+                    (Compression::None, _) => None,
+                    (Compression::LowRank(_), Some(lr)) => {
+                        match lr.finish(x.peer, x.seq, &x.mine, &x.theirs) {
+                            Ok(Some(pair)) => Some(pair),
+                            Ok(None) => {
+                                let mut s = lock(&self.shared);
+                                s.in_flight = None;
+                                s.failed += 1;
+                                debug!(
+                                    "rank {}: low-rank state out of step with {}: the edge \
+                                     starts afresh",
+                                    s.rank, x.peer
+                                );
+                                drop(s);
+                                self.events.recycle(x.theirs);
+                                self.events.recycle(x.mine);
+                                return Ok(());
+                            }
+                            Err(e) => {
+                                debug!("low-rank exchange with {}: {e:#}", x.peer);
+                                Some((vec![0.0; d], vec![f32::NAN; d]))
+                            }
+                        }
+                    }
+                    (wire, _) => Some((
                         from_wire(&x.mine, d, wire)?,
                         from_wire(&x.theirs, d, wire).unwrap_or_else(|_| vec![f32::NAN; d]),
                     )),
@@ -201,6 +340,9 @@ impl ExchangeTask {
                 self.events.recycle(x.mine);
             }
             MeshEvent::ExchangeFailed { peer, seq, why } => {
+                if let Some(lr) = &mut self.lowrank {
+                    lr.forget(peer, seq);
+                }
                 let mut s = lock(&self.shared);
                 if s.in_flight == Some((peer, seq)) {
                     s.in_flight = None;
@@ -343,5 +485,75 @@ mod tests {
             e.to_string().contains("not finite") || e.to_string().contains("NaN"),
             "{e}"
         );
+    }
+
+    fn layout(shapes: &[&[usize]]) -> ParamLayout {
+        let mut l = ParamLayout::new();
+        for (i, s) in shapes.iter().enumerate() {
+            l.push(format!("t{i}"), s);
+        }
+        l
+    }
+
+    /// (sent, received) as one side's averaging sees them.
+    type Seen = (Vec<f32>, Vec<f32>);
+
+    /// Both ends of an edge exchange once: what each side's averaging sees.
+    fn edge_round(
+        a: &mut LowRankExchanges,
+        b: &mut LowRankExchanges,
+        seq: u64,
+        xa: &[f32],
+        xb: &[f32],
+    ) -> Option<(Seen, Seen)> {
+        let ma = a.message(1, seq, xa.to_vec()).unwrap();
+        let mb = b.message(0, seq, xb.to_vec()).unwrap();
+        let ra = a.finish(1, seq, &ma, &mb).unwrap();
+        let rb = b.finish(0, seq, &mb, &ma).unwrap();
+        assert_eq!(ra.is_some(), rb.is_some(), "both ends decide alike");
+        ra.zip(rb)
+    }
+
+    #[test]
+    fn low_rank_exchanges_conserve_the_pair_and_are_exact_when_nothing_is_compressed() {
+        let shapes: [&[usize]; 2] = [&[6, 5], &[6]];
+        let xa: Vec<f32> = (0..36).map(|i| (i as f32 * 0.37).sin()).collect();
+        let xb: Vec<f32> = (0..36).map(|i| (i as f32 * 0.91).cos()).collect();
+        // Rank 2 of a 6×5 block: compressed. Each side moves by half its (received − sent).
+        let l = layout(&shapes);
+        let (mut a, mut b) = (
+            LowRankExchanges::new(&l, 2, 0, 7).unwrap(),
+            LowRankExchanges::new(&l, 2, 1, 7).unwrap(),
+        );
+        let (mut ya, mut yb) = (xa.clone(), xb.clone());
+        for seq in 0..6 {
+            let ((sa, ra), (sb, rb)) = edge_round(&mut a, &mut b, seq, &ya, &yb).unwrap();
+            for k in 0..36 {
+                let da = (ra[k] - sa[k]) / 2.0;
+                let db = (rb[k] - sb[k]) / 2.0;
+                assert!(
+                    (da + db).abs() <= 1e-5,
+                    "the pair's sum moves at {k}: {da} {db}"
+                );
+                ya[k] += da;
+                yb[k] += db;
+            }
+        }
+        let gap = |u: &[f32], v: &[f32]| u.iter().zip(v).map(|(p, q)| (p - q).powi(2)).sum::<f32>();
+        assert!(gap(&ya, &yb) < 0.5 * gap(&xa, &xb), "the ends came closer");
+        // Rank 5 ≥ min(6, 5): sent dense, so each side sees exactly the other's snapshot.
+        let (mut a, mut b) = (
+            LowRankExchanges::new(&l, 5, 0, 7).unwrap(),
+            LowRankExchanges::new(&l, 5, 1, 7).unwrap(),
+        );
+        let ((_, ra), (_, rb)) = edge_round(&mut a, &mut b, 0, &xa, &xb).unwrap();
+        for k in 0..36 {
+            assert!((ra[k] - xb[k]).abs() < 1e-6 && (rb[k] - xa[k]).abs() < 1e-6);
+        }
+        // One end restarted (its edge is fresh, the other's has done a half-step): both drop the
+        // exchange, then agree again.
+        let mut fresh = LowRankExchanges::new(&l, 5, 1, 7).unwrap();
+        assert!(edge_round(&mut a, &mut fresh, 1, &xa, &xb).is_none());
+        assert!(edge_round(&mut a, &mut fresh, 2, &xa, &xb).is_some());
     }
 }

@@ -74,15 +74,21 @@ pub fn fingerprint(
     method: Method,
     compress: a2cid_schema::Compression,
     world: usize,
-) -> Fingerprint {
-    Fingerprint::new(
-        (compress.wire_len(model.parameters()) + meta_len(world)) as u64,
+) -> anyhow::Result<Fingerprint> {
+    let wire = match compress {
+        a2cid_schema::Compression::LowRank(r) => crate::exchanges::LowRankExchanges::wire_len(
+            &a2cid_engine::compress::LowRankPlan::new(model.layout(), r)?,
+        ),
+        c => c.wire_len(model.parameters()),
+    };
+    Ok(Fingerprint::new(
+        (wire + meta_len(world)) as u64,
         &format!(
             "{} method {} compress {compress}",
             model.fingerprint(),
             method.name()
         ),
-    )
+    ))
 }
 
 /// Where a worker stands in the run: its rank, the run's size and how to find the others.
@@ -325,7 +331,7 @@ pub fn run_worker(
             cfg.method,
             cfg.compress,
             place.world,
-        ),
+        )?,
         options.secret,
     );
     mc.seed = cfg.seed ^ 0x5eed_0000 ^ w.generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -1218,6 +1224,18 @@ impl Worker {
             events: mesh.take_events(),
             d: self.d,
             wire: self.cfg.compress,
+            lowrank: match self.cfg.compress {
+                a2cid_schema::Compression::LowRank(r) => Some(
+                    crate::exchanges::LowRankExchanges::new(
+                        self.learner.model.layout(),
+                        r,
+                        self.rank,
+                        self.cfg.seed,
+                    )
+                    .expect("the plan was built for the fingerprint already"),
+                ),
+                _ => None,
+            },
         };
         let task = rt.spawn(task.run(stop.clone()));
         mesh.set_clock(lock(&self.shared).time.segment());

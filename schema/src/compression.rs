@@ -16,7 +16,9 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// Floats on the wire for `d` parameters (fp16 packs two halves in each f32 slot).
+    /// Floats on the wire for `d` parameters (fp16 packs two halves in each f32 slot). For
+    /// `lowrank:R` it depends on the model's tensors: the runtime computes it from their plan
+    /// (this says `d`).
     pub fn wire_len(self, d: usize) -> usize {
         match self {
             Compression::None | Compression::LowRank(_) => d,

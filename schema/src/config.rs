@@ -147,13 +147,11 @@ impl RunConfig {
                 self.compress,
                 self.method
             ),
-            crate::Compression::LowRank(_) => bail!(
-                "--compress {}: the low-rank codec and its kernels are in the engine \
-                 (a2cid_engine::compress), but the runtime's exchanges do not use them yet; use \
-                 --compress fp16 (half the bytes) or none",
-                self.compress
+            crate::Compression::LowRank(r) if r > a2cid_engine::compress::MAX_RANK => bail!(
+                "--compress lowrank:{r}: the rank is at most {}",
+                a2cid_engine::compress::MAX_RANK
             ),
-            crate::Compression::Fp16 => {}
+            crate::Compression::LowRank(_) | crate::Compression::Fp16 => {}
         }
         if self.batch_size == 0 {
             bail!("--batch-size must be at least 1");
