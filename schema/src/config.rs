@@ -71,7 +71,7 @@ pub struct RunConfig {
     /// lasgd: the outer optimizer applied to the averaged change at each synchronisation
     /// (`nesterov:LR,MOMENTUM`: DiLoCo); none: the average is adopted as is.
     pub outer: Option<a2cid_engine::outer::OuterSpec>,
-    /// acid, gossip: how the exchanged parameters travel (`none`, `fp16`).
+    /// acid, gossip: how the exchanged parameters travel (`none`, `fp16`, `lowrank:R`).
     pub compress: crate::Compression,
 }
 

@@ -141,9 +141,10 @@ pub struct RunArgs {
     /// nesterov:LR,MOMENTUM (lasgd with it is DiLoCo; nesterov:1,0 is plain lasgd).
     #[arg(long, value_name = "SPEC")]
     pub outer: Option<a2cid_engine::outer::OuterSpec>,
-    /// acid, gossip: how the exchanged parameters travel: none (f32) or fp16 (half the bytes;
-    /// both peers average the rounded values) [default: none]. lowrank:R is refused for now.
-    #[arg(long, value_name = "none|fp16")]
+    /// acid, gossip: how the exchanged parameters travel: none (f32), fp16 (half the bytes;
+    /// both peers average the rounded values) or lowrank:R (PowerGossip: a rank-R power step of
+    /// each weight matrix's difference, R <= 8) [default: none].
+    #[arg(long, value_name = "none|fp16|lowrank:R")]
     pub compress: Option<a2cid_schema::Compression>,
     /// No progress bar (per-epoch lines are printed instead).
     #[arg(long)]
