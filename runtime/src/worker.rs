@@ -1074,21 +1074,10 @@ impl Worker {
     ) -> anyhow::Result<StopReason> {
         self.start_identical(rt, mesh)?;
         loop {
-            while let Some(ev) = mesh.try_next_event() {
-                if matches!(ev, a2cid_net::MeshEvent::ShutdownRequested) {
-                    lock(&self.shared).interrupted = true;
-                }
-            }
+            self.note_interrupts(mesh);
             let vote = self.check_stop();
-            let batch = self
-                .learner
-                .next_batch()
-                .context("the batch loader stopped")?;
-            let lr = self.lr(&lock(&self.shared));
-            let t0 = Instant::now();
-            let stepped = self.learner.gradient(&batch)?;
+            let (stepped, lr, t0) = self.gradient()?;
             let mut g: Vec<f32> = self.learner.model.grads()?;
-            std::thread::sleep(self.slowdown.delay(t0.elapsed().as_secs_f64()));
             g.push(if vote.is_some() { 1.0 } else { 0.0 });
             rt.block_on(mesh.allreduce_mean(&mut g)).map_err(|e| {
                 anyhow::anyhow!(
@@ -1104,23 +1093,57 @@ impl Worker {
             self.learner
                 .ctx
                 .write(self.learner.model.grads_buffer(), 0, &g[..self.d]);
-            {
-                let mut s = lock(&self.shared);
-                let tau = s.time.tau();
-                self.state.submit(|st, pass| st.record_step(pass, lr, tau));
-                s.seq += 1;
-                s.comms += 1;
-                s.grads += 1;
-                let grads = s.grads;
-                s.counts.set_own(grads);
-            }
-            self.learner.ctx.sync()?;
-            lock(&self.shared)
-                .time
-                .record_step(t0.elapsed().as_secs_f64());
-            self.position = stepped.next_position();
+            lock(&self.shared).comms += 1;
+            self.apply_step(stepped, lr, t0)?;
             self.after_step(mesh, lr)?;
         }
+    }
+
+    /// Ctrl-C or a signal, seen between two steps of a synchronous method.
+    fn note_interrupts(&self, mesh: &mut Mesh) {
+        while let Some(ev) = mesh.try_next_event() {
+            if matches!(ev, a2cid_net::MeshEvent::ShutdownRequested) {
+                lock(&self.shared).interrupted = true;
+            }
+        }
+    }
+
+    /// The gradient of the next batch into the model's gradient buffer (a synchronous method's
+    /// step, emulated speed included): what it stepped over, the learning rate, when it began.
+    fn gradient(&mut self) -> anyhow::Result<(crate::learner::Stepped, f32, Instant)> {
+        let batch = self
+            .learner
+            .next_batch()
+            .context("the batch loader stopped")?;
+        let lr = self.lr(&lock(&self.shared));
+        let t0 = Instant::now();
+        let stepped = self.learner.gradient(&batch)?;
+        std::thread::sleep(self.slowdown.delay(t0.elapsed().as_secs_f64()));
+        Ok((stepped, lr, t0))
+    }
+
+    /// The SGD step from the gradient buffer, counted, waited for and timed.
+    fn apply_step(
+        &mut self,
+        stepped: crate::learner::Stepped,
+        lr: f32,
+        t0: Instant,
+    ) -> anyhow::Result<()> {
+        {
+            let mut s = lock(&self.shared);
+            let tau = s.time.tau();
+            self.state.submit(|st, pass| st.record_step(pass, lr, tau));
+            s.seq += 1;
+            s.grads += 1;
+            let grads = s.grads;
+            s.counts.set_own(grads);
+        }
+        self.learner.ctx.sync()?;
+        lock(&self.shared)
+            .time
+            .record_step(t0.elapsed().as_secs_f64());
+        self.position = stepped.next_position();
+        Ok(())
     }
 
     /// `lasgd` (docs/algorithm.md §9.1): local SGD steps, and every `sync_every` of them the
@@ -1142,33 +1165,9 @@ impl Worker {
         };
         let mut local = 0u64;
         loop {
-            while let Some(ev) = mesh.try_next_event() {
-                if matches!(ev, a2cid_net::MeshEvent::ShutdownRequested) {
-                    lock(&self.shared).interrupted = true;
-                }
-            }
-            let batch = self
-                .learner
-                .next_batch()
-                .context("the batch loader stopped")?;
-            let lr = self.lr(&lock(&self.shared));
-            let t0 = Instant::now();
-            let stepped = self.learner.gradient(&batch)?;
-            std::thread::sleep(self.slowdown.delay(t0.elapsed().as_secs_f64()));
-            {
-                let mut s = lock(&self.shared);
-                let tau = s.time.tau();
-                self.state.submit(|st, pass| st.record_step(pass, lr, tau));
-                s.seq += 1;
-                s.grads += 1;
-                let grads = s.grads;
-                s.counts.set_own(grads);
-            }
-            self.learner.ctx.sync()?;
-            lock(&self.shared)
-                .time
-                .record_step(t0.elapsed().as_secs_f64());
-            self.position = stepped.next_position();
+            self.note_interrupts(mesh);
+            let (stepped, lr, t0) = self.gradient()?;
+            self.apply_step(stepped, lr, t0)?;
             local += 1;
             if local == every {
                 local = 0;
