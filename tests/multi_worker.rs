@@ -450,6 +450,50 @@ fn compressed_exchanges_send_fewer_bytes_and_still_train() {
 }
 
 #[test]
+fn relaysum_relays_every_model_along_the_spanning_tree_every_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("relaysum");
+    let o = digits_run(&out, "relaysum", 10).output().unwrap();
+    assert!(o.status.success(), "{}\n{}", text(&o), logs(&out));
+    let s = json(&out.join("summary.json"));
+    let d = s["parameters"].as_f64().unwrap();
+    // The tree `a2cid topology` shows for this ring.
+    let t = a2cid()
+        .args(["topology", "--graph", "ring", "--workers", "4", "--json"])
+        .output()
+        .unwrap();
+    let tree: Value = serde_json::from_slice(&t.stdout).unwrap();
+    let edges: Vec<(u64, u64)> = tree["spanning_tree"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e[0].as_u64().unwrap(), e[1].as_u64().unwrap()))
+        .collect();
+    for w in s["per_worker"].as_array().unwrap() {
+        let rank = w["rank"].as_u64().unwrap();
+        let grads = w["grads"].as_f64().unwrap();
+        // One relay round per step.
+        assert_eq!(w["comms"], w["grads"], "{w}");
+        // Each round sends the model and its count to every tree neighbour (the stop vote's
+        // all-reduce and the initial broadcast add a little).
+        let degree = edges
+            .iter()
+            .filter(|(a, b)| *a == rank || *b == rank)
+            .count() as f64;
+        let relayed = grads * degree * 4.0 * (d + 1.0);
+        let sent = json(&out.join(format!("workers/rank{rank}.json")))["bytes_sent"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            sent >= relayed && sent <= relayed + 4.0 * d + 64.0 * grads,
+            "rank {rank} (tree degree {degree}) sent {sent} bytes, the relay {relayed}"
+        );
+    }
+    let acc = s["test_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.85, "averaged model test accuracy {acc}");
+}
+
+#[test]
 fn acid_survives_a_killed_worker_and_averages_the_survivors() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");

@@ -19,6 +19,7 @@ pub mod kernels;
 pub mod models;
 pub mod optim;
 pub mod outer;
+pub mod relay;
 pub mod train_state;
 
 pub use arena::{ParamLayout, TensorView};

@@ -30,6 +30,7 @@ const PH_REDUCE_SCATTER: u32 = 1;
 const PH_ALL_GATHER: u32 = 2;
 const PH_BROADCAST: u32 = 3;
 const PH_BARRIER: u32 = 4;
+const PH_RELAY: u32 = 5;
 
 /// How long a broken link may still deliver what its peer sent before leaving (a relayed abort
 /// names the real culprit).
@@ -278,6 +279,86 @@ impl Ring {
         Ok(())
     }
 
+    /// One relay round (RelaySum on a spanning tree): sends `outgoing[k]` to `peers[k]` and
+    /// returns what each of them sent this round, `lens[k]` floats from `peers[k]`. Every worker
+    /// of the run must take part (it is a collective: the same operation number everywhere); a
+    /// lost peer fails it at once, naming the rank.
+    pub(crate) async fn relay(
+        &mut self,
+        peers: &[usize],
+        outgoing: &[Vec<f32>],
+        lens: &[usize],
+    ) -> Result<Vec<Vec<f32>>, NetError> {
+        let op = self.next_op();
+        for (&to, data) in peers.iter().zip(outgoing) {
+            for (c, (a, b)) in self.chunks((0, data.len())).into_iter().enumerate() {
+                let hdr = CollHeader {
+                    op,
+                    phase: PH_RELAY,
+                    step: 0,
+                    chunk: c as u32,
+                };
+                self.send_to(to, hdr, &data[a..b]).await?;
+                self.totals.0 += 4 * (b - a) as u64;
+            }
+        }
+        let mut received = Vec::with_capacity(peers.len());
+        for (&from, &len) in peers.iter().zip(lens) {
+            let mut buf = Vec::with_capacity(len);
+            for (c, (a, b)) in self.chunks((0, len)).into_iter().enumerate() {
+                let hdr = CollHeader {
+                    op,
+                    phase: PH_RELAY,
+                    step: 0,
+                    chunk: c as u32,
+                };
+                let data = self.recv_from(from, hdr, b - a).await?;
+                buf.extend_from_slice(&data);
+                self.pool.give(data);
+                self.totals.1 += 4 * (b - a) as u64;
+            }
+            received.push(buf);
+        }
+        Ok(received)
+    }
+
+    /// Queue `data` for `to` (any linked peer), waiting for room in its chunk window. Nothing is
+    /// read meanwhile: a relay message is a few chunks, which the peer's reader takes in whatever
+    /// it is doing.
+    async fn send_to(&mut self, to: usize, hdr: CollHeader, data: &[f32]) -> Result<(), NetError> {
+        let Some(port) = self.ports.get(&to) else {
+            return Err(self.explain_loss(to, hdr.op, "no link").await);
+        };
+        let (outbox, window) = (port.link.outbox.clone(), port.link.window.clone());
+        let room = tokio::time::timeout(self.timeout, async {
+            let held = window.acquire_owned().await;
+            let slot = outbox.reserve().await;
+            (held, slot)
+        })
+        .await;
+        match room {
+            Ok((Ok(held), Ok(slot))) => {
+                let frame = Frame::Coll {
+                    hdr,
+                    data: self.pool.copy_of(data),
+                };
+                slot.send(Outgoing::Chunk {
+                    frame,
+                    _window: held,
+                });
+                Ok(())
+            }
+            Ok(_) => Err(self
+                .explain_loss(to, hdr.op, "its connection is closed")
+                .await),
+            Err(_) => {
+                let why = format!("it took no data for {:.0}s", self.timeout.as_secs_f64());
+                self.abort_others(to, hdr.op, to, &why);
+                Err(NetError::MemberLost { rank: to, why })
+            }
+        }
+    }
+
     /// Queue `data` (copied once into a pooled buffer) for the right neighbour, waiting for room in
     /// its chunk window and, meanwhile, taking what the left neighbour sends.
     async fn send(&mut self, hdr: CollHeader, data: &[f32]) -> Result<(), NetError> {
@@ -320,7 +401,16 @@ impl Ring {
 
     /// The chunk `want` (of `len` floats) from the left neighbour.
     async fn recv(&mut self, want: CollHeader, len: usize) -> Result<Vec<f32>, NetError> {
-        let from = self.left;
+        self.recv_from(self.left, want, len).await
+    }
+
+    /// The chunk `want` (of `len` floats) from `from`.
+    async fn recv_from(
+        &mut self,
+        from: usize,
+        want: CollHeader,
+        len: usize,
+    ) -> Result<Vec<f32>, NetError> {
         loop {
             let port = self.ports.get_mut(&from).ok_or(NetError::MemberLost {
                 rank: from,

@@ -76,10 +76,6 @@ impl Plan {
             links,
         })
     }
-
-    pub(crate) fn is_ring(&self, peer: usize) -> bool {
-        peer == self.ring.0 || peer == self.ring.1
-    }
 }
 
 /// Who this worker is, as told to peers.
@@ -567,7 +563,6 @@ mod tests {
         assert_eq!(p.neighbours, vec![0]);
         assert_eq!(p.ring, (1, 3));
         assert_eq!(p.links, BTreeSet::from([0, 1, 3]));
-        assert!(p.is_ring(3) && !p.is_ring(0));
         // Two workers: one link, both ring neighbours; one worker: none.
         let two = Plan::new(&cfg(0, 2, &[(0, 1, 1.0)])).expect("plan");
         assert_eq!(two.links, BTreeSet::from([1]));

@@ -114,8 +114,6 @@ pub(crate) struct Relink {
     pub(crate) limits: Limits,
     pub(crate) caps: LinkCaps,
     pub(crate) to_driver: mpsc::Sender<LinkEvent>,
-    /// `(left, right)` ring neighbours: their new links get a port for the collectives.
-    pub(crate) ring: (usize, usize),
     pub(crate) ring_ports: mpsc::UnboundedSender<(usize, RingPort)>,
 }
 
@@ -603,7 +601,8 @@ impl Driver {
                 self.rank
             );
         }
-        let ring_cap = (peer == r.ring.0 || peer == r.ring.1).then_some(r.caps.ring);
+        // Every link has a port for the collectives (the ring's, and relay rounds on any link).
+        let ring_cap = Some(r.caps.ring);
         let (link, port) = link::spawn(
             peer,
             conn,

@@ -231,7 +231,8 @@ impl Mesh {
         let caps = LinkCaps::new(cfg.world, plan.params, chunk_floats);
         let (links, ports) = link::spawn_all(
             conns,
-            |p| plan.is_ring(p),
+            // Every link gets a port: the ring collectives use two, relay rounds any.
+            |_| true,
             limits,
             caps,
             &pool,
@@ -264,7 +265,6 @@ impl Mesh {
             limits,
             caps,
             to_driver: link_events_tx.clone(),
-            ring: plan.ring,
             ring_ports,
         });
         let driver = tokio::spawn(driver.run(Inputs {
@@ -481,6 +481,18 @@ impl Mesh {
     /// initial parameters.
     pub async fn broadcast(&mut self, root: usize, buf: &mut [f32]) -> Result<(), NetError> {
         self.ring.broadcast(root, buf).await
+    }
+
+    /// One relay round of RelaySum: sends `outgoing[k]` to `peers[k]` (linked peers: the
+    /// spanning tree's edges are graph edges) and returns what each sent this round (`lens[k]`
+    /// floats). A collective: every worker takes part in every round, in the same order.
+    pub async fn relay(
+        &mut self,
+        peers: &[usize],
+        outgoing: &[Vec<f32>],
+        lens: &[usize],
+    ) -> Result<Vec<Vec<f32>>, NetError> {
+        self.ring.relay(peers, outgoing, lens).await
     }
 
     /// Returns once every rank has entered the barrier (a token goes `world - 1` hops round the ring).

@@ -457,10 +457,10 @@ pub fn run_local(
         bail!(
             "worker {rank} {why}: {} stops without it (the other workers' errors are in {}). \
              Resume with `a2cid run --resume {}`",
-            if cfg.method == Method::Lasgd {
-                "a `lasgd` run meets every worker at each synchronisation, so it"
-            } else {
-                "an `allreduce` run is synchronous and"
+            match cfg.method {
+                Method::Lasgd => "a `lasgd` run meets every worker at each synchronisation, so it",
+                Method::RelaySum => "a `relaysum` run relays every model at every step, so it",
+                _ => "an `allreduce` run is synchronous and",
             },
             run.workers().display(),
             out.display()

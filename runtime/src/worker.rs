@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use a2cid_engine::acid::Mirror;
 use a2cid_engine::models::Model;
 use a2cid_engine::outer::{synchronised_model, OuterOptimizer};
+use a2cid_engine::relay::RelayNode;
 use a2cid_engine::train_state::StateVectors;
 use a2cid_engine::train_state::AVERAGE_SLOTS;
 use a2cid_engine::TrainState;
@@ -377,6 +378,7 @@ pub fn run_worker(
     let outcome = match cfg.method {
         Method::AllReduce => w.train_allreduce(&rt, &mut mesh),
         Method::Lasgd => w.train_lasgd(&rt, &mut mesh),
+        Method::RelaySum => w.train_relaysum(&rt, &mut mesh),
         _ => w.train_async(&rt, &mut mesh),
     };
     let outcome = outcome.and_then(|reason| w.finish(&rt, &mut mesh, reason));
@@ -734,7 +736,7 @@ impl Worker {
 
     fn global_grads(&self, s: &Shared) -> u64 {
         match self.cfg.method {
-            Method::AllReduce | Method::Lasgd => s.grads * self.world as u64,
+            Method::AllReduce | Method::Lasgd | Method::RelaySum => s.grads * self.world as u64,
             _ => s.counts.total(),
         }
     }
@@ -1197,6 +1199,66 @@ impl Worker {
                     // Every rank stops at this same synchronisation.
                     return Ok(vote.unwrap_or(StopReason::MaxSeconds));
                 }
+            }
+            self.after_step(mesh, lr)?;
+        }
+    }
+
+    /// `relaysum` (RelaySGD, docs/algorithm.md §9.2): every step, a local SGD step, then one relay
+    /// round on the graph's breadth-first spanning tree (`Topology::spanning_tree`, what
+    /// `a2cid topology` shows): the updated model goes to each tree neighbour with the relayed
+    /// sums of the others' (`a2cid_engine::relay`, the simulator's too), and the model becomes the
+    /// relayed average — every model, each as old as its tree distance. The stop vote travels in
+    /// a one-float all-reduce, so every rank stops at the same round. Each worker keeps its own
+    /// momentum.
+    fn train_relaysum(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        mesh: &mut Mesh,
+    ) -> anyhow::Result<StopReason> {
+        self.start_identical(rt, mesh)?;
+        let tree = self.cfg.topology()?.spanning_tree();
+        let peers = tree.neighbors[self.rank].clone();
+        let mut node = RelayNode::new(&peers, self.world, self.d);
+        let lens = vec![self.d + 1; peers.len()];
+        loop {
+            self.note_interrupts(mesh);
+            let vote = self.check_stop();
+            let (stepped, lr, t0) = self.gradient()?;
+            self.apply_step(stepped, lr, t0)?;
+            let v = self.state.read()?;
+            let outgoing: Vec<Vec<f32>> =
+                node.outgoing(&v.x).iter().map(RelayNode::to_wire).collect();
+            let relay_failed = |e: a2cid_net::NetError| {
+                anyhow::anyhow!(
+                    "the relay round failed: {e}. `relaysum` relays every model along the \
+                     spanning tree and cannot go on without every worker (acid and gossip runs \
+                     survive a lost worker)"
+                )
+            };
+            let received = rt
+                .block_on(mesh.relay(&peers, &outgoing, &lens))
+                .map_err(relay_failed)?;
+            for (&from, slots) in peers.iter().zip(&received) {
+                let message = RelayNode::from_wire(slots, self.d).with_context(|| {
+                    format!("rank {from}'s relay message holds a non-finite value")
+                })?;
+                node.deliver(from, message);
+            }
+            let estimate = node.estimate(&v.x);
+            let mut flag = [if vote.is_some() { 1.0 } else { 0.0 }];
+            rt.block_on(mesh.allreduce_mean(&mut flag))
+                .map_err(relay_failed)?;
+            {
+                let mut s = lock(&self.shared);
+                let tau = s.time.tau();
+                self.state.load(&estimate, None, Some(&v.momentum), tau)?;
+                s.comms += 1;
+                let seq = s.seq;
+                s.mirror.set_boundary(seq, tau, &estimate, None);
+            }
+            if flag[0] > 0.0 {
+                return Ok(vote.unwrap_or(StopReason::MaxSeconds));
             }
             self.after_step(mesh, lr)?;
         }

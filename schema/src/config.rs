@@ -18,8 +18,8 @@ use crate::speeds::SpeedSpec;
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
     pub workers: usize,
-    /// acid, gossip, allreduce, local or lasgd (multi-worker runs); relaysum and dadao are
-    /// refused here, they run in `a2cid simulate` only for now.
+    /// acid, gossip, allreduce, local, lasgd or relaysum (multi-worker runs); dadao is refused
+    /// here, it runs in `a2cid simulate` only.
     pub method: Method,
     /// Communication graph (see `a2cid topology --help`): ring, torus, exponential, ...
     pub graph: String,
@@ -124,8 +124,8 @@ impl RunConfig {
         }
         if self.method.simulator_only() {
             bail!(
-                "--method {}: runs in `a2cid simulate` only for now (the runtime implements acid, \
-                 gossip, allreduce, local and lasgd)",
+                "--method {}: runs in `a2cid simulate` only (the runtime implements acid, gossip, \
+                 allreduce, local, lasgd and relaysum; dadao runs on the simulator's quadratic)",
                 self.method
             );
         }
@@ -306,7 +306,7 @@ mod tests {
 
     #[test]
     fn simulator_only_methods_are_refused_naming_the_method() {
-        for method in [Method::RelaySum, Method::Dadao] {
+        for method in Method::ALL.into_iter().filter(|m| m.simulator_only()) {
             let config = RunConfig {
                 method,
                 ..RunConfig::default()

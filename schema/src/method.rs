@@ -62,17 +62,17 @@ impl Method {
         self != Method::AllReduce
     }
 
-    /// Whether `a2cid simulate` is the only place this method runs for now (relaysum, dadao): the
-    /// real runtime refuses it.
+    /// Whether `a2cid simulate` is the only place this method runs (dadao, on the simulator's
+    /// convex problem): the real runtime refuses it.
     pub fn simulator_only(self) -> bool {
-        matches!(self, Method::RelaySum | Method::Dadao)
+        matches!(self, Method::Dadao)
     }
 
-    /// Whether every worker meets the others in the mesh's all-reduce (allreduce at every step,
-    /// lasgd every `sync_every` local steps), so they step in lockstep and none goes on without
-    /// the others.
+    /// Whether every worker meets the others in a collective (allreduce at every step, lasgd
+    /// every `sync_every` local steps, relaysum's relay round at every step), so they step in
+    /// lockstep and none goes on without the others.
     pub fn synchronises_by_allreduce(self) -> bool {
-        matches!(self, Method::AllReduce | Method::Lasgd)
+        matches!(self, Method::AllReduce | Method::Lasgd | Method::RelaySum)
     }
 
     /// Whether workers average pairwise at Poisson times (acid, gossip).
@@ -140,6 +140,6 @@ mod tests {
         assert!(e.contains("local, lasgd, relaysum or dadao"), "{e}");
         assert!(Method::ALL
             .iter()
-            .all(|m| m.simulator_only() == matches!(m.name(), "relaysum" | "dadao")));
+            .all(|m| m.simulator_only() == matches!(m.name(), "dadao")));
     }
 }

@@ -1,91 +1,61 @@
-//! RelaySum (docs/algorithm.md §9.2): the relay of models along a spanning tree that gives every
-//! worker an exactly uniform average of all models, each delayed by its tree distance. Pure: one
-//! call is one synchronous round, the contributions are passed in.
-//!
-//! Round t: worker i sends each tree neighbour j the message
-//! m_{i→j} = y_i + Σ_{k ∈ N(i) \ j} m_{k→i} (last round's), with the count
-//! c_{i→j} = 1 + Σ_{k ∈ N(i) \ j} c_{k→i}, where y_i is its contribution this round. Then its
-//! estimate of the average is (y_i + Σ_j m_{j→i} + (n − 1 − Σ_j c_{j→i}) y_i) / n: the models
-//! not yet arrived are replaced by its own. A worker at tree distance d contributes its value of
-//! d − 1 rounds before, so after `diameter` rounds every worker's estimate has all n models.
+//! RelaySum (docs/algorithm.md §9.2) in the simulator: every worker's [`RelayNode`] (the engine's,
+//! which the runtime uses too) in one process. Pure: one call is one synchronous round, the
+//! contributions are passed in.
 
+use a2cid_engine::relay::RelayNode;
 use a2cid_topology::SpanningTree;
 
-/// The messages in flight on a spanning tree.
+/// Every worker's side of the relay ([`RelayNode`], the one the runtime uses too), delivered in
+/// one process.
 #[derive(Debug, Clone)]
 pub struct Relay {
-    neighbors: Vec<Vec<usize>>,
-    /// incoming[i][k]: the last message worker i received from its k-th tree neighbour (sum,
-    /// count). Sums in f64, so a relayed sum of n models loses nothing to f32 rounding.
-    incoming: Vec<Vec<(Vec<f64>, u64)>>,
+    nodes: Vec<RelayNode>,
 }
 
 impl Relay {
     /// No message received yet (zero sums, zero counts) on `tree`, for models of `dim` values.
     pub fn new(tree: &SpanningTree, dim: usize) -> Relay {
-        let neighbors = tree.neighbors.clone();
-        let incoming = neighbors
-            .iter()
-            .map(|list| list.iter().map(|_| (vec![0.0; dim], 0)).collect())
-            .collect();
+        let n = tree.neighbors.len();
         Relay {
-            neighbors,
-            incoming,
+            nodes: tree
+                .neighbors
+                .iter()
+                .map(|nb| RelayNode::new(nb, n, dim))
+                .collect(),
         }
     }
 
     /// Messages each worker sends per round (its tree degree).
     pub fn messages_sent(&self, worker: usize) -> usize {
-        self.neighbors[worker].len()
+        self.nodes[worker].neighbors().len()
     }
 
     /// One round: every worker contributes `contributions[i]`; returns every worker's estimate
     /// of the average.
     pub fn round(&mut self, contributions: &[Vec<f32>]) -> Vec<Vec<f32>> {
-        let n = self.neighbors.len();
-        assert_eq!(contributions.len(), n, "one contribution per worker");
-        // Outgoing messages from last round's incoming ones (all computed before any delivery).
-        let mut outgoing: Vec<Vec<(Vec<f64>, u64)>> = Vec::with_capacity(n);
-        for (own, incoming) in contributions.iter().zip(&self.incoming) {
-            let mut out = Vec::with_capacity(incoming.len());
-            for k in 0..incoming.len() {
-                let mut sum: Vec<f64> = own.iter().map(|&v| f64::from(v)).collect();
-                let mut count = 1;
-                for (other, (relayed, c)) in incoming.iter().enumerate() {
-                    if other != k {
-                        sum.iter_mut().zip(relayed).for_each(|(s, r)| *s += r);
-                        count += c;
-                    }
-                }
-                out.push((sum, count));
-            }
-            outgoing.push(out);
-        }
-        // Delivery: j's message to i lands in i's slot for j.
+        assert_eq!(
+            contributions.len(),
+            self.nodes.len(),
+            "one contribution per worker"
+        );
+        // Every outgoing message from last round's incoming ones, before any delivery.
+        let outgoing: Vec<_> = self
+            .nodes
+            .iter()
+            .zip(contributions)
+            .map(|(node, own)| node.outgoing(own))
+            .collect();
         for (j, out) in outgoing.into_iter().enumerate() {
-            for (k, message) in out.into_iter().enumerate() {
-                let i = self.neighbors[j][k];
-                let slot = self.neighbors[i]
-                    .iter()
-                    .position(|&v| v == j)
-                    .expect("tree neighbours are symmetric");
-                self.incoming[i][slot] = message;
+            let to: Vec<usize> = self.nodes[j].neighbors().to_vec();
+            for (i, message) in to.into_iter().zip(out) {
+                let delivered = self.nodes[i].deliver(j, message);
+                assert!(delivered, "tree neighbours are symmetric");
             }
         }
-        (0..n)
-            .map(|i| {
-                let received: u64 = self.incoming[i].iter().map(|(_, c)| c).sum();
-                let missing = (n as u64 - 1 - received) as f64;
-                let own = &contributions[i];
-                let mut total: Vec<f64> = own
-                    .iter()
-                    .map(|&v| f64::from(v) * (1.0 + missing))
-                    .collect();
-                for (relayed, _) in &self.incoming[i] {
-                    total.iter_mut().zip(relayed).for_each(|(t, r)| *t += r);
-                }
-                total.iter().map(|t| (t / n as f64) as f32).collect()
-            })
+        self.nodes
+            .iter()
+            .zip(contributions)
+            .map(|(node, own)| node.estimate(own))
             .collect()
     }
 }
