@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # The neighbouring methods side by side with real worker processes (docs/results.md §7): ring of
 # n = 8 local workers, digits (embedded, needs no download), MLP 64-64-10, batch 32, lr 0.1.
-# Methods: acid and gossip (--rate-com 1), allreduce, lasgd --sync-every 10 and DiLoCo
-# (lasgd --sync-every 10 --outer nesterov:0.7,0.9); partitions iid and dirichlet:0.3; seeds
-# from SEEDS (default "1 2 3"). Runs are strictly sequential (never two runs at once).
+# Methods: acid and gossip (--rate-com 1), allreduce, lasgd --sync-every 10, DiLoCo
+# (lasgd --sync-every 10 --outer nesterov:0.7,0.9) and relaysum (RelaySGD on the breadth-first
+# spanning tree); partitions iid and dirichlet:0.3; seeds from SEEDS (default "1 2 3"); METHODS
+# (default all: "acid gossip allreduce lasgd diloco relaysum") restricts the methods run. Runs are
+# strictly sequential (never two runs at once).
 #
-#   scripts/methods-real.sh OUT_DIR        # ~15 min on the 2-vCPU sandbox (llvmpipe), 39 runs
+#   scripts/methods-real.sh OUT_DIR        # ~20 min on the 2-vCPU sandbox (llvmpipe), 48 runs
 #
 # --epochs E is not the same number of gradients for every method (docs/running.md "Stop"):
 # for acid/gossip it is a global budget of E epochs of every shard (~E * 1438 / 32 gradients in
-# all), for allreduce/lasgd it is E epochs of the *largest* shard on every worker, which under
-# dirichlet:0.3 is much more. So a second block re-runs allreduce, lasgd and DiLoCo on
-# dirichlet:0.3 with --grad-budget G, G = ceil(E * 1438 / 32) (and --epochs 0), the budget the
-# acid/gossip runs get.
+# all), for allreduce/lasgd/relaysum (lockstep) it is E epochs of the *largest* shard on every
+# worker, which under dirichlet:0.3 is much more. So a second block re-runs allreduce, lasgd,
+# DiLoCo and relaysum on dirichlet:0.3 with --grad-budget G, G = ceil(E * 1438 / 32) (and
+# --epochs 0), the budget the acid/gossip runs get.
 #
 # Layout: OUT_DIR/<method>-<partition>-s<seed>/ (the budget block: <method>-dirichlet0.3-budget-s<seed>);
 # OUT_DIR/status.tsv records every run's exit status; a failed run is recorded, not hidden,
@@ -37,7 +39,9 @@ methods=(
     "allreduce|--method allreduce"
     "lasgd|--method lasgd --sync-every 10"
     "diloco|--method lasgd --sync-every 10 --outer nesterov:0.7,0.9"
+    "relaysum|--method relaysum"
 )
+wanted=" ${METHODS:-acid gossip allreduce lasgd diloco relaysum} "
 
 run_one() { # name, then the run's flags
     local name=$1; shift
@@ -56,12 +60,14 @@ for seed in $seeds; do
     for part in iid dirichlet:0.3; do
         for m in "${methods[@]}"; do
             name=${m%%|*}; read -ra flags <<< "${m#*|}"
+            [[ $wanted == *" $name "* ]] || continue
             run_one "$name-${part/:/}-s$seed" "${flags[@]}" --partition "$part" --seed "$seed" --epochs "$epochs"
         done
     done
     # Equal gradients under dirichlet:0.3: the synchronous methods on acid/gossip's budget.
     for m in "${methods[@]:2}"; do
         name=${m%%|*}; read -ra flags <<< "${m#*|}"
+        [[ $wanted == *" $name "* ]] || continue
         run_one "$name-dirichlet0.3-budget-s$seed" "${flags[@]}" --partition dirichlet:0.3 --seed "$seed" --epochs 0 --grad-budget "$budget"
     done
 done

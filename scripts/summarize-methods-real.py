@@ -7,11 +7,15 @@ One row per (method, partition[, budget]) over the seeds found: averaged-model t
 (mean ± sample standard deviation, then min–max over seeds), mean over workers of their own
 model's accuracy, consensus distance over the second half of the run (the sketches' estimate),
 bytes sent per worker (workers/rank*.json bytes_sent, MB = 10^6 bytes; for allreduce/lasgd,
-whose ring all-reduce the runtime does not count, computed from the rounds and marked *), averagings per worker
-(per_worker[].comms: pairwise averagings for acid/gossip, all-reduces for allreduce/lasgd), total
-gradients (all workers) and the run's wall time. Accuracies are truncated (never rounded up) to
-two decimals of a percent. Failed runs (status.tsv exit status != 0 or no summary.json) are listed.
+whose ring all-reduce the runtime did not count, computed from the rounds and marked *;
+relaysum's, relay messages and collectives included, are measured), averagings per worker
+(per_worker[].comms: pairwise averagings for acid/gossip, all-reduces for allreduce/lasgd, relay
+rounds for relaysum), total gradients (all workers) and the run's wall time. Accuracies are
+truncated (never rounded up) to two decimals of a percent, and so are the other numbers (loss,
+consensus to 3 significant digits, MB, averagings, gradients, wall time). Failed runs (status.tsv exit status
+!= 0 or no summary.json) are listed.
 """
+import decimal
 import glob
 import json
 import math
@@ -20,19 +24,35 @@ import re
 import statistics
 import sys
 
-ORDER = ["acid", "gossip", "allreduce", "lasgd", "diloco"]
+ORDER = ["acid", "gossip", "allreduce", "lasgd", "diloco", "relaysum"]
 LABEL = {
     "acid": "acid (rate 1)",
     "gossip": "gossip (rate 1)",
     "allreduce": "allreduce",
     "lasgd": "lasgd H=10",
     "diloco": "DiLoCo H=10, nesterov:0.7,0.9",
+    "relaysum": "relaysum (BFS tree)",
 }
 
 
 def trunc(x, d=2):
     f = 10 ** d
     return math.floor(x * f) / f
+
+
+def down(x, fmt):
+    """x written with fmt ("3f": 3 decimals, "3g": 3 significant digits, "0f": integer),
+    truncated toward zero from its shortest decimal form, never rounded up."""
+    d = decimal.Decimal(repr(float(x)))
+    n = int(fmt[:-1])
+    if fmt.endswith("g"):
+        if d == 0:
+            return "0"
+        e = d.adjusted() - n + 1
+        q = d.quantize(decimal.Decimal(1).scaleb(e), rounding=decimal.ROUND_DOWN)
+        return f"{float(q):.{n}g}"
+    q = d.quantize(decimal.Decimal(1).scaleb(-n), rounding=decimal.ROUND_DOWN)
+    return f"{q:.{n}f}"
 
 
 def pct(x):
@@ -114,7 +134,7 @@ def main():
         m, sd = mean_sd(accs)
         sd_s = f"{trunc(100 * sd):.2f}" if not math.isnan(sd) else "–"
         cons = [r["cons"] for r in rows if r["cons"] is not None]
-        cons_s = f"{statistics.mean(cons):.3g}" if cons else "–"
+        cons_s = down(statistics.mean(cons), "3g") if cons else "–"
         star = "*" if any(r["computed"] for r in rows) else ""
         partition = "dirichlet:0.3" if part.startswith("dirichlet") else part
         stop = "grad budget" if budget else "epochs"
@@ -122,13 +142,13 @@ def main():
             f"| {LABEL.get(method, method)} | {partition} | {stop} "
             f"| {','.join(str(r['seed']) for r in rows)} "
             f"| {pct(m)} ± {sd_s} ({pct(min(accs))}–{pct(max(accs))}) "
-            f"| {statistics.mean(r['loss'] for r in rows):.3f} "
+            f"| {down(statistics.mean(r['loss'] for r in rows), '3f')} "
             f"| {pct(statistics.mean(r['own'] for r in rows))} "
             f"| {cons_s} "
-            f"| {statistics.mean(r['mb'] for r in rows):.2f}{star} "
-            f"| {statistics.mean(r['avg'] for r in rows):.0f} "
-            f"| {statistics.mean(r['grads'] for r in rows):.0f} "
-            f"| {statistics.mean(r['wall'] for r in rows):.1f} |"
+            f"| {down(statistics.mean(r['mb'] for r in rows), '2f')}{star} "
+            f"| {down(statistics.mean(r['avg'] for r in rows), '0f')} "
+            f"| {down(statistics.mean(r['grads'] for r in rows), '0f')} "
+            f"| {down(statistics.mean(r['wall'] for r in rows), '1f')} |"
         )
     print()
     print("\\* computed, not measured: averagings (all-reduce rounds) × 2(n − 1)/n × (parameters + 1) × 4 B;"
@@ -140,7 +160,7 @@ def main():
         part, budget, method = k
         rows = sorted(groups[k], key=lambda r: r["seed"])
         tag = f"{LABEL.get(method, method)}, {part}{' (grad budget)' if budget else ''}"
-        print(f"- {tag}: " + ", ".join(f"s{r['seed']} {pct(r['acc'])} ({r['grads']} grads, consensus {r['cons']:.3g})" for r in rows))
+        print(f"- {tag}: " + ", ".join(f"s{r['seed']} {pct(r['acc'])} ({r['grads']} grads, consensus {down(r['cons'], '3g')})" for r in rows))
     if failed:
         print()
         print("Failed or unfinished runs: " + ", ".join(f"{n} ({why})" for n, why in failed))
