@@ -328,6 +328,27 @@ impl TrainState {
         Ok(())
     }
 
+    /// Replaces x (and x̃, set equal) by a model every worker adopts — an all-reduce average, a
+    /// relayed average — keeping the momentum, at clock `t_last`.
+    pub fn set_x(&mut self, x: &[f32], t_last: f64) -> Result<()> {
+        if x.len() != self.n {
+            return Err(crate::error::EngineError::Shape {
+                op: "TrainState::set_x",
+                detail: format!(
+                    "x has {} values for a model of {} parameters",
+                    x.len(),
+                    self.n
+                ),
+            });
+        }
+        self.ctx.write(&self.x, 0, x);
+        if let Some(t) = &self.x_tilde {
+            self.ctx.write(t, 0, x);
+        }
+        self.t_last = t_last;
+        Ok(())
+    }
+
     /// Reads x, x̃ (if any) and the momentum back (waits for the GPU): what a checkpoint saves.
     pub fn read(&self) -> Result<StateVectors> {
         let x = self.ctx.read(&self.x, 0, self.n)?;

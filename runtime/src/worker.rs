@@ -1101,6 +1101,18 @@ impl Worker {
         }
     }
 
+    /// A synchronous method's averaging: the model becomes `x` (the momentum stays), counted as
+    /// one averaging.
+    fn adopt_average(&mut self, x: &[f32]) -> anyhow::Result<()> {
+        let mut s = lock(&self.shared);
+        let tau = s.time.tau();
+        self.state.set_x(x, tau)?;
+        s.comms += 1;
+        let seq = s.seq;
+        s.mirror.set_boundary(seq, tau, x, None);
+        Ok(())
+    }
+
     /// Ctrl-C or a signal, seen between two steps of a synchronous method.
     fn note_interrupts(&self, mesh: &mut Mesh) {
         while let Some(ev) = mesh.try_next_event() {
@@ -1162,7 +1174,7 @@ impl Worker {
         self.start_identical(rt, mesh)?;
         let every = self.cfg.sync_every.max(1) as u64;
         let mut outer = match self.cfg.outer {
-            Some(spec) => Some(OuterOptimizer::new(spec, &self.state.read()?.x)),
+            Some(spec) => Some(OuterOptimizer::new(spec, &self.learner.model.params()?)),
             None => None,
         };
         let mut local = 0u64;
@@ -1174,8 +1186,7 @@ impl Worker {
             if local == every {
                 local = 0;
                 let vote = self.check_stop();
-                let v = self.state.read()?;
-                let mut x = v.x;
+                let mut x = self.learner.model.params()?;
                 x.push(if vote.is_some() { 1.0 } else { 0.0 });
                 rt.block_on(mesh.allreduce_mean(&mut x)).map_err(|e| {
                     anyhow::anyhow!(
@@ -1187,14 +1198,7 @@ impl Worker {
                 let stop = x.pop().is_some_and(|flag| flag > 0.0);
                 let mean: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
                 let synced = synchronised_model(&mean, outer.as_mut());
-                {
-                    let mut s = lock(&self.shared);
-                    let tau = s.time.tau();
-                    self.state.load(&synced, None, Some(&v.momentum), tau)?;
-                    s.comms += 1;
-                    let seq = s.seq;
-                    s.mirror.set_boundary(seq, tau, &synced, None);
-                }
+                self.adopt_average(&synced)?;
                 if stop {
                     // Every rank stops at this same synchronisation.
                     return Ok(vote.unwrap_or(StopReason::MaxSeconds));
@@ -1226,9 +1230,9 @@ impl Worker {
             let vote = self.check_stop();
             let (stepped, lr, t0) = self.gradient()?;
             self.apply_step(stepped, lr, t0)?;
-            let v = self.state.read()?;
+            let x = self.learner.model.params()?;
             let outgoing: Vec<Vec<f32>> =
-                node.outgoing(&v.x).iter().map(RelayNode::to_wire).collect();
+                node.outgoing(&x).iter().map(RelayNode::to_wire).collect();
             let relay_failed = |e: a2cid_net::NetError| {
                 anyhow::anyhow!(
                     "the relay round failed: {e}. `relaysum` relays every model along the \
@@ -1245,18 +1249,11 @@ impl Worker {
                 })?;
                 node.deliver(from, message);
             }
-            let estimate = node.estimate(&v.x);
+            let estimate = node.estimate(&x);
             let mut flag = [if vote.is_some() { 1.0 } else { 0.0 }];
             rt.block_on(mesh.allreduce_mean(&mut flag))
                 .map_err(relay_failed)?;
-            {
-                let mut s = lock(&self.shared);
-                let tau = s.time.tau();
-                self.state.load(&estimate, None, Some(&v.momentum), tau)?;
-                s.comms += 1;
-                let seq = s.seq;
-                s.mirror.set_boundary(seq, tau, &estimate, None);
-            }
+            self.adopt_average(&estimate)?;
             if flag[0] > 0.0 {
                 return Ok(vote.unwrap_or(StopReason::MaxSeconds));
             }
