@@ -4,9 +4,16 @@
 distance (time averages over [T/2, T]), and the means of gradients, messages and bytes per
 worker and wall seconds per run.
 
-    scripts/summarize-methods-sim.py OUT_DIR
+    scripts/summarize-methods-sim.py OUT_DIR            # scripts/methods-sim.sh (quadratic)
+    scripts/summarize-methods-sim.py OUT_DIR model      # scripts/methods-sim-model.sh
+
+The model tables (--problem model) give, per partition and method, mean ± sd over seeds of the
+test accuracy of the average model x̄ and of the workers' own models (end of the run), the
+final training loss (mean over workers, on the fixed evaluation subset), and the consensus
+distance (time average over [T/2, T] and final).
 """
 import csv
+import json
 import math
 import statistics
 import sys
@@ -63,5 +70,54 @@ def main(out):
                   f"| {statistics.fmean(f('wall_seconds')):.2f} |")
 
 
+PARTITIONS = {"iid": "iid", "dirichlet0.3": "dirichlet:0.3"}
+ORDER = ["allreduce", "gossip", "acid", "lasgd", "diloco", "relaysum"]
+
+
+def model_key(run):
+    if run["method"] == "lasgd":
+        return ("diloco" if run.get("outer") else "lasgd"), f"H={run['sync_every']}"
+    if run["method"] in ("allreduce", "relaysum"):
+        return run["method"], "1 round / unit"
+    return run["method"], f"rate {run['rate_com']:g}"
+
+
+def main_model(out):
+    out = Path(out)
+    for part, title in PARTITIONS.items():
+        if not (out / part).is_dir():
+            continue
+        groups = {}
+        for summary in sorted((out / part).glob("*/summary.json")):
+            runs = json.loads(summary.read_text())
+            for run in runs if isinstance(runs, list) else [runs]:
+                groups.setdefault(model_key(run), []).append(run)
+        any_run = next(iter(groups.values()))[0]
+        seeds = sorted({r["seed"] for rs in groups.values() for r in rs})
+        print(f"\n#### {title}, ring n = {any_run['workers']}, model problem, "
+              f"T = {any_run['time']:g}, seeds {','.join(map(str, seeds))}\n")
+        print("| method | schedule | test acc. of x̄ | mean test acc. of the x_i | final loss "
+              "| consensus (T/2..T) | final consensus | gradients / worker | messages / worker "
+              "| kB / worker | wall s / run |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for key in sorted(groups, key=lambda k: (ORDER.index(k[0]), k[1])):
+            rows = groups[key]
+            n = rows[0]["workers"]
+            f = lambda c: [float("nan") if r[c] is None else float(r[c]) for r in rows]
+            pct = lambda xs: [100 * x for x in xs]
+            print(f"| {key[0]} | {key[1]} | {fmt_ms(pct(f('test_accuracy')))} % "
+                  f"| {fmt_ms(pct(f('mean_worker_test_accuracy')))} % "
+                  f"| {fmt_ms(f('final_loss'))} "
+                  f"| {fmt_ms(f('consensus_distance'))} "
+                  f"| {fmt_ms(f('final_consensus_distance'))} "
+                  f"| {statistics.fmean(f('gradients')) / n:.0f} "
+                  f"| {statistics.fmean(f('messages_per_worker')):.0f} "
+                  f"| {statistics.fmean(f('bytes_per_worker')) / 1000:.0f} "
+                  f"| {statistics.fmean(f('wall_seconds')):.1f} |")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[2:] == ["model"]:
+        main_model(sys.argv[1])
+    else:
+        main(sys.argv[1])

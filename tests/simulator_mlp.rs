@@ -1,7 +1,8 @@
 //! `a2cid simulate --problem mlp`: the engine's MLP with every worker's (x, x̃, momentum) on the GPU,
 //! driven by the fused A²CiD² kernels. The workers must learn (the loss falls far below its
 //! initial ln 10), communicate (averagings happen, the consensus distance stays bounded), and the
-//! all-reduce baseline must keep every worker identical.
+//! all-reduce baseline must keep every worker identical. The summary reports the test-split
+//! accuracy of the average model and of the workers' own models.
 use std::process::Command;
 
 fn simulate(method: &str) -> serde_json::Value {
@@ -64,6 +65,15 @@ fn gpu_mlp_workers_learn_and_communicate() {
             cd.is_finite() && cd > 0.0 && cd < 1.0,
             "{method}: consensus distance {cd}\n{s}"
         );
+        // Ten classes: chance is 0.1; trained digits models are far above it.
+        let average = s["test_accuracy"].as_f64().expect("test_accuracy");
+        let own = s["mean_worker_test_accuracy"]
+            .as_f64()
+            .expect("mean_worker_test_accuracy");
+        assert!(
+            (0.8..=1.0).contains(&average) && (0.5..=1.0).contains(&own),
+            "{method}: test accuracy of the average model {average}, of the workers' own {own}\n{s}"
+        );
     }
 }
 
@@ -72,4 +82,7 @@ fn allreduce_keeps_gpu_workers_identical() {
     let s = simulate("allreduce");
     assert_eq!(s["final_consensus_distance"].as_f64().unwrap(), 0.0, "{s}");
     assert!(s["final_loss"].as_f64().unwrap() < 0.6, "{s}");
+    // Identical workers: the average model is each worker's model.
+    assert_eq!(s["test_accuracy"], s["mean_worker_test_accuracy"], "{s}");
+    assert!(s["test_accuracy"].as_f64().unwrap() > 0.8, "{s}");
 }

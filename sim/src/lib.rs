@@ -334,10 +334,12 @@ pub fn simulate_runs(args: &SimulateArgs) -> anyhow::Result<Vec<RunReport>> {
         let started = Instant::now();
         let outcome = simulate(problem.as_mut(), &config)?;
         let wall_seconds = started.elapsed().as_secs_f64();
-        reports.push(RunReport {
-            summary: summarize(args, &config, &spec, &outcome, params, wall_seconds),
-            outcome,
-        });
+        let mut summary = summarize(args, &config, &spec, &outcome, params, wall_seconds);
+        if let Some(accuracy) = problem.test_accuracy()? {
+            summary.test_accuracy = Some(accuracy.average_model);
+            summary.mean_worker_test_accuracy = Some(accuracy.mean_worker);
+        }
+        reports.push(RunReport { summary, outcome });
     }
     Ok(reports)
 }
@@ -417,6 +419,8 @@ fn summarize(
         syncs: outcome.syncs,
         messages_per_worker: outcome.messages_per_worker,
         bytes_per_worker: outcome.bytes_per_worker,
+        test_accuracy: None,
+        mean_worker_test_accuracy: None,
     }
 }
 
@@ -519,6 +523,8 @@ fn summary_table(reports: &[RunReport], separator: char) -> String {
         "messages_per_worker",
         "bytes_per_worker",
         "wall_seconds",
+        "test_accuracy",
+        "mean_worker_test_accuracy",
     ];
     let mut table = header.join(&separator.to_string()) + "\n";
     for r in reports {
@@ -537,6 +543,9 @@ fn summary_table(reports: &[RunReport], separator: char) -> String {
             format!("{:.1}", s.messages_per_worker),
             format!("{:.0}", s.bytes_per_worker),
             format!("{:.2}", s.wall_seconds),
+            s.test_accuracy.map_or(String::new(), |a| format!("{a:.4}")),
+            s.mean_worker_test_accuracy
+                .map_or(String::new(), |a| format!("{a:.4}")),
         ];
         table += &(row.join(&separator.to_string()) + "\n");
     }
@@ -568,7 +577,7 @@ fn aggregate_table(reports: &[RunReport]) -> String {
             variants.push(key);
         }
     }
-    let mut table = String::from("workers\tmethod\trate_com\tseeds\tconsensus_distance (mean ± sd)\texcess_loss (mean ± sd)\tbytes_per_worker\n");
+    let mut table = String::from("workers\tmethod\trate_com\tseeds\tconsensus_distance (mean ± sd)\texcess_loss (mean ± sd)\tbytes_per_worker\ttest_accuracy (mean ± sd)\n");
     for (n, method, rate) in variants {
         let runs: Vec<&RunSummary> = reports
             .iter()
@@ -587,8 +596,15 @@ fn aggregate_table(reports: &[RunReport]) -> String {
                 .map(|s| s.excess_loss.unwrap_or(s.loss))
                 .collect::<Vec<_>>(),
         );
+        let accuracies: Vec<f64> = runs.iter().filter_map(|s| s.test_accuracy).collect();
+        let accuracy = if accuracies.is_empty() {
+            String::new()
+        } else {
+            let (a, a_sd) = mean_sd(&accuracies);
+            format!("{a:.4} ± {a_sd:.4}")
+        };
         table += &format!(
-            "{n}\t{method}\t{rate}\t{}\t{cd:.4} ± {cd_sd:.4}\t{el:.4} ± {el_sd:.4}\t{:.0}\n",
+            "{n}\t{method}\t{rate}\t{}\t{cd:.4} ± {cd_sd:.4}\t{el:.4} ± {el_sd:.4}\t{:.0}\t{accuracy}\n",
             runs.len(),
             runs.iter().map(|s| s.bytes_per_worker).sum::<f64>() / runs.len() as f64
         );

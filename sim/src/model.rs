@@ -14,7 +14,7 @@ use a2cid_engine::TrainState;
 use a2cid_engine::{GpuContext, SgdConfig};
 use anyhow::Context;
 
-use crate::problem::{average_and_consensus_distance, Problem, Quality};
+use crate::problem::{average_and_consensus_distance, Problem, Quality, TestAccuracy};
 
 /// What the model problem trains.
 #[derive(Clone, Debug)]
@@ -47,6 +47,8 @@ pub struct GpuModelWorkers {
     add_grad: Dispatch,
     eval_x: Vec<f32>,
     eval_y: Vec<u32>,
+    test_x: Vec<f32>,
+    test_y: Vec<u32>,
 }
 
 impl GpuModelWorkers {
@@ -93,6 +95,8 @@ impl GpuModelWorkers {
         Ok(GpuModelWorkers {
             eval_x: dataset.train.x[..eval_rows * features].to_vec(),
             eval_y: dataset.train.y[..eval_rows].to_vec(),
+            test_x: dataset.test.x.clone(),
+            test_y: dataset.test.y.clone(),
             ctx,
             model,
             states,
@@ -101,6 +105,14 @@ impl GpuModelWorkers {
             clear_grad_sum,
             add_grad,
         })
+    }
+
+    /// Every worker's x as it is on the device (as last mixed).
+    fn current_models(&self) -> anyhow::Result<Vec<Vec<f32>>> {
+        self.states
+            .iter()
+            .map(|state| Ok(self.ctx.read::<f32>(state.x_buffer(), 0, state.len())?))
+            .collect()
     }
 
     fn bytes(&self) -> u64 {
@@ -254,10 +266,7 @@ impl Problem for GpuModelWorkers {
 
     fn quality(&mut self) -> anyhow::Result<Quality> {
         let n = self.states.len();
-        let mut xs = Vec::with_capacity(n);
-        for state in &self.states {
-            xs.push(self.ctx.read::<f32>(state.x_buffer(), 0, state.len())?);
-        }
+        let xs = self.current_models()?;
         let views: Vec<&[f32]> = xs.iter().map(|x| x.as_slice()).collect();
         let (x_bar, consensus_distance) = average_and_consensus_distance(&views);
         let mut mean_worker_loss = 0.0;
@@ -273,5 +282,27 @@ impl Problem for GpuModelWorkers {
             average_model_loss,
             consensus_distance,
         })
+    }
+
+    fn test_accuracy(&mut self) -> anyhow::Result<Option<TestAccuracy>> {
+        if self.test_y.is_empty() {
+            return Ok(None);
+        }
+        let xs = self.current_models()?;
+        let n = xs.len();
+        let views: Vec<&[f32]> = xs.iter().map(|x| x.as_slice()).collect();
+        let (x_bar, _) = average_and_consensus_distance(&views);
+        let mut mean_worker = 0.0;
+        for x in &xs {
+            self.model.set_params(x)?;
+            mean_worker += self.model.evaluate(&self.test_x, &self.test_y)?.1 / n as f64;
+        }
+        let x_bar32: Vec<f32> = x_bar.iter().map(|&v| v as f32).collect();
+        self.model.set_params(&x_bar32)?;
+        let average_model = self.model.evaluate(&self.test_x, &self.test_y)?.1;
+        Ok(Some(TestAccuracy {
+            mean_worker,
+            average_model,
+        }))
     }
 }

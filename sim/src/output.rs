@@ -52,6 +52,10 @@ pub struct RunSummary {
     /// Messages and bytes each worker sent (mean over workers; f32 models).
     pub messages_per_worker: f64,
     pub bytes_per_worker: f64,
+    /// Model problem: test-split accuracy of the average model x̄ at the end of the run.
+    pub test_accuracy: Option<f64>,
+    /// Model problem: test-split accuracy of each worker's own model at the end, averaged.
+    pub mean_worker_test_accuracy: Option<f64>,
 }
 
 /// Mean of a quantity over the samples in the second half of the run, [T/2, T].

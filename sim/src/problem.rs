@@ -63,6 +63,21 @@ pub trait Problem {
     /// Replaces worker `i`'s x by `x` at `now` (its momentum is kept). Only for methods without
     /// x̃.
     fn set_model(&mut self, worker: usize, x: &[f32], now: f64) -> anyhow::Result<()>;
+
+    /// Accuracy on the dataset's test split of the workers' current x (as last mixed by
+    /// `quality`), for problems that have one (the model problem); `None` otherwise.
+    fn test_accuracy(&mut self) -> anyhow::Result<Option<TestAccuracy>> {
+        Ok(None)
+    }
+}
+
+/// Test-split accuracy of the workers' models at the end of a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TestAccuracy {
+    /// (1/n) Σ_i acc(x_i): each worker's own model, averaged.
+    pub mean_worker: f64,
+    /// acc(x̄) of the average model x̄ = (1/n) Σ_i x_i.
+    pub average_model: f64,
 }
 
 /// The average model x̄ = (1/n) Σ_i x_i and the consensus distance (1/n) Σ_i ||x_i − x̄||², in f64.
