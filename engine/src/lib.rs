@@ -16,6 +16,7 @@ pub mod cpu;
 pub mod device;
 pub mod error;
 pub mod kernels;
+pub mod lowrank_gpu;
 pub mod models;
 pub mod optim;
 pub mod outer;

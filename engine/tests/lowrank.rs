@@ -4,9 +4,10 @@
 //! compressed exchange run with the GPU products equal to the CPU one.
 mod common;
 
-use a2cid_engine::compress::{BlockKind, HalfStep, LowRankEdge, LowRankPlan, Role};
+use a2cid_engine::compress::{LowRankEdge, LowRankPlan, Role};
 use a2cid_engine::cpu;
 use a2cid_engine::kernels::lowrank;
+use a2cid_engine::lowrank_gpu::GpuLowRank;
 use common::*;
 
 /// Shapes (m, n): one element, thin, not multiples of anything, wider than a workgroup, and the
@@ -154,8 +155,10 @@ fn bad_ranks_and_short_buffers_are_errors_naming_the_kernel() {
     );
 }
 
-/// A whole exchange on an MLP-like model with the messages computed by the GPU kernels and the
-/// correction applied by them: the same result as the CPU path of `compress`.
+/// A whole exchange on an MLP-like model with the messages and the peer's view computed by the
+/// GPU (`GpuLowRank`, what the runtime runs): the same messages as the CPU path of `compress`
+/// within f32 rounding, the same models after each exchange, and a GPU end and a CPU end of one
+/// edge stay in step (both derive the factors from the same two messages).
 #[test]
 fn a_gpu_exchange_matches_the_cpu_exchange() {
     let ctx = gpu();
@@ -163,6 +166,7 @@ fn a_gpu_exchange_matches_the_cpu_exchange() {
     let shapes: [&[usize]; 4] = [&[64, 200], &[200], &[200, 10], &[10]];
     let plan = LowRankPlan::from_shapes(&shapes, 2).unwrap();
     let len = plan.arena_len();
+    let gpu_products = GpuLowRank::new(ctx.clone(), plan.clone()).unwrap();
     let x1 = random_vec(&mut r, len, 1.0);
     let x2 = random_vec(&mut r, len, 1.0);
     let mut cpu_edges = (
@@ -170,117 +174,99 @@ fn a_gpu_exchange_matches_the_cpu_exchange() {
         LowRankEdge::new(plan.clone(), Role::Second, 3, true),
     );
     let mut gpu_edges = cpu_edges.clone();
+    // Mixed: the first end on the GPU, the second on the CPU.
+    let mut mixed_edges = cpu_edges.clone();
     let (mut c1, mut c2) = (x1.clone(), x2.clone());
-    let g1 = ctx.storage_buffer_from("x1", &x1).unwrap();
-    let g2 = ctx.storage_buffer_from("x2", &x2).unwrap();
+    let (mut g1, mut g2) = (x1.clone(), x2.clone());
+    let (mut m1, mut m2) = (x1.clone(), x2.clone());
     let gamma = 1.0f32;
-    for step in 0..4 {
+    for step in 0..6 {
         // CPU.
-        let m1 = cpu_edges.0.message(&c1).unwrap();
-        let m2 = cpu_edges.1.message(&c2).unwrap();
-        cpu_edges.0.apply(&mut c1, &m1, &m2, gamma).unwrap();
-        cpu_edges.1.apply(&mut c2, &m2, &m1, gamma).unwrap();
-        // GPU: products from the uploaded basis, then the update from the uploaded factors.
-        let half = gpu_edges.0.next_step();
-        let mut msgs = Vec::new();
-        for (edge, gx) in [(&mut gpu_edges.0, &g1), (&mut gpu_edges.1, &g2)] {
-            let basis = ctx.storage_buffer_from("basis", edge.basis()).unwrap();
-            let msg = ctx.storage_buffer("msg", plan.message_len(half)).unwrap();
-            let factor_len = plan.message_len(half) - plan.dense_len();
-            let mut ds = Vec::new();
-            for b in plan.blocks() {
-                match b.kind {
-                    BlockKind::LowRank { m, n, p_off, q_off } => ds.push(
-                        match half {
-                            HalfStep::Right => lowrank::right_product(
-                                &ctx,
-                                (gx, b.offset),
-                                (m, n),
-                                2,
-                                (&basis, q_off),
-                                (&msg, p_off),
-                            ),
-                            HalfStep::Left => lowrank::left_product(
-                                &ctx,
-                                (gx, b.offset),
-                                (m, n),
-                                2,
-                                (&basis, p_off),
-                                (&msg, q_off),
-                            ),
-                        }
-                        .unwrap(),
-                    ),
-                    BlockKind::Dense { len, dense_off } => ds.push(
-                        a2cid_engine::kernels::copy(
-                            &ctx,
-                            gx,
-                            b.offset,
-                            &msg,
-                            factor_len + dense_off,
-                            len,
-                        )
-                        .unwrap(),
-                    ),
-                }
-            }
-            ctx.run(&ds.iter().collect::<Vec<_>>());
-            msgs.push(ctx.read::<f32>(&msg, 0, plan.message_len(half)).unwrap());
+        let a = cpu_edges.0.message(&c1).unwrap();
+        let b = cpu_edges.1.message(&c2).unwrap();
+        // GPU: the same messages within rounding.
+        let ga = gpu_products.message(&mut gpu_edges.0, &g1).unwrap();
+        let gb = gpu_products.message(&mut gpu_edges.1, &g2).unwrap();
+        if step == 0 {
+            assert_close("first message", &ga, &a, 1e-5);
+            assert_close("second message", &gb, &b, 1e-5);
         }
-        for (k, (edge, gx)) in [(&mut gpu_edges.0, &g1), (&mut gpu_edges.1, &g2)]
-            .into_iter()
-            .enumerate()
-        {
-            let c = edge.finish(&msgs[k], &msgs[1 - k]).unwrap();
-            let gp = ctx.storage_buffer_from("p", &c.p).unwrap();
-            let gq = ctx.storage_buffer_from("q", &c.q).unwrap();
-            let gd = ctx.storage_buffer_from("dense", &c.dense).unwrap();
-            let one = ctx.storage_buffer_from("one", &[1.0f32]).unwrap();
-            let mut ds = Vec::new();
-            for b in plan.blocks() {
-                match b.kind {
-                    BlockKind::LowRank { m, n, p_off, q_off } => ds.push(
-                        lowrank::rank_update(
-                            &ctx,
-                            (gx, b.offset),
-                            (m, n),
-                            2,
-                            (&gp, p_off),
-                            (&gq, q_off),
-                            -gamma / 2.0,
-                        )
-                        .unwrap(),
-                    ),
-                    // A dense block is a 1×len rank-1 update with left factor [1].
-                    BlockKind::Dense { len, dense_off } => ds.push(
-                        lowrank::rank_update(
-                            &ctx,
-                            (gx, b.offset),
-                            (1, len),
-                            1,
-                            (&one, 0),
-                            (&gd, dense_off),
-                            -gamma / 2.0,
-                        )
-                        .unwrap(),
-                    ),
-                }
+        cpu_edges.0.apply(&mut c1, &a, &b, gamma).unwrap();
+        cpu_edges.1.apply(&mut c2, &b, &a, gamma).unwrap();
+        // x ← x − (γ/2)·C = x + (γ/2)·(peer_view − x).
+        let adopt = |x: &mut Vec<f32>, view: &[f32]| {
+            for (v, w) in x.iter_mut().zip(view) {
+                *v += gamma / 2.0 * (w - *v);
             }
-            ctx.run(&ds.iter().collect::<Vec<_>>());
-        }
-        let got1: Vec<f32> = ctx.read(&g1, 0, len).unwrap();
-        let got2: Vec<f32> = ctx.read(&g2, 0, len).unwrap();
+        };
+        let ca = gpu_edges.0.finish(&ga, &gb).unwrap();
+        let cb = gpu_edges.1.finish(&gb, &ga).unwrap();
+        let (v1, v2) = (
+            gpu_products.peer_view(&ca, &g1).unwrap(),
+            gpu_products.peer_view(&cb, &g2).unwrap(),
+        );
+        let cpu_view = {
+            let mut v = g1.clone();
+            ca.apply(&plan, &mut v, -1.0);
+            v
+        };
+        assert_close(&format!("peer view {step}"), &v1, &cpu_view, 1e-5);
+        adopt(&mut g1, &v1);
+        adopt(&mut g2, &v2);
         assert_close(
             &format!("first model after exchange {step}"),
-            &got1,
+            &g1,
             &c1,
-            1e-5,
+            1e-4,
         );
         assert_close(
             &format!("second model after exchange {step}"),
-            &got2,
+            &g2,
             &c2,
-            1e-5,
+            1e-4,
+        );
+
+        // One end on the GPU, the other on the CPU: the same factors on both ends (bit for
+        // bit), so the pair's sum is conserved.
+        let ma = gpu_products.message(&mut mixed_edges.0, &m1).unwrap();
+        let mb = mixed_edges.1.message(&m2).unwrap();
+        let fa = mixed_edges.0.finish(&ma, &mb).unwrap();
+        let fb = mixed_edges.1.finish(&mb, &ma).unwrap();
+        assert_eq!(fa.q, fb.q, "exchange {step}: the ends' Q factors differ");
+        assert!(
+            fa.p.iter().zip(&fb.p).all(|(a, b)| *a == -*b),
+            "exchange {step}: the ends' P factors are not exact negatives"
+        );
+        let sum_before: f64 = m1.iter().chain(&m2).map(|&v| f64::from(v)).sum();
+        fa.apply(&plan, &mut m1, -gamma / 2.0);
+        fb.apply(&plan, &mut m2, -gamma / 2.0);
+        let sum_after: f64 = m1.iter().chain(&m2).map(|&v| f64::from(v)).sum();
+        assert!(
+            (sum_after - sum_before).abs() < 1e-3,
+            "exchange {step}: the pair's sum moved from {sum_before} to {sum_after}"
         );
     }
+}
+
+#[test]
+fn gpu_products_refuse_inputs_of_the_wrong_length_or_plan() {
+    let ctx = gpu();
+    let plan = LowRankPlan::from_shapes(&[[8usize, 6].as_slice(), &[6]], 2).unwrap();
+    let products = GpuLowRank::new(ctx, plan.clone()).unwrap();
+    let mut edge = LowRankEdge::new(plan, Role::First, 1, true);
+    let err = products
+        .message(&mut edge, &[0.0; 5])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the parameters has 5 values, expected 54"),
+        "{err}"
+    );
+    let other = LowRankPlan::from_shapes(&[[8usize, 6].as_slice(), &[6]], 3).unwrap();
+    let mut stranger = LowRankEdge::new(other, Role::First, 1, true);
+    let err = products
+        .message(&mut stranger, &[0.0; 54])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another plan"), "{err}");
 }

@@ -7,11 +7,15 @@
 //! its clock value and its place in the order of events, is pushed onto the mirror (so the next
 //! snapshot includes it) and queued for the compute loop, which submits it to the device before
 //! its next step. ‖s_i − s_j‖² is computed on the host from the two snapshots. The task never
-//! touches the device, so an exchange takes what the network takes.
+//! touches the training device, so an exchange takes what the network takes; `--compress
+//! lowrank:R` runs its power-iteration products on a second device of the same adapter, whose
+//! queue holds only them.
 use std::sync::{Arc, Mutex};
 
 use a2cid_engine::arena::ParamLayout;
 use a2cid_engine::compress::{decode_f16, encode_f16, HalfStep, LowRankEdge, LowRankPlan, Role};
+use a2cid_engine::lowrank_gpu::GpuLowRank;
+use a2cid_engine::GpuContext;
 use a2cid_net::{MeshEvent, MeshEvents};
 use a2cid_schema::{Compression, MetricEvent};
 use anyhow::Context;
@@ -57,17 +61,38 @@ pub struct LowRankExchanges {
     edges: std::collections::HashMap<usize, LowRankEdge>,
     /// The snapshot (parameters) each exchange in flight was built from, by (peer, seq).
     sent: std::collections::HashMap<(usize, u64), Vec<f32>>,
+    /// The power-iteration products on the GPU (`shaders/lowrank.wgsl`), on a device of the
+    /// exchange task's own so they never wait behind a training step; `None`: the CPU twins.
+    products: Option<GpuLowRank>,
 }
 
 impl LowRankExchanges {
-    pub fn new(layout: &ParamLayout, r: usize, rank: usize, seed: u64) -> anyhow::Result<Self> {
+    /// The exchanges of worker `rank` at rank `r`; with `device`, the products run there.
+    pub fn new(
+        layout: &ParamLayout,
+        r: usize,
+        rank: usize,
+        seed: u64,
+        device: Option<Arc<GpuContext>>,
+    ) -> anyhow::Result<Self> {
+        let plan = LowRankPlan::new(layout, r)?;
+        let products = match device {
+            Some(ctx) => Some(GpuLowRank::new(ctx, plan.clone())?),
+            None => None,
+        };
         Ok(LowRankExchanges {
-            plan: LowRankPlan::new(layout, r)?,
+            plan,
             rank,
             seed,
             edges: Default::default(),
             sent: Default::default(),
+            products,
         })
+    }
+
+    /// Whether the products run on a GPU device (else on the CPU twins).
+    pub fn on_device(&self) -> bool {
+        self.products.is_some()
     }
 
     /// Floats of a message on the wire: the longer half-step, then the half-step count.
@@ -99,9 +124,13 @@ impl LowRankExchanges {
     /// This side's message for exchange `seq` with `peer`, from the snapshot `x`.
     fn message(&mut self, peer: usize, seq: u64, x: Vec<f32>) -> anyhow::Result<Vec<f32>> {
         let len = Self::wire_len(&self.plan);
-        let edge = self.edge(peer);
+        self.edge(peer);
+        let edge = self.edges.get_mut(&peer).expect("created above");
         let count = edge.half_steps();
-        let mut msg = edge.message(&x)?;
+        let mut msg = match &self.products {
+            Some(gpu) => gpu.message(edge, &x)?,
+            None => edge.message(&x)?,
+        };
         msg.resize(len - 1, 0.0);
         msg.push(count as f32);
         self.sent.insert((peer, seq), x);
@@ -129,12 +158,18 @@ impl LowRankExchanges {
             self.edges.insert(peer, e);
             return Ok(None);
         }
-        let plan = self.plan.clone();
-        let edge = self.edge(peer);
-        let n = plan.message_len(edge.next_step());
+        self.edge(peer);
+        let edge = self.edges.get_mut(&peer).expect("created above");
+        let n = self.plan.message_len(edge.next_step());
         let c = edge.finish(&mine[..n], &theirs[..n])?;
-        let mut received = sent.clone();
-        c.apply(&plan, &mut received, -1.0);
+        let received = match &self.products {
+            Some(gpu) => gpu.peer_view(&c, &sent)?,
+            None => {
+                let mut received = sent.clone();
+                c.apply(&self.plan, &mut received, -1.0);
+                received
+            }
+        };
         Ok(Some((sent, received)))
     }
 
@@ -520,14 +555,45 @@ mod tests {
         let xa: Vec<f32> = (0..36).map(|i| (i as f32 * 0.37).sin()).collect();
         let xb: Vec<f32> = (0..36).map(|i| (i as f32 * 0.91).cos()).collect();
         // Rank 2 of a 6×5 block: compressed. Each side moves by half its (received − sent).
+        // Products on the CPU twins at both ends, on the GPU at one end, and at both.
         let l = layout(&shapes);
+        let gpu = GpuContext::open("auto").expect("a GPU adapter (lavapipe in CI)");
+        for (on_a, on_b) in [(false, false), (true, false), (true, true)] {
+            let device = |on: bool| on.then(|| gpu.clone());
+            let (mut a, mut b) = (
+                LowRankExchanges::new(&l, 2, 0, 7, device(on_a)).unwrap(),
+                LowRankExchanges::new(&l, 2, 1, 7, device(on_b)).unwrap(),
+            );
+            assert_eq!((a.on_device(), b.on_device()), (on_a, on_b));
+            conserve_and_converge(&mut a, &mut b, &xa, &xb);
+        }
+        // Rank 5 ≥ min(6, 5): sent dense, so each side sees exactly the other's snapshot.
         let (mut a, mut b) = (
-            LowRankExchanges::new(&l, 2, 0, 7).unwrap(),
-            LowRankExchanges::new(&l, 2, 1, 7).unwrap(),
+            LowRankExchanges::new(&l, 5, 0, 7, None).unwrap(),
+            LowRankExchanges::new(&l, 5, 1, 7, Some(gpu)).unwrap(),
         );
-        let (mut ya, mut yb) = (xa.clone(), xb.clone());
+        let ((_, ra), (_, rb)) = edge_round(&mut a, &mut b, 0, &xa, &xb).unwrap();
+        for k in 0..36 {
+            assert!((ra[k] - xb[k]).abs() < 1e-6 && (rb[k] - xa[k]).abs() < 1e-6);
+        }
+        // One end restarted (its edge is fresh, the other's has done a half-step): both drop the
+        // exchange, then agree again.
+        let mut fresh = LowRankExchanges::new(&l, 5, 1, 7, None).unwrap();
+        assert!(edge_round(&mut a, &mut fresh, 1, &xa, &xb).is_none());
+        assert!(edge_round(&mut a, &mut fresh, 2, &xa, &xb).is_some());
+    }
+
+    /// Six exchanges of one edge: each side moves by half its (received − sent); the pair's sum
+    /// stays put and the ends come closer.
+    fn conserve_and_converge(
+        a: &mut LowRankExchanges,
+        b: &mut LowRankExchanges,
+        xa: &[f32],
+        xb: &[f32],
+    ) {
+        let (mut ya, mut yb) = (xa.to_vec(), xb.to_vec());
         for seq in 0..6 {
-            let ((sa, ra), (sb, rb)) = edge_round(&mut a, &mut b, seq, &ya, &yb).unwrap();
+            let ((sa, ra), (sb, rb)) = edge_round(a, b, seq, &ya, &yb).unwrap();
             for k in 0..36 {
                 let da = (ra[k] - sa[k]) / 2.0;
                 let db = (rb[k] - sb[k]) / 2.0;
@@ -540,20 +606,6 @@ mod tests {
             }
         }
         let gap = |u: &[f32], v: &[f32]| u.iter().zip(v).map(|(p, q)| (p - q).powi(2)).sum::<f32>();
-        assert!(gap(&ya, &yb) < 0.5 * gap(&xa, &xb), "the ends came closer");
-        // Rank 5 ≥ min(6, 5): sent dense, so each side sees exactly the other's snapshot.
-        let (mut a, mut b) = (
-            LowRankExchanges::new(&l, 5, 0, 7).unwrap(),
-            LowRankExchanges::new(&l, 5, 1, 7).unwrap(),
-        );
-        let ((_, ra), (_, rb)) = edge_round(&mut a, &mut b, 0, &xa, &xb).unwrap();
-        for k in 0..36 {
-            assert!((ra[k] - xb[k]).abs() < 1e-6 && (rb[k] - xa[k]).abs() < 1e-6);
-        }
-        // One end restarted (its edge is fresh, the other's has done a half-step): both drop the
-        // exchange, then agree again.
-        let mut fresh = LowRankExchanges::new(&l, 5, 1, 7).unwrap();
-        assert!(edge_round(&mut a, &mut fresh, 1, &xa, &xb).is_none());
-        assert!(edge_round(&mut a, &mut fresh, 2, &xa, &xb).is_some());
+        assert!(gap(&ya, &yb) < 0.5 * gap(xa, xb), "the ends came closer");
     }
 }

@@ -1275,6 +1275,38 @@ impl Worker {
         outcome
     }
 
+    /// `--compress lowrank:R`: the edges' state, with the power-iteration products on a second
+    /// device of this worker's adapter (its own queue: an exchange never waits behind a training
+    /// step). If that device cannot be opened the products run on the CPU twins, said once.
+    fn lowrank_exchanges(&self, r: usize) -> crate::exchanges::LowRankExchanges {
+        let device = match a2cid_engine::GpuContext::open(&self.cfg.adapter) {
+            Ok(ctx) => Some(ctx),
+            Err(e) => {
+                warn!(
+                    "rank {}: the low-rank products run on the CPU: no second device on the \
+                     adapter ({e})",
+                    self.rank
+                );
+                None
+            }
+        };
+        let layout = self.learner.model.layout();
+        let built =
+            crate::exchanges::LowRankExchanges::new(layout, r, self.rank, self.cfg.seed, device);
+        match built {
+            Ok(exchanges) => exchanges,
+            Err(e) => {
+                warn!(
+                    "rank {}: the low-rank products run on the CPU: their GPU launches could \
+                     not be built ({e:#})",
+                    self.rank
+                );
+                crate::exchanges::LowRankExchanges::new(layout, r, self.rank, self.cfg.seed, None)
+                    .expect("the plan was built for the fingerprint already")
+            }
+        }
+    }
+
     fn start_exchanges(&mut self, rt: &tokio::runtime::Runtime, mesh: &mut Mesh) -> Exchanging {
         let stop = CancellationToken::new();
         let task = ExchangeTask {
@@ -1283,15 +1315,7 @@ impl Worker {
             d: self.d,
             wire: self.cfg.compress,
             lowrank: match self.cfg.compress {
-                a2cid_schema::Compression::LowRank(r) => Some(
-                    crate::exchanges::LowRankExchanges::new(
-                        self.learner.model.layout(),
-                        r,
-                        self.rank,
-                        self.cfg.seed,
-                    )
-                    .expect("the plan was built for the fingerprint already"),
-                ),
+                a2cid_schema::Compression::LowRank(r) => Some(self.lowrank_exchanges(r)),
                 _ => None,
             },
         };
