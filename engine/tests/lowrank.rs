@@ -59,20 +59,7 @@ fn products_and_update_equal_the_cpu_twins() {
             ctx.run(&[&d]);
             let got: Vec<f32> = ctx.read(&gout, 0, out_init.len()).unwrap();
             let want = cpu::right_product(&x, (m, n), rank, &q);
-            assert_close(
-                &format!("right_product {what}"),
-                &got[o_off..o_off + m * rank],
-                &want,
-                2e-6,
-            );
-            assert!(
-                got[..o_off].iter().all(|v| *v == -7.0),
-                "{what}: wrote before out"
-            );
-            assert!(
-                got[o_off + m * rank..].iter().all(|v| *v == -7.0),
-                "{what}: wrote past out"
-            );
+            assert_output_only(&format!("right_product {what}"), &got, o_off, &want);
 
             ctx.write(&gout, 0, &out_init);
             let d = lowrank::left_product(
@@ -87,20 +74,7 @@ fn products_and_update_equal_the_cpu_twins() {
             ctx.run(&[&d]);
             let got: Vec<f32> = ctx.read(&gout, 0, out_init.len()).unwrap();
             let want = cpu::left_product(&x, (m, n), rank, &p);
-            assert_close(
-                &format!("left_product {what}"),
-                &got[o_off..o_off + n * rank],
-                &want,
-                2e-6,
-            );
-            assert!(
-                got[..o_off].iter().all(|v| *v == -7.0),
-                "{what}: wrote before out"
-            );
-            assert!(
-                got[o_off + n * rank..].iter().all(|v| *v == -7.0),
-                "{what}: wrote past out"
-            );
+            assert_output_only(&format!("left_product {what}"), &got, o_off, &want);
 
             let coeff = -0.37;
             let d = lowrank::rank_update(
@@ -269,4 +243,19 @@ fn gpu_products_refuse_inputs_of_the_wrong_length_or_plan() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("another plan"), "{err}");
+}
+
+/// `got[off..off + want.len()]` equals `want` within 2e-6 and nothing around it was written
+/// (the buffer was filled with −7 before the launch).
+fn assert_output_only(what: &str, got: &[f32], off: usize, want: &[f32]) {
+    let end = off + want.len();
+    assert_close(what, &got[off..end], want, 2e-6);
+    assert!(
+        got[..off].iter().all(|v| *v == -7.0),
+        "{what}: wrote before out"
+    );
+    assert!(
+        got[end..].iter().all(|v| *v == -7.0),
+        "{what}: wrote past out"
+    );
 }
