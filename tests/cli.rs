@@ -63,6 +63,62 @@ fn devices_lists_adapters_and_the_chosen_one() {
     );
 }
 
+/// `--grad-budget` and `--max-seconds` stop a single-worker run inside an epoch; the stopped
+/// model is evaluated there and the summary counts exactly the gradients taken.
+#[test]
+fn a_single_worker_stops_on_the_gradient_budget_and_on_max_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "run",
+            "--workers",
+            "1",
+            "--dataset",
+            "digits",
+            "--batch-size",
+            "32",
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ];
+        args.extend_from_slice(extra);
+        let o = a2cid(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        (summary(&out), o)
+    };
+    // 30 gradients: inside the first epoch (45 batches of 32 of the 1438 rows).
+    let (s, o) = run("budget", &["--epochs", "5", "--grad-budget", "30"]);
+    assert_eq!(s["per_worker"][0]["grads"].as_u64(), Some(30), "{s}");
+    assert_eq!(s["total_grads"].as_u64(), Some(30), "{s}");
+    let acc = s["test_accuracy"].as_f64().unwrap();
+    assert!(
+        acc > 0.5,
+        "30 steps of the MLP on digits give {acc}\n{}",
+        text(&o)
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("epoch   1/5 (partial)"), "{}", text(&o));
+    // 2 s of a 1000-epoch budget: stops long before, and still evaluates.
+    let (s, o) = run("seconds", &["--epochs", "1000", "--max-seconds", "2"]);
+    let grads = s["per_worker"][0]["grads"].as_u64().unwrap();
+    assert!(
+        grads > 0 && grads < 1000 * 45,
+        "{grads} gradients\n{}",
+        text(&o)
+    );
+    assert!(s["test_accuracy"].as_f64().unwrap().is_finite(), "{s}");
+    assert!(
+        s["wall_seconds"].as_f64().unwrap() < 60.0,
+        "a 2 s limit ran {s}"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("(partial)"),
+        "{}",
+        text(&o)
+    );
+}
+
 #[test]
 fn digits_single_worker_reaches_95_percent() {
     let dir = tempfile::tempdir().unwrap();

@@ -16,7 +16,10 @@ use crate::learner::{DataPlan, Learner};
 pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
     cfg.validate()?;
     if cfg.epochs == 0 {
-        bail!("a single-worker run stops on --epochs: give --epochs N (N >= 1)");
+        bail!(
+            "a single-worker run needs --epochs N (N >= 1): it sets the length of the \
+             learning-rate schedule; --grad-budget and --max-seconds can stop it earlier"
+        );
     }
     let out = cfg.out_dir();
     let run = RunDir::new(&out);
@@ -43,7 +46,12 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
         learner.model.describe(),
         learner.ctx.adapter.name
     );
-    let total_steps = learner.batches_per_epoch() * cfg.epochs;
+    // The schedule runs over the epochs, or over the gradient budget when that is shorter;
+    // --max-seconds only stops the loop (the schedule cannot know when that will be).
+    let epoch_steps = learner.batches_per_epoch() * cfg.epochs;
+    let total_steps = cfg
+        .grad_budget
+        .map_or(epoch_steps, |g| epoch_steps.min(g as usize));
     let mut metrics = MetricsLog::open(&run.single_metrics(), false)?;
     let bar = if progress {
         let bar = indicatif::ProgressBar::new(total_steps as u64);
@@ -76,14 +84,27 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
     let mut epoch_loss = (0f64, 0f64, 0usize); // loss sum, correct, samples
     let mut last_train_loss = f64::NAN;
     let (mut test_loss, mut test_acc) = (f64::NAN, f64::NAN);
-    while let Some(batch) = learner.next_batch() {
+    let mut stopped_by = None;
+    while step < total_steps {
+        let Some(batch) = learner.next_batch() else {
+            break;
+        };
         let lr = cfg.schedule.lr(cfg.lr, step, total_steps, cfg.warmup_steps);
         // A single worker's clock never advances a mixing: tau stays 0 (eta = 0 anyway).
         let (stepped, _) = learner.step(&mut state, &batch, lr, 0.0, |_, _| Ok(()), |_| {})?;
         step += 1;
         since_log += 1;
         bar.inc(1);
-        if since_log >= cfg.log_every || stepped.ends_epoch() {
+        if step == total_steps && total_steps < epoch_steps {
+            stopped_by = Some(format!("the gradient budget ({step} gradients)"));
+        } else if let Some(limit) = cfg.max_seconds {
+            if start.elapsed().as_secs_f64() - eval_seconds >= limit && step < total_steps {
+                stopped_by = Some(format!("--max-seconds {limit} (after {step} gradients)"));
+            }
+        }
+        // A stop inside an epoch logs its last window and evaluates, like an epoch's end.
+        let ends_epoch = stepped.ends_epoch() || stopped_by.is_some();
+        if since_log >= cfg.log_every || ends_epoch {
             let window = learner.take_window()?;
             window.check_diverged(step as u64, lr, learner.dataset.classes, cfg)?;
             last_train_loss = window.loss();
@@ -111,7 +132,7 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
             ));
             since_log = 0;
         }
-        if stepped.ends_epoch() {
+        if ends_epoch {
             let t0 = Instant::now();
             (test_loss, test_acc) = learner.evaluate_test()?;
             let seconds = t0.elapsed().as_secs_f64();
@@ -120,7 +141,7 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
             let train_acc = epoch_loss.1 / epoch_loss.2 as f64;
             metrics.record(&MetricEvent::Eval {
                 at: at(step, eval_seconds),
-                epoch: Some(stepped.epoch + 1),
+                epoch: stepped.ends_epoch().then_some(stepped.epoch + 1),
                 test_loss,
                 test_accuracy: test_acc,
                 averagings: 0,
@@ -128,8 +149,13 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
                 seconds,
             })?;
             metrics.flush()?;
+            let partial = if stepped.ends_epoch() {
+                ""
+            } else {
+                " (partial)"
+            };
             let line = format!(
-                "epoch {:>3}/{}  train loss {train_loss:.4}  train acc {:.2}%  test loss \
+                "epoch {:>3}/{}{partial}  train loss {train_loss:.4}  train acc {:.2}%  test loss \
                  {test_loss:.4}  test acc {:.2}%",
                 stepped.epoch + 1,
                 cfg.epochs,
@@ -142,6 +168,10 @@ pub fn run_single(cfg: &RunConfig, progress: bool) -> anyhow::Result<Summary> {
                 println!("{line}");
             }
             epoch_loss = (0.0, 0.0, 0);
+        }
+        if let Some(why) = &stopped_by {
+            tracing::info!("stopped by {why}");
+            break;
         }
     }
     bar.finish_and_clear();

@@ -31,10 +31,11 @@ pub struct RunArgs {
     /// Expected pairwise averagings per worker per gradient step [default: 1].
     #[arg(long, allow_negative_numbers = true)]
     pub rate_com: Option<f64>,
-    /// Stop when all workers together have computed G gradients (faster workers do more).
+    /// Stop when all workers together have computed G gradients (faster workers do more); a
+    /// single worker's learning-rate schedule then ends at G.
     #[arg(long, value_name = "G")]
     pub grad_budget: Option<u64>,
-    /// Stop after S seconds of training.
+    /// Stop after S seconds of training (evaluations not counted); the model is evaluated there.
     #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub max_seconds: Option<f64>,
     /// Steps between two checkpoints of each worker; 0: only at the end [default: 200].
