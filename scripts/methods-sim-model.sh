@@ -6,7 +6,7 @@
 # T = 600 gradients per (speed-1) worker (16 × 600 × 32 rows ≈ 213 epochs of the 1438 training
 # rows, the budget of the real-process runs of §7).
 #
-#   scripts/methods-sim-model.sh OUT_DIR     # ~30 min on the 2-vCPU sandbox (llvmpipe), 54 runs
+#   scripts/methods-sim-model.sh OUT_DIR     # 54 runs, ~80 min on the 2-vCPU sandbox (llvmpipe)
 #
 # Layout: OUT_DIR/<partition>/<block>/{summary.json,...}; the last step prints the markdown
 # tables (scripts/summarize-methods-sim.py OUT_DIR model). A2CID overrides the binary (default

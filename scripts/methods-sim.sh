@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The neighbouring methods side by side in the simulator (docs/results.md §6): ring of n = 16,
-# quadratic problem (the only problem on which every method runs: dadao is quadratic-only, and
-# the GPU model problem costs ~2 s of wall time per unit of simulated time at n = 16 on a CPU
-# Vulkan adapter), 3 seeds, T = 2000 gradients per worker, default lr 0.05, no momentum.
+# quadratic problem (the only problem on which every method runs: dadao is quadratic-only), 3
+# seeds, T = 2000 gradients per worker, default lr 0.05, no momentum. The same comparison on a
+# real model and dataset, iid and dirichlet:0.3, is scripts/methods-sim-model.sh (§6.1; ~80 min here).
 #
 #   scripts/methods-sim.sh OUT_DIR          # ~12 s on the 2-vCPU sandbox
 #
