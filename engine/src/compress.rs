@@ -340,6 +340,15 @@ impl LowRankPlan {
 // ---------------------------------------------------------------------------------------------
 // The exchange
 
+/// The seed of the edge between workers `a` and `b` (either order) in a run seeded `run_seed`,
+/// at `generation` (0 at the start; a restarted edge moves on): both ends derive the same value,
+/// so their [`LowRankEdge`]s draw the same random bases. The worker of the lower index is
+/// [`Role::First`].
+pub fn edge_seed(run_seed: u64, a: usize, b: usize, generation: u64) -> u64 {
+    let (lo, hi) = (a.min(b) as u64, a.max(b) as u64);
+    run_seed ^ (lo << 40) ^ (hi << 20) ^ generation.wrapping_mul(0x9e37_79b9)
+}
+
 /// One edge's low-rank state, the same bit for bit on both peers: the P (Σ m·R) and Q (Σ n·R)
 /// factors of the last exchange, the half-steps done and a shared random stream (the first Q,
 /// cold starts and replacements of degenerate columns).

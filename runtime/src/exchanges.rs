@@ -13,7 +13,9 @@
 use std::sync::{Arc, Mutex};
 
 use a2cid_engine::arena::ParamLayout;
-use a2cid_engine::compress::{decode_f16, encode_f16, HalfStep, LowRankEdge, LowRankPlan, Role};
+use a2cid_engine::compress::{
+    decode_f16, edge_seed, encode_f16, HalfStep, LowRankEdge, LowRankPlan, Role,
+};
 use a2cid_engine::lowrank_gpu::GpuLowRank;
 use a2cid_engine::GpuContext;
 use a2cid_net::{MeshEvent, MeshEvents};
@@ -103,8 +105,7 @@ impl LowRankExchanges {
     }
 
     fn fresh_edge(&self, peer: usize, generation: u64) -> LowRankEdge {
-        let (lo, hi) = (self.rank.min(peer) as u64, self.rank.max(peer) as u64);
-        let seed = self.seed ^ (lo << 40) ^ (hi << 20) ^ generation.wrapping_mul(0x9e37_79b9);
+        let seed = edge_seed(self.seed, self.rank, peer, generation);
         let role = if self.rank < peer {
             Role::First
         } else {

@@ -339,6 +339,7 @@ mod tests {
             seed: 0,
             sync_every: 1,
             outer: None,
+            compress: a2cid_schema::Compression::None,
         };
         (constants, simulate(&mut problem, &config).unwrap())
     }

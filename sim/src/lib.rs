@@ -15,6 +15,7 @@
 //! Plugging in another problem: implement `Problem` (or `Objective` for a CPU one), add a
 //! `ProblemKind` variant and build it in `build_problem`.
 
+pub mod codec;
 pub mod dadao;
 pub mod events;
 /// LASGD's synchronisation and DiLoCo's outer optimizer: the engine's, shared with the runtime.
@@ -85,6 +86,10 @@ pub struct SimulateArgs {
     /// nesterov:LR,MOMENTUM (lasgd with it is DiLoCo; nesterov:1,0 is plain lasgd).
     #[arg(long)]
     pub outer: Option<OuterSpec>,
+    /// acid, gossip: how the pairwise exchanges travel: none (f32), fp16 or lowrank:R (PowerGossip
+    /// per weight matrix, R <= 8; --problem model only), as in `a2cid run`.
+    #[arg(long, default_value = "none")]
+    pub compress: a2cid_schema::Compression,
     /// Expected pairwise averagings per worker per unit of time (or a list, e.g. 1,2).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub rate_com: Vec<f64>,
@@ -179,6 +184,7 @@ fn uses_rate(method: Method) -> bool {
 fn display_name(summary: &RunSummary) -> String {
     match &summary.outer {
         Some(_) => "diloco".into(),
+        None if summary.compress != "none" => format!("{}+{}", summary.method, summary.compress),
         None => summary.method.clone(),
     }
 }
@@ -294,6 +300,14 @@ pub fn simulate_runs(args: &SimulateArgs) -> anyhow::Result<Vec<RunReport>> {
         "--outer applies to --method lasgd (with it, DiLoCo); none of {:?} uses it",
         args.method.iter().map(|m| m.name()).collect::<Vec<_>>()
     );
+    anyhow::ensure!(
+        args.compress == a2cid_schema::Compression::None
+            || args.method.iter().all(|m| m.is_pairwise()),
+        "--compress {} applies to the pairwise exchanges of acid and gossip; drop it or run \
+         only those (got {:?})",
+        args.compress,
+        args.method.iter().map(|m| m.name()).collect::<Vec<_>>()
+    );
     let mut reports = Vec::new();
     let mut warned = false;
     for (workers, method, rate_com, seed) in combinations(args) {
@@ -328,6 +342,7 @@ pub fn simulate_runs(args: &SimulateArgs) -> anyhow::Result<Vec<RunReport>> {
             seed,
             sync_every: args.sync_every,
             outer: (method == Method::Lasgd).then_some(args.outer).flatten(),
+            compress: args.compress,
         };
         let mut problem =
             build_problem(args, workers, &config.topology, method, params, sgd, seed)?;
@@ -378,6 +393,12 @@ fn summarize(
             (method, _) if !uses_rate(method) => {
                 format!("{} n={n} seed={}", method.name(), config.seed)
             }
+            _ if config.compress != a2cid_schema::Compression::None => format!(
+                "{}@{rate} {} n={n} seed={}",
+                method.name(),
+                config.compress,
+                config.seed
+            ),
             _ => format!("{}@{rate} n={n} seed={}", method.name(), config.seed),
         },
         problem: format!("{:?}", args.problem).to_lowercase(),
@@ -417,6 +438,7 @@ fn summarize(
         sync_every: (method == Method::Lasgd).then_some(config.sync_every),
         outer: config.outer.map(|o| o.to_string()),
         syncs: outcome.syncs,
+        compress: config.compress.to_string(),
         messages_per_worker: outcome.messages_per_worker,
         bytes_per_worker: outcome.bytes_per_worker,
         test_accuracy: None,
@@ -446,7 +468,7 @@ fn write_outputs(dir: &std::path::Path, reports: &[RunReport]) -> anyhow::Result
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for report in reports {
         let s = &report.summary;
-        let name = display_name(s);
+        let name = display_name(s).replace(':', "");
         let folder = if s.rate_com == 0.0 {
             format!("{name}-n{}-seed{}", s.workers, s.seed)
         } else {

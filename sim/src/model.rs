@@ -14,7 +14,9 @@ use a2cid_engine::TrainState;
 use a2cid_engine::{GpuContext, SgdConfig};
 use anyhow::Context;
 
-use crate::problem::{average_and_consensus_distance, Problem, Quality, TestAccuracy};
+use crate::problem::{
+    average_and_consensus_distance, ExchangeCodec, Problem, Quality, TestAccuracy,
+};
 
 /// What the model problem trains.
 #[derive(Clone, Debug)]
@@ -205,6 +207,46 @@ impl Problem for GpuModelWorkers {
         }
         self.ctx.queue.submit(Some(encoder.finish()));
         Ok(self.states[i].read_distance()?)
+    }
+
+    fn pairwise_average_via(
+        &mut self,
+        (i, j): (usize, usize),
+        now: f64,
+        codec: &mut ExchangeCodec<'_>,
+    ) -> anyhow::Result<f64> {
+        anyhow::ensure!(
+            i != j,
+            "pairwise_average: a worker cannot average with itself ({i})"
+        );
+        let mut encoder = self.encoder();
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            self.states[i].record_snapshot(&mut pass, now);
+            self.states[j].record_snapshot(&mut pass, now);
+        }
+        self.ctx.queue.submit(Some(encoder.finish()));
+        let (s_i, s_j) = (
+            self.states[i].read_snapshot()?,
+            self.states[j].read_snapshot()?,
+        );
+        let v = codec(&s_i, &s_j)?;
+        self.states[i].write_sent(&v.own_i);
+        self.states[i].write_received(&v.peer_i);
+        self.states[j].write_sent(&v.own_j);
+        self.states[j].write_received(&v.peer_j);
+        let mut encoder = self.encoder();
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            self.states[i].record_average(&mut pass, now);
+            self.states[j].record_average(&mut pass, now);
+        }
+        self.ctx.queue.submit(Some(encoder.finish()));
+        Ok(self.states[i].read_distance()?)
+    }
+
+    fn layout(&self) -> Option<a2cid_engine::arena::ParamLayout> {
+        Some(self.model.layout().clone())
     }
 
     fn allreduce_step(&mut self, now: f64, sgd: &SgdConfig) -> anyhow::Result<()> {

@@ -49,7 +49,9 @@ pub struct RunSummary {
     pub outer: Option<String>,
     /// lasgd: all-reduce synchronisations; relaysum: relay rounds.
     pub syncs: u64,
-    /// Messages and bytes each worker sent (mean over workers; f32 models).
+    /// gossip, acid: how the exchanges travelled (`none`, `fp16`, `lowrank:R`).
+    pub compress: String,
+    /// Messages and bytes each worker sent (mean over workers; f32 models unless compressed).
     pub messages_per_worker: f64,
     pub bytes_per_worker: f64,
     /// Model problem: test-split accuracy of the average model x̄ at the end of the run.

@@ -46,6 +46,25 @@ pub trait Problem {
     /// average against the SENT snapshot. Returns ||s_i - s_j||².
     fn pairwise_average(&mut self, pair: (usize, usize), now: f64) -> anyhow::Result<f64>;
 
+    /// A communication event on edge (i, j) at `now` whose snapshots travel through a codec
+    /// (`--compress`): both sides mix and snapshot, `codec` turns (s_i, s_j) into what each side
+    /// averages with, and each averages against those. Returns ‖own_i − peer_i‖².
+    fn pairwise_average_via(
+        &mut self,
+        pair: (usize, usize),
+        now: f64,
+        codec: &mut ExchangeCodec<'_>,
+    ) -> anyhow::Result<f64> {
+        let _ = (pair, now, codec);
+        anyhow::bail!("this problem does not run compressed exchanges (--compress)")
+    }
+
+    /// The layout of a worker's parameters (tensors and shapes), for codecs that compress per
+    /// weight matrix; `None` for a problem whose parameters are one vector.
+    fn layout(&self) -> Option<a2cid_engine::arena::ParamLayout> {
+        None
+    }
+
     /// A synchronous all-reduce step at `now`: each worker takes a stochastic gradient at its x,
     /// and every worker steps with their average.
     fn allreduce_step(&mut self, now: f64, sgd: &SgdConfig) -> anyhow::Result<()>;
@@ -69,6 +88,19 @@ pub trait Problem {
     fn test_accuracy(&mut self) -> anyhow::Result<Option<TestAccuracy>> {
         Ok(None)
     }
+}
+
+/// Turns the two snapshots of an exchange (s_i, s_j) into what each side averages with.
+pub type ExchangeCodec<'a> = dyn FnMut(&[f32], &[f32]) -> anyhow::Result<ExchangeViews> + 'a;
+
+/// What each side of a compressed exchange averages with: its own snapshot as sent and the
+/// peer's as it sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeViews {
+    pub own_i: Vec<f32>,
+    pub peer_i: Vec<f32>,
+    pub own_j: Vec<f32>,
+    pub peer_j: Vec<f32>,
 }
 
 /// Test-split accuracy of the workers' models at the end of a run.
@@ -215,6 +247,24 @@ impl<O: Objective> Problem for CpuWorkers<O> {
         self.sent_j.copy_from_slice(&self.states[j].x);
         let distance = self.states[i].average(&self.sent_i, &self.sent_j, now);
         self.states[j].average(&self.sent_j, &self.sent_i, now);
+        Ok(distance)
+    }
+
+    fn pairwise_average_via(
+        &mut self,
+        (i, j): (usize, usize),
+        now: f64,
+        codec: &mut ExchangeCodec<'_>,
+    ) -> anyhow::Result<f64> {
+        anyhow::ensure!(
+            i != j,
+            "pairwise_average: a worker cannot average with itself ({i})"
+        );
+        self.states[i].mix_until(now);
+        self.states[j].mix_until(now);
+        let v = codec(&self.states[i].x, &self.states[j].x)?;
+        let distance = self.states[i].average(&v.own_i, &v.peer_i, now);
+        self.states[j].average(&v.own_j, &v.peer_j, now);
         Ok(distance)
     }
 

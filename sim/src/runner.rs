@@ -24,9 +24,10 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp};
 use serde::Serialize;
 
-use a2cid_schema::Method;
+use a2cid_schema::{Compression, Method};
 use a2cid_topology::Topology;
 
+use crate::codec::Codec;
 use crate::events::{EventKind, EventQueue};
 use crate::lasgd::{synchronised_model, OuterOptimizer, OuterSpec};
 use crate::problem::{average_and_consensus_distance, Problem};
@@ -50,6 +51,8 @@ pub struct SimConfig {
     pub sync_every: usize,
     /// lasgd: the outer optimizer applied at each synchronisation (DiLoCo), or plain averaging.
     pub outer: Option<OuterSpec>,
+    /// gossip, acid: how the pairwise exchanges' snapshots travel (`crate::codec`).
+    pub compress: Compression,
 }
 
 /// One row of the time series.
@@ -146,6 +149,14 @@ pub fn simulate<P: Problem + ?Sized>(
         (0.0, 0.0)
     };
     let (mut messages, mut bytes) = (0.0f64, 0.0f64);
+    if config.compress != Compression::None && !config.method.is_pairwise() {
+        return Err(anyhow::anyhow!(
+            "--compress {} applies to the pairwise exchanges of acid and gossip, not to {}",
+            config.compress,
+            config.method.name()
+        ));
+    }
+    let mut codec = Codec::new(config.compress, problem.layout().as_ref(), config.seed)?;
     let mut relay = (config.method == Method::RelaySum)
         .then(|| Relay::new(&config.topology.spanning_tree(), problem.parameters()));
     let mut outer = match (config.method, config.outer) {
@@ -256,13 +267,24 @@ pub fn simulate<P: Problem + ?Sized>(
             }
             EventKind::Averaging(edge) => {
                 let (i, j) = edges[edge];
-                let distance = problem.pairwise_average((i, j), now)?;
+                let (distance, sent) = match codec.as_mut() {
+                    None => (problem.pairwise_average((i, j), now)?, 2.0 * model_bytes),
+                    Some(codec) => {
+                        let mut sent = 0.0;
+                        let distance = problem.pairwise_average_via((i, j), now, &mut |a, b| {
+                            let (views, bytes) = codec.exchange((i, j), a, b)?;
+                            sent = bytes;
+                            Ok(views)
+                        })?;
+                        (distance, sent)
+                    }
+                };
                 pair_distance_sum += distance;
                 averagings += 1;
                 averagings_per_worker[i] += 1;
                 averagings_per_worker[j] += 1;
                 messages += 2.0 / n as f64;
-                bytes += 2.0 * model_bytes / n as f64;
+                bytes += sent / n as f64;
                 queue.push(now + wait(config.topology.rates()[edge]), event.kind);
             }
             EventKind::AllReduce => {
@@ -352,6 +374,7 @@ mod tests {
             seed: 3,
             sync_every: 5,
             outer: None,
+            compress: Compression::None,
         }
     }
 
@@ -445,6 +468,41 @@ mod tests {
         let expected = problem.syncs as f64 * 2.0 * 7.0 * 4.0 * 8.0 / 8.0;
         assert!((outcome.bytes_per_worker - expected).abs() < 1e-9);
         assert!(outcome.averagings_per_worker.iter().all(|&a| a == 0));
+    }
+
+    #[test]
+    fn fp16_exchanges_send_half_the_bytes_on_the_same_clocks() {
+        let n = 8;
+        let plain_config = config(Method::Acid, n, 200.0);
+        let fp16_config = SimConfig {
+            compress: Compression::Fp16,
+            ..plain_config.clone()
+        };
+        let mut plain = quadratic_workers(n, 2);
+        let mut fp16 = quadratic_workers(n, 2);
+        let a = simulate(&mut plain, &plain_config).unwrap();
+        let b = simulate(&mut fp16, &fp16_config).unwrap();
+        assert_eq!(a.averagings_per_worker, b.averagings_per_worker);
+        assert!((b.bytes_per_worker - a.bytes_per_worker / 2.0).abs() < 1e-9);
+        // Rounding to fp16 perturbs the run, a little.
+        let (la, lb) = (
+            a.samples.last().unwrap().mean_worker_loss,
+            b.samples.last().unwrap().mean_worker_loss,
+        );
+        assert!(la != lb && (la - lb).abs() < 0.05 * la, "{la} vs {lb}");
+        // lowrank:R needs weight matrices; compression needs pairwise exchanges.
+        let lowrank = SimConfig {
+            compress: Compression::LowRank(2),
+            ..plain_config.clone()
+        };
+        let e = simulate(&mut quadratic_workers(n, 2), &lowrank).unwrap_err();
+        assert!(e.to_string().contains("use --problem model"), "{e}");
+        let lasgd = SimConfig {
+            compress: Compression::Fp16,
+            ..config(Method::Lasgd, n, 200.0)
+        };
+        let e = simulate(&mut quadratic_workers(n, 2), &lasgd).unwrap_err();
+        assert!(e.to_string().contains("acid and gossip"), "{e}");
     }
 
     #[test]
