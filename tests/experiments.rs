@@ -4,6 +4,7 @@
 //! partitions that leave a worker without data.
 use std::path::Path;
 use std::process::Output;
+use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
 
@@ -13,6 +14,16 @@ use common::{a2cid, digits_run, json, text};
 fn first_event(path: &Path) -> Value {
     let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(s.lines().next().expect("a metrics line")).expect("valid JSON")
+}
+
+/// The runs of this file one at a time: each emulates worker speeds, which only holds while
+/// the machine is not also running another test's four workers.
+static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn alone() -> MutexGuard<'static, ()> {
+    ONE_RUN_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The common digits run (`common::digits_run`, 10 epochs) with frequent evaluations and `extra`.
@@ -26,6 +37,7 @@ fn run(out: &Path, method: &str, extra: &[&str]) -> Output {
 
 #[test]
 fn a_straggler_computes_its_share_on_the_shards_of_its_partition_and_targets_are_timed() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("gossip");
     let o = run(
@@ -105,6 +117,7 @@ fn a_straggler_computes_its_share_on_the_shards_of_its_partition_and_targets_are
 
 #[test]
 fn allreduce_waits_for_the_straggler_while_every_worker_steps_in_lockstep() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("allreduce");
     let o = run(&out, "allreduce", &["--worker-speeds", "list:1,1,0.5,1"]);
@@ -118,6 +131,45 @@ fn allreduce_waits_for_the_straggler_while_every_worker_steps_in_lockstep() {
         .collect();
     assert!(grads.iter().all(|&g| g == grads[0]), "{grads:?}");
     assert_eq!(first_event(&out.join("workers/rank2.jsonl"))["speed"], 0.5);
+}
+
+#[test]
+fn paced_steps_give_each_worker_its_own_fixed_speed_and_a_straggler_exactly_its_share() {
+    let _alone = alone();
+    // 0.1 s per step (0.2 s for the straggler), far above a digits step's own work even with
+    // four workers on two cores: each worker runs at its pace, as if on a device of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("paced");
+    let o = digits_run(&out, "gossip", 100)
+        .args(["--eval-every", "0", "--worker-speeds", "straggler:2"])
+        .args(["--step-time", "0.1", "--max-seconds", "5"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o)
+            .contains("emulated worker speeds (straggler:2): 1.00 1.00 1.00 0.50 (each step paced"),
+        "{}",
+        text(&o)
+    );
+    let s = json(&out.join("summary.json"));
+    assert_eq!(s["worker_speeds"], "straggler:2, paced 0.1 s/step");
+    let grads: Vec<f64> = s["per_worker"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["grads"].as_f64().unwrap())
+        .collect();
+    // No worker outruns its pace: at most 5 s / 0.1 s steps (plus the one in flight).
+    assert!(grads.iter().all(|&g| g <= 52.0), "{grads:?}");
+    // The others do most of theirs (the pace holds), the straggler half as many.
+    let others = (grads[0] + grads[1] + grads[2]) / 3.0;
+    assert!(others >= 30.0, "the pace did not hold: {grads:?}");
+    let ratio = grads[3] / others;
+    assert!(
+        (0.4..=0.6).contains(&ratio),
+        "the paced straggler (speed 1/2) computed {ratio:.2} of the others' gradients: {grads:?}"
+    );
 }
 
 #[test]
@@ -154,6 +206,11 @@ fn a_partition_that_leaves_a_worker_without_data_is_refused_before_any_worker_st
             "2 speeds but there are 4 workers",
         ),
         ("--target-accuracy", "90", "fractions in (0, 1]"),
+        (
+            "--step-time",
+            "0",
+            "--step-time must be a number of seconds",
+        ),
     ] {
         let o = a2cid()
             .args(["run", flag, bad, "--out"])

@@ -163,11 +163,17 @@ pub fn run_local(
             dataset.train.len()
         );
     }
-    if !cfg.worker_speeds.is_homogeneous() {
+    if !cfg.worker_speeds.is_homogeneous() || cfg.step_time.is_some() {
         let speeds = cfg.speeds()?;
+        let how = match cfg.step_time {
+            None => "a slower worker sleeps after each step; all share this machine".to_string(),
+            Some(p) => format!(
+                "each step paced to at least {p} s / speed, as if each worker had a device to \
+                 itself"
+            ),
+        };
         println!(
-            "emulated worker speeds ({}): {} (a slower worker sleeps after each step; all share \
-             this machine)",
+            "emulated worker speeds ({}): {} ({how})",
             cfg.worker_speeds,
             speeds
                 .iter()

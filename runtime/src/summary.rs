@@ -148,7 +148,7 @@ pub fn gather(
         rates,
         consensus,
         partition: cfg.partition.to_string(),
-        worker_speeds: cfg.worker_speeds.to_string(),
+        worker_speeds: cfg.speeds_label(),
         time_to_accuracy: a2cid_schema::time_to_accuracy(&events, &cfg.target_accuracy),
     };
     write_json_atomic(&run.summary(), &summary).context("writing summary.json")?;

@@ -492,8 +492,14 @@ struct Worker {
     /// The clock when this session's Poisson processes started (0, or the resumed clock).
     tau_start: f64,
     sketcher: Option<Sketcher>,
-    /// The emulated slow-down of `--worker-speeds`.
+    /// The emulated slow-down of `--worker-speeds` and the pace of `--step-time`.
     slowdown: Slowdown,
+    /// Steps whose own work overran the `--step-time` pace.
+    overran: u64,
+    /// Whether this session's first step is done: the first one's work includes one-off
+    /// costs (shader pipelines built, caches cold) that the emulated slow-down must not
+    /// multiply.
+    warmed: bool,
 }
 
 impl Worker {
@@ -706,7 +712,9 @@ impl Worker {
             constants,
             tau_start,
             sketcher,
-            slowdown: Slowdown::new(cfg.speeds()?[rank]),
+            slowdown: Slowdown::new(cfg.speeds()?[rank], cfg.step_time),
+            overran: 0,
+            warmed: false,
         })
     }
 
@@ -1132,8 +1140,19 @@ impl Worker {
         let lr = self.lr(&lock(&self.shared));
         let t0 = Instant::now();
         let stepped = self.learner.gradient(&batch)?;
-        std::thread::sleep(self.slowdown.delay(t0.elapsed().as_secs_f64()));
+        self.pace(t0.elapsed().as_secs_f64());
         Ok((stepped, lr, t0))
+    }
+
+    /// The emulated speed: after a step whose own work took `work` seconds, waits what
+    /// `--worker-speeds` and `--step-time` ask (not after the session's first step, whose
+    /// one-off costs are not the worker's speed).
+    fn pace(&mut self, work: f64) {
+        if !std::mem::replace(&mut self.warmed, true) || self.slowdown.is_none() {
+            return;
+        }
+        self.overran += u64::from(self.slowdown.overran(work));
+        std::thread::sleep(self.slowdown.delay(work));
     }
 
     /// The SGD step from the gradient buffer, counted, waited for and timed.
@@ -1407,8 +1426,7 @@ impl Worker {
             // the lock (the exchange task answers peers meanwhile).
             if !self.slowdown.is_none() {
                 let paused = lock(&self.shared).time.paused() - paused_before;
-                let work = last.elapsed().as_secs_f64() - paused;
-                std::thread::sleep(self.slowdown.delay(work));
+                self.pace(last.elapsed().as_secs_f64() - paused);
             }
             let now = Instant::now();
             {
@@ -1469,6 +1487,17 @@ impl Worker {
             "rank {}: stopping after {grads} gradients: {reason}",
             self.rank
         );
+        if self.overran > 0 {
+            warn!(
+                "rank {}: {} of this session's steps took longer than their --step-time pace \
+                 ({:.3} s): the workers together need more of this machine than one step time \
+                 gives them, so the emulated speeds did not hold for those steps; raise \
+                 --step-time",
+                self.rank,
+                self.overran,
+                self.slowdown.floor()
+            );
+        }
         self.learner.ctx.sync()?;
         let lr = self.lr(&lock(&self.shared));
         if self.learner.window_rows() > 0 {

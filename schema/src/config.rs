@@ -64,6 +64,9 @@ pub struct RunConfig {
     pub partition: Partition,
     /// Emulated relative speeds of the workers (`crate::speeds`).
     pub worker_speeds: SpeedSpec,
+    /// Seconds every worker's step is padded to at least (divided by its speed): emulates one
+    /// device per worker on a shared machine (`crate::speeds::Slowdown`). None: no pacing.
+    pub step_time: Option<f64>,
     /// Test accuracies (fractions) whose time to reach the summary records.
     pub target_accuracy: Vec<f64>,
     /// lasgd: local steps of each worker between two all-reduce averages of the models.
@@ -108,6 +111,7 @@ impl Default for RunConfig {
             out: None,
             partition: Partition::Iid,
             worker_speeds: SpeedSpec::Homogeneous,
+            step_time: None,
             target_accuracy: Vec::new(),
             sync_every: 10,
             outer: None,
@@ -169,6 +173,16 @@ impl RunConfig {
                 bail!("--max-seconds must be a positive number, got {s}");
             }
         }
+        if let Some(p) = self.step_time {
+            if !(p.is_finite() && p > 0.0 && p <= 60.0) {
+                bail!("--step-time must be a number of seconds in (0, 60], got {p}");
+            }
+            if self.workers == 1 {
+                bail!(
+                    "--step-time paces each worker of a multi-worker run as if it had a device to                      itself; a single worker already has this machine to itself (drop --step-time)"
+                );
+            }
+        }
         if self.workers > 1 {
             self.topology()?;
         }
@@ -217,6 +231,15 @@ impl RunConfig {
         }
         self.speeds()?;
         Ok(())
+    }
+
+    /// `--worker-speeds` and, when steps are paced, `--step-time`, as the summary and the report
+    /// name them ("straggler:2", "straggler:2, paced 0.2 s/step").
+    pub fn speeds_label(&self) -> String {
+        match self.step_time {
+            None => self.worker_speeds.to_string(),
+            Some(p) => format!("{}, paced {p} s/step", self.worker_speeds),
+        }
     }
 
     /// Each worker's emulated relative speed (`--worker-speeds`), by rank.

@@ -172,27 +172,52 @@ impl SpeedSpec {
 
 /// A worker's emulated slow-down: how long to wait after a step of `seconds` so that the worker
 /// runs at `speed` relative to its hardware (pure: the caller sleeps).
+///
+/// With a step time (`--step-time P`), every step is also padded to at least `P / speed`
+/// seconds: each worker then computes at a fixed pace of its own, as if it had a device to
+/// itself, instead of sharing this machine's cores with the others (a worker that sleeps frees
+/// the cores for the rest, so on a shared machine a straggler's sleep alone slows the others'
+/// competitors down less than a slower device would). P must exceed the step's own work for
+/// the pace to hold.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Slowdown {
-    /// Extra seconds per second of real work: `1/speed − 1` (0 for speed ≥ 1: a worker cannot be
-    /// made faster than its hardware).
-    extra: f64,
+    /// Seconds of wall time per second of real work: `max(1/speed, 1)` (a worker cannot be made
+    /// faster than its hardware).
+    stretch: f64,
+    /// The least wall time of a step: `P / speed` (0 without a step time).
+    floor: f64,
 }
 
 impl Slowdown {
-    pub fn new(speed: f64) -> Slowdown {
+    /// The slow-down of a worker of relative `speed`, its steps paced to at least
+    /// `step_time / speed` seconds when a step time is given.
+    pub fn new(speed: f64, step_time: Option<f64>) -> Slowdown {
         Slowdown {
-            extra: (1.0 / speed - 1.0).max(0.0),
+            stretch: (1.0 / speed).max(1.0),
+            floor: step_time.map_or(0.0, |p| (p / speed).max(0.0)),
         }
     }
 
     pub fn is_none(&self) -> bool {
-        self.extra == 0.0
+        self.stretch == 1.0 && self.floor == 0.0
+    }
+
+    /// Whether a step whose own work took `seconds` overran its paced time (the pace did not
+    /// hold: the workers together need more than this machine gives them in a step time).
+    pub fn overran(&self, seconds: f64) -> bool {
+        self.floor > 0.0 && seconds * self.stretch > self.floor
+    }
+
+    /// The paced least wall time of a step (0 without `--step-time`).
+    pub fn floor(&self) -> f64 {
+        self.floor
     }
 
     /// The wait after a step whose own work took `seconds`.
     pub fn delay(&self, seconds: f64) -> std::time::Duration {
-        std::time::Duration::from_secs_f64((seconds.max(0.0) * self.extra).min(3600.0))
+        let work = seconds.max(0.0);
+        let wall = (work * self.stretch).max(self.floor);
+        std::time::Duration::from_secs_f64((wall - work).clamp(0.0, 3600.0))
     }
 }
 
@@ -257,9 +282,35 @@ mod tests {
 
     #[test]
     fn a_slowdown_waits_in_proportion_to_the_work() {
-        let half = Slowdown::new(0.5);
+        let half = Slowdown::new(0.5, None);
         assert!((half.delay(0.2).as_secs_f64() - 0.2).abs() < 1e-9);
-        assert!((Slowdown::new(0.25).delay(0.1).as_secs_f64() - 0.3).abs() < 1e-9);
-        assert!(Slowdown::new(1.0).is_none() && Slowdown::new(2.0).is_none());
+        assert!((Slowdown::new(0.25, None).delay(0.1).as_secs_f64() - 0.3).abs() < 1e-9);
+        assert!(Slowdown::new(1.0, None).is_none() && Slowdown::new(2.0, None).is_none());
+    }
+
+    #[test]
+    fn a_step_time_paces_every_step_to_its_share_of_the_period() {
+        // Speed 1, period 0.1 s: a 0.03 s step waits 0.07 s, a 0.25 s step (over the period)
+        // does not wait.
+        let paced = Slowdown::new(1.0, Some(0.1));
+        assert!(!paced.is_none());
+        assert!((paced.delay(0.03).as_secs_f64() - 0.07).abs() < 1e-9);
+        assert_eq!(paced.delay(0.25).as_secs_f64(), 0.0);
+        assert!(paced.overran(0.25) && !paced.overran(0.09));
+        assert!(!Slowdown::new(0.5, None).overran(10.0));
+        // A straggler 2x slower takes 0.2 s per step while its work fits in the period, and
+        // twice its work beyond it.
+        let slow = Slowdown::new(0.5, Some(0.1));
+        assert!((slow.delay(0.03).as_secs_f64() - 0.17).abs() < 1e-9);
+        assert!((slow.delay(0.15).as_secs_f64() - 0.15).abs() < 1e-9);
+        // The ratio of the two paces is the ratio of the speeds, whatever the work.
+        for work in [0.0, 0.01, 0.05, 0.09] {
+            let fast = work + paced.delay(work).as_secs_f64();
+            let slower = work + slow.delay(work).as_secs_f64();
+            assert!(
+                (slower / fast - 2.0).abs() < 1e-9,
+                "{work}: {fast} {slower}"
+            );
+        }
     }
 }

@@ -124,6 +124,13 @@ pub struct RunArgs {
     /// [default: homogeneous].
     #[arg(long, value_name = "SPEC")]
     pub worker_speeds: Option<a2cid_schema::SpeedSpec>,
+    /// Pace every worker's step to at least S seconds (S/speed for a slower worker): emulates
+    /// one device per worker on a machine the workers share. A sleeping straggler frees the
+    /// shared cores for the others; paced, no worker competes for them and each runs at its
+    /// own fixed speed. S must exceed the step's own work with all workers running (a worker
+    /// whose steps overran the pace says so at the end) [default: off].
+    #[arg(long, value_name = "S")]
+    pub step_time: Option<f64>,
     /// Test accuracies (fractions, comma-separated) whose time to reach the summary records:
     /// the training wall time and gradients at which the mean over the workers of their own
     /// models' accuracy first reached each.
@@ -180,6 +187,9 @@ impl RunArgs {
         }
         if self.max_seconds.is_some() {
             cfg.max_seconds = self.max_seconds;
+        }
+        if self.step_time.is_some() {
+            cfg.step_time = self.step_time;
         }
         set!(
             workers,
