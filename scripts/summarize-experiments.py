@@ -30,6 +30,9 @@ def main():
     groups = defaultdict(list)
     for s_path in sorted(root.glob("*/summary.json")):
         s = json.loads(s_path.read_text())
+        # The seed from the run's name (scripts/experiments.sh: ...-s<seed>), to pair runs.
+        seed = s_path.parent.name.rsplit("-s", 1)
+        s["_seed"] = seed[1] if len(seed) == 2 else s_path.parent.name
         cfg = (s["workers"], s.get("partition", "iid"), s.get("worker_speeds", "homogeneous"))
         groups[(cfg, s["method"])].append(s)
     if not groups:
@@ -65,6 +68,41 @@ def main():
                 cell += f" ({len(reached)}/{len(runs)} reached)"
             row.append(cell)
         print("| " + " | ".join(row) + " |")
+    ratios(groups, targets)
+
+
+def target_time(s, t):
+    hit = [x for x in s.get("time_to_accuracy", []) if x["target"] == t]
+    return hit[0]["train_wall"] if hit else None
+
+
+def ratios(groups, targets):
+    """acid's time to each target over allreduce's, per configuration: the ratio of the seed
+    means, and each seed's own ratio (same seed, same shards and straggler)."""
+    rows = []
+    for (cfg, method) in sorted(groups):
+        if method != "acid" or (cfg, "allreduce") not in groups:
+            continue
+        acid = {s["_seed"]: s for s in (groups[(cfg, "acid")])}
+        ar = {s["_seed"]: s for s in (groups[(cfg, "allreduce")])}
+        for t in targets:
+            a = [target_time(s, t) for s in acid.values()]
+            r = [target_time(s, t) for s in ar.values()]
+            if any(x is None for x in a + r):
+                rows.append((cfg, t, None, "not every run reached it"))
+                continue
+            per_seed = [target_time(acid[k], t) / target_time(ar[k], t)
+                        for k in sorted(acid) if k in ar]
+            rows.append((cfg, t, statistics.fmean(a) / statistics.fmean(r),
+                         " ".join(f"{x:.2f}" for x in per_seed)))
+    if not rows:
+        return
+    print()
+    print("| n | partition | speeds | target | acid / allreduce time to target | per seed |")
+    print("|---|---|---|---|---|---|")
+    for cfg, t, ratio, per_seed in rows:
+        cell = "—" if ratio is None else f"{ratio:.2f}"
+        print(f"| {cfg[0]} | {cfg[1]} | {cfg[2]} | {100 * t:g}% | {cell} | {per_seed} |")
 
 
 if __name__ == "__main__":
