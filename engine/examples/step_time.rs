@@ -18,6 +18,8 @@ fn main() -> anyhow::Result<()> {
     if args.get(4).map(String::as_str) == Some("plain") {
         use a2cid_engine::kernels::{self, MatRef};
         for (m, k, n) in [
+            (128, 784, 256),
+            (512, 512, 512),
             (32, 400, 12544),
             (12544, 400, 32),
             (128, 400, 12544),
@@ -38,11 +40,11 @@ fn main() -> anyhow::Result<()> {
             ctx.run(&[&d]);
             ctx.sync()?;
             let t = Instant::now();
-            for _ in 0..3 {
+            for _ in 0..5 {
                 ctx.run(&[&d]);
             }
             ctx.sync()?;
-            let s = t.elapsed().as_secs_f64() / 3.0;
+            let s = t.elapsed().as_secs_f64() / 5.0;
             println!(
                 "plain {m}x{k}x{n}: {:.1} ms, {:.2} GFLOP/s",
                 s * 1e3,

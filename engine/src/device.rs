@@ -187,8 +187,8 @@ pub struct GpuContext {
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     placeholder: wgpu::Buffer,
-    /// Whether matrix products stage their operands in workgroup memory (see [`MatmulVariant`]).
-    matmul_direct: std::sync::atomic::AtomicBool,
+    /// How matrix products read their operands ([`MatmulVariant`] as u8).
+    matmul_variant: std::sync::atomic::AtomicU8,
 }
 
 /// How the tiled matrix product (and the convolutions built on it) reads its operands.
@@ -199,6 +199,10 @@ pub enum MatmulVariant {
     /// Each invocation reads straight from the buffers: on a CPU adapter the caches do the
     /// staging, and the workgroup barriers only cost (about 2× faster on lavapipe).
     Direct,
+    /// Direct loads with a 16×8 block of C per invocation (`matmul_wide`): on a CPU adapter
+    /// every load is a bounds-checked scalar load per SIMD lane, so fewer loads per product is
+    /// what pays (the CPU default).
+    Wide,
 }
 
 impl std::str::FromStr for MatmulVariant {
@@ -207,7 +211,8 @@ impl std::str::FromStr for MatmulVariant {
         match s {
             "tiled" => Ok(MatmulVariant::Tiled),
             "direct" => Ok(MatmulVariant::Direct),
-            _ => Err(format!("A2CID_MATMUL={s}: expected tiled or direct")),
+            "wide" => Ok(MatmulVariant::Wide),
+            _ => Err(format!("A2CID_MATMUL={s}: expected tiled, direct or wide")),
         }
     }
 }
@@ -289,17 +294,18 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        // Direct loads on CPU adapters, tiles elsewhere; A2CID_MATMUL=tiled|direct overrides.
+        // Wide direct blocks on CPU adapters, tiles elsewhere; A2CID_MATMUL=tiled|direct|wide
+        // overrides.
         let variant = match std::env::var("A2CID_MATMUL") {
             Ok(v) => v.parse().unwrap_or_else(|e: String| {
                 tracing::warn!("{e}; using the adapter's default");
                 MatmulVariant::Tiled
             }),
-            Err(_) if summary.is_cpu => MatmulVariant::Direct,
+            Err(_) if summary.is_cpu => MatmulVariant::Wide,
             Err(_) => MatmulVariant::Tiled,
         };
         Ok(Arc::new(GpuContext {
-            matmul_direct: std::sync::atomic::AtomicBool::new(variant == MatmulVariant::Direct),
+            matmul_variant: std::sync::atomic::AtomicU8::new(variant as u8),
             placeholder,
             device,
             queue,
@@ -312,23 +318,21 @@ impl GpuContext {
 
     /// How matrix products built from now on read their operands.
     pub fn matmul_variant(&self) -> MatmulVariant {
-        if self
-            .matmul_direct
+        match self
+            .matmul_variant
             .load(std::sync::atomic::Ordering::Relaxed)
         {
-            MatmulVariant::Direct
-        } else {
-            MatmulVariant::Tiled
+            v if v == MatmulVariant::Direct as u8 => MatmulVariant::Direct,
+            v if v == MatmulVariant::Wide as u8 => MatmulVariant::Wide,
+            _ => MatmulVariant::Tiled,
         }
     }
 
     /// Chooses how matrix products built from now on read their operands (launches already built
     /// keep theirs).
     pub fn set_matmul_variant(&self, v: MatmulVariant) {
-        self.matmul_direct.store(
-            v == MatmulVariant::Direct,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.matmul_variant
+            .store(v as u8, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A tiny storage buffer bound where a kernel specialisation declares a binding it never uses.
@@ -501,11 +505,11 @@ impl GpuContext {
         let module = lock(&self.modules)
             .entry(source.name)
             .or_insert_with(|| {
-                self.device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(source.name),
-                        source: wgpu::ShaderSource::Wgsl(source.wgsl.into()),
-                    })
+                let desc = wgpu::ShaderModuleDescriptor {
+                    label: Some(source.name),
+                    source: wgpu::ShaderSource::Wgsl(source.wgsl.into()),
+                };
+                self.device.create_shader_module(desc)
             })
             .clone();
         let pipeline = Arc::new(self.device.create_compute_pipeline(

@@ -9,7 +9,11 @@ use common::*;
 
 #[test]
 fn matmul_all_transposes_awkward_shapes() {
-    for variant in [MatmulVariant::Tiled, MatmulVariant::Direct] {
+    for variant in [
+        MatmulVariant::Tiled,
+        MatmulVariant::Direct,
+        MatmulVariant::Wide,
+    ] {
         matmul_all_transposes_awkward_shapes_on(&gpu_with(variant), variant);
     }
 }
@@ -314,7 +318,11 @@ fn sketch_matches_twin_and_keeps_the_norm_in_expectation() {
 /// input gradient both written and accumulated.
 #[test]
 fn conv_products_match_twins_on_awkward_shapes() {
-    for variant in [MatmulVariant::Tiled, MatmulVariant::Direct] {
+    for variant in [
+        MatmulVariant::Tiled,
+        MatmulVariant::Direct,
+        MatmulVariant::Wide,
+    ] {
         conv_products_match_twins_on(&gpu_with(variant), variant);
     }
 }

@@ -43,6 +43,12 @@ pub const MATMUL_DIRECT: EntryPoint = EntryPoint {
     bindings: MATMUL.bindings,
 };
 
+/// The product with an 8×8 block per invocation (CPU adapters).
+pub const MATMUL_WIDE: EntryPoint = EntryPoint {
+    name: "matmul_wide",
+    bindings: MATMUL.bindings,
+};
+
 pub const FAMILY: Family = Family {
     source: wgsl_source!("matmul.wgsl"),
     uniform: MatmulParams::LAYOUT,
@@ -50,8 +56,11 @@ pub const FAMILY: Family = Family {
         "MODE", "TRANS_A", "TRANS_B", "C_IN", "H", "W", "KH", "KW", "STRIDE", "PAD", "OH", "OW",
         "C_OUT",
     ],
-    shared_constants: &[("BM", MATMUL_TILE as u32), ("BN", MATMUL_TILE as u32)],
-    entry_points: &[MATMUL, MATMUL_DIRECT],
+    shared_constants: &[
+        ("BM", MATMUL_TILE as u32),
+        ("BN", MATMUL_TILE as u32),
+    ],
+    entry_points: &[MATMUL, MATMUL_DIRECT, MATMUL_WIDE],
 };
 
 /// A matrix operand: a view of `buffer` starting at element `offset`, stored row-major; when
@@ -126,6 +135,7 @@ pub(crate) fn launch(
 ) -> Result<Dispatch> {
     let op = MATMUL.name;
     let (m, n) = (params.m as usize, params.n as usize);
+    let variant = ctx.matmul_variant();
     let gx = groups_for(op, n, MATMUL_TILE)?;
     let gy = groups_for(op, m, MATMUL_TILE)?;
     let gz = u32_of(op, "batch", z)?;
@@ -143,8 +153,9 @@ pub(crate) fn launch(
         ("TRANS_B", f64::from(trans_b as u8)),
     ];
     constants.extend_from_slice(geometry);
-    let entry = match ctx.matmul_variant() {
+    let entry = match variant {
         MatmulVariant::Direct => &MATMUL_DIRECT,
+        MatmulVariant::Wide => &MATMUL_WIDE,
         MatmulVariant::Tiled => &MATMUL,
     };
     Dispatch::new(
