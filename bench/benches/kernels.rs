@@ -53,8 +53,9 @@ fn matmul(c: &mut Criterion) {
     }
     group.finish();
     eprintln!(
-        "\nmatmul on {} (GFLOP/s, medians of the same run):",
-        ctx.adapter.name
+        "\nmatmul on {} (our entry: {:?}; GFLOP/s, medians of the same run):",
+        ctx.adapter.name,
+        ctx.matmul_variant()
     );
     for (label, ours, theirs) in ratios {
         eprintln!(
@@ -129,8 +130,9 @@ fn conv(c: &mut Criterion) {
     }
     group.finish();
     eprintln!(
-        "\nconv on {} (GFLOP/s, medians of the same run):",
-        ctx.adapter.name
+        "\nconv on {} (our matmul entry: {:?}; GFLOP/s, medians of the same run):",
+        ctx.adapter.name,
+        ctx.matmul_variant()
     );
     for (label, ours, theirs) in ratios {
         eprintln!(
