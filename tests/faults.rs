@@ -317,7 +317,9 @@ fn the_training_clock_starts_when_the_mesh_has_formed() {
     let (g0, g1) = (r0["grads"].as_f64().unwrap(), r1["grads"].as_f64().unwrap());
     assert!(
         g0 > 0.5 * g1 && g1 > 0.5 * g0,
-        "both train about 3 s: rank 0 {g0} steps, rank 1 {g1}"
+        "both train about 3 s: rank 0 {g0} steps, rank 1 {g1}\n--- rank 0:\n{}\n--- rank 1:\n{}",
+        text(&a),
+        text(&b)
     );
     for r in [&r0, &r1] {
         let wall = r["wall_seconds"].as_f64().unwrap();

@@ -136,8 +136,10 @@ impl Learner {
         let dataset = data::load(cfg.dataset, &cfg.data_dir)?;
         let ctx = GpuContext::open(&cfg.adapter)?;
         let spec = cfg.model_spec(&dataset)?;
-        let model = spec.build(ctx.clone(), EVAL_BATCH.max(cfg.batch_size))?;
+        let mut model = spec.build(ctx.clone(), EVAL_BATCH.max(cfg.batch_size))?;
         model.set_params(&model.init(cfg.seed))?;
+        // The training step's pipelines compiled now, off the clock (before the mesh forms).
+        model.prepare(cfg.batch_size)?;
         let train = Arc::new(dataset.train.clone());
         let mut shards = cfg.shards(&dataset, plan.world)?;
         let shard_sizes = shards.iter().map(Vec::len).collect();

@@ -240,6 +240,10 @@ pub trait Model: Send {
     fn record_train(&mut self, pass: &mut wgpu::ComputePass<'_>, rows: usize) -> Result<()>;
     /// Records forward and loss only (evaluation).
     fn record_eval(&mut self, pass: &mut wgpu::ComputePass<'_>, rows: usize) -> Result<()>;
+    /// Builds the launches (and so compiles the shader pipelines) for batches of `rows` now,
+    /// rather than at the first such batch: a worker does this before it joins the mesh, so the
+    /// one-off compile (seconds on a CPU adapter) is not on its training clock.
+    fn prepare(&mut self, rows: usize) -> Result<()>;
     /// Loss sum and correct predictions accumulated since the last reset (waits for the GPU).
     fn read_stats(&self) -> Result<LossStats>;
     fn reset_stats(&self) -> Result<()>;

@@ -873,6 +873,10 @@ impl Model for Net {
         Ok(())
     }
 
+    fn prepare(&mut self, rows: usize) -> Result<()> {
+        self.plan(rows).map(|_| ())
+    }
+
     fn record_eval(&mut self, pass: &mut wgpu::ComputePass<'_>, rows: usize) -> Result<()> {
         self.plan(rows)?.record_eval(pass);
         Ok(())
