@@ -5,12 +5,18 @@
 //   0  plain: A and B are stored matrices. TRANS_A: A is stored as [K, M] (dW = Xᵀ·dY);
 //      TRANS_B: B is stored as [N, K] (dX = dY·Wᵀ). z: batch, operands at off + z·stride.
 //   1  conv forward, image z:       Y_z[oc, p]  = Σ_q W[oc, q] · col(X_z)[q, p]
-//   2  conv input gradient, image z: dX_z[c, r] = Σ_(oc,i,j) W[oc, c, i, j] · dY_z[oc, o(r, i, j)]
+//   2  conv input gradient, one stride phase of one image (z = image·STRIDE² + phase):
+//      dX_z[c, r] = Σ_(oc,a,b) W[oc, c, i, j] · dY_z[oc, oy, ox] over the input pixels r = (iy, ix)
+//      of the phase. An input pixel receives gradient only from the taps i ≡ iy + pad (mod s):
+//      grouping the pixels by (iy + pad mod s, ix + pad mod s) leaves ⌈KH/s⌉·⌈KW/s⌉ taps
+//      (i, j) = (py + s·a, px + s·b) per output channel instead of KH·KW of which all but 1/s²
+//      are zero, and each phase is a dense product over its ⌈H/s⌉ × ⌈W/s⌉ pixel grid.
 //   3  conv weight gradient, split-K: dW_z[oc, q] = Σ_(n,p) in chunk z of dY[n, oc, p] · col(X_n)[q, p]
 //      (each z sums one chunk of k_chunk of the N·OH·OW products into its own slice of C; the
 //      caller sums the slices)
 // with q = (c, i, j) over the C_in·KH·KW kernel taps, p = (oh, ow) over the output and r = (ih, iw)
 // over the input; col(X)[(c,i,j), (oh,ow)] = X[c, oh·s − pad + i, ow·s − pad + j], 0 outside.
+// The three kernels below (tiled, direct, wide) share the loaders, `begin` and the stores.
 // In the conv modes TRANS_A / TRANS_B only choose the order in which the tile loads walk memory.
 // Each workgroup computes a 64×64 block of C with 16×16 invocations of 4×4 outputs each, staging
 // 64×16 tiles of A and 16×64 tiles of B in workgroup memory. Offsets are in f32 elements so that
@@ -62,6 +68,59 @@ const BK: u32 = 16u;
 var<workgroup> tile_a: array<f32, 1024>; // [BK][BM]
 var<workgroup> tile_b: array<f32, 1024>; // [BK][BN]
 
+// MODE 2: this slice's stride phase. Its input pixels are (first_y + s·t, first_x + s·u) for
+// (t, u) over the phase grid, their taps (phase_y + s·a, phase_x + s·b), and pixel (t, u) meets
+// tap (a, b) at output (top_y + t − a, top_x + u − b).
+var<private> phase_y: u32;
+var<private> phase_x: u32;
+var<private> first_y: u32;
+var<private> first_x: u32;
+var<private> top_y: u32;
+var<private> top_x: u32;
+
+// Rows of the phase grid's pixel row and of its tap rows (MODE 2).
+fn phase_w() -> u32 { return (W + STRIDE - 1u) / STRIDE; }
+fn phase_kw() -> u32 { return (KW + STRIDE - 1u) / STRIDE; }
+fn phase_kh() -> u32 { return (KH + STRIDE - 1u) / STRIDE; }
+
+struct Bases {
+    a: u32,
+    b: u32,
+    c: u32,
+    // The products this slice sums, [k_lo, k_hi).
+    k_lo: u32,
+    k_hi: u32,
+}
+
+// The operands' offsets and product range of slice z; in MODE 2 also its stride phase.
+fn begin(z: u32) -> Bases {
+    var image = z;
+    if (MODE == 2u) {
+        let phases = STRIDE * STRIDE;
+        image = z / phases;
+        phase_y = (z % phases) / STRIDE;
+        phase_x = z % STRIDE;
+        first_y = (phase_y + STRIDE - PAD % STRIDE) % STRIDE;
+        first_x = (phase_x + STRIDE - PAD % STRIDE) % STRIDE;
+        top_y = (first_y + PAD - phase_y) / STRIDE;
+        top_x = (first_x + PAD - phase_x) / STRIDE;
+    }
+    var k_lo = 0u;
+    var k_hi = p.k;
+    if (p.k_chunk != 0u) {
+        // MODE 3: chunk z of the products.
+        k_lo = z * p.k_chunk;
+        k_hi = min(p.k, k_lo + p.k_chunk);
+    }
+    return Bases(
+        p.a_off + image * p.a_stride,
+        p.b_off + image * p.b_stride,
+        p.c_off + image * p.c_stride,
+        k_lo,
+        k_hi,
+    );
+}
+
 // The im2col element col[(ch, i, j), (oy, ox)] of the image starting at `base` of `b`.
 fn im2col(base: u32, q: u32, pix: u32) -> f32 {
     let taps = KH * KW;
@@ -83,10 +142,15 @@ fn load_a(base: u32, row: u32, col: u32, k_hi: u32) -> f32 {
 fn load_a_at(base: u32, row: u32, col: u32) -> f32 {
     switch MODE {
         case 2u: {
-            // A[c, (oc, i, j)] = W[oc, c, i, j]; W is [c_out, c_in·kh·kw].
-            let taps = KH * KW;
+            // A[c, (oc, a, b)] = W[oc, c, phase_y + s·a, phase_x + s·b], 0 past the filter; W is
+            // [c_out, c_in, kh, kw].
+            let taps = phase_kh() * phase_kw();
             let oc = col / taps;
-            return a[base + (oc * C_IN + row) * taps + col % taps];
+            let ab = col % taps;
+            let i = phase_y + STRIDE * (ab / phase_kw());
+            let j = phase_x + STRIDE * (ab % phase_kw());
+            if (i >= KH || j >= KW) { return 0.0; }
+            return a[base + ((oc * C_IN + row) * KH + i) * KW + j];
         }
         case 3u: {
             // A[oc, (n, pix)] = dY[n, oc, pix].
@@ -114,19 +178,14 @@ fn load_b_at(base: u32, row: u32, col: u32) -> f32 {
             return im2col(base, row, col);
         }
         case 2u: {
-            // B[(oc, i, j), (iy, ix)] = dY[oc, oy, ox] where oy·s − pad + i = iy (and so for x).
-            let taps = KH * KW;
+            // B[(oc, a, b), (t, u)] = dY[oc, top_y + t − a, top_x + u − b], 0 outside the output.
+            let taps = phase_kh() * phase_kw();
             let oc = row / taps;
-            let ij = row % taps;
-            let ty = i32(col / W) + i32(PAD) - i32(ij / KW);
-            let tx = i32(col % W) + i32(PAD) - i32(ij % KW);
-            if (ty < 0 || tx < 0) { return 0.0; }
-            let s = STRIDE;
-            if (u32(ty) % s != 0u || u32(tx) % s != 0u) { return 0.0; }
-            let oy = u32(ty) / s;
-            let ox = u32(tx) / s;
-            if (oy >= OH || ox >= OW) { return 0.0; }
-            return b[base + (oc * OH + oy) * OW + ox];
+            let ab = row % taps;
+            let oy = i32(top_y + col / phase_w()) - i32(ab / phase_kw());
+            let ox = i32(top_x + col % phase_w()) - i32(ab % phase_kw());
+            if (oy < 0 || ox < 0 || oy >= i32(OH) || ox >= i32(OW)) { return 0.0; }
+            return b[base + (oc * OH + u32(oy)) * OW + u32(ox)];
         }
         case 3u: {
             // B[(n, pix), q] = col(X_n)[q, pix].
@@ -141,24 +200,17 @@ fn load_b_at(base: u32, row: u32, col: u32) -> f32 {
     }
 }
 
-// The products slice z sums, [lo, hi): all of K, or its chunk (MODE 3).
-fn k_range(z: u32) -> vec2<u32> {
-    if (p.k_chunk == 0u) { return vec2<u32>(0u, p.k); }
-    let lo = z * p.k_chunk;
-    return vec2<u32>(lo, min(p.k, lo + p.k_chunk));
-}
-
 @compute @workgroup_size(16, 16)
 fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let t = lid.y * 16u + lid.x;
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
-    let a_base = p.a_off + wid.z * p.a_stride;
-    let b_base = p.b_off + wid.z * p.b_stride;
-    let c_base = p.c_off + wid.z * p.c_stride;
-    let ks = k_range(wid.z);
-    let k_lo = ks.x;
-    let k_hi = ks.y;
+    let z = begin(wid.z);
+    let a_base = z.a;
+    let b_base = z.b;
+    let c_base = z.c;
+    let k_lo = z.k_lo;
+    let k_hi = z.k_hi;
     // Four rows (lid.y + 16·i) × four columns (lid.x + 16·j) per invocation, held in vec4 registers
     // (no dynamically indexed local arrays, which some compilers spill to memory).
     var acc0 = vec4<f32>(0.0);
@@ -204,12 +256,12 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
 fn matmul_direct(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let row0 = wid.y * BM + lid.y;
     let col0 = wid.x * BN + lid.x;
-    let a_base = p.a_off + wid.z * p.a_stride;
-    let b_base = p.b_off + wid.z * p.b_stride;
-    let c_base = p.c_off + wid.z * p.c_stride;
-    let ks = k_range(wid.z);
-    let k_lo = ks.x;
-    let k_hi = ks.y;
+    let z = begin(wid.z);
+    let a_base = z.a;
+    let b_base = z.b;
+    let c_base = z.c;
+    let k_lo = z.k_lo;
+    let k_hi = z.k_hi;
     let r0 = min(row0, p.m - 1u);
     let r1 = min(row0 + 16u, p.m - 1u);
     let r2 = min(row0 + 32u, p.m - 1u);
@@ -253,10 +305,10 @@ fn matmul_direct(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgrou
 fn matmul_wide(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let row0 = wid.y * BM + lid.y;
     let col0 = wid.x * BN + lid.x;
-    let a_base = p.a_off + wid.z * p.a_stride;
-    let b_base = p.b_off + wid.z * p.b_stride;
-    let c_base = p.c_off + wid.z * p.c_stride;
-    let ks = k_range(wid.z);
+    let z = begin(wid.z);
+    let a_base = z.a;
+    let b_base = z.b;
+    let c_base = z.c;
     // Rows and columns past the matrix read its last row or column; their results are never
     // stored.
     let last_row = p.m - 1u;
@@ -318,7 +370,7 @@ fn matmul_wide(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_
     var acc14_hi = vec4<f32>(0.0);
     var acc15_lo = vec4<f32>(0.0);
     var acc15_hi = vec4<f32>(0.0);
-    for (var kk = ks.x; kk < ks.y; kk++) {
+    for (var kk = z.k_lo; kk < z.k_hi; kk++) {
         let b_lo = vec4<f32>(load_b_at(b_base, kk, c0), load_b_at(b_base, kk, c1),
                              load_b_at(b_base, kk, c2), load_b_at(b_base, kk, c3));
         let b_hi = vec4<f32>(load_b_at(b_base, kk, c4), load_b_at(b_base, kk, c5),
@@ -398,12 +450,7 @@ fn store_row8(base: u32, row: u32, col: u32, lo: vec4<f32>, hi: vec4<f32>) {
         if (c_col >= p.n) { continue; }
         var v = lo[j & 3u];
         if (j >= 4u) { v = hi[j & 3u]; }
-        let idx = base + row * p.n + c_col;
-        if (p.accumulate != 0u) {
-            c[idx] = c[idx] + v;
-        } else {
-            c[idx] = v;
-        }
+        store(base, row, c_col, v);
     }
 }
 
@@ -413,11 +460,24 @@ fn store_row(base: u32, row: u32, col: u32, v: vec4<f32>) {
     for (var j = 0u; j < 4u; j++) {
         let c_col = col + j * 16u;
         if (c_col >= p.n) { continue; }
-        let idx = base + row * p.n + c_col;
-        if (p.accumulate != 0u) {
-            c[idx] = c[idx] + v[j];
-        } else {
-            c[idx] = v[j];
-        }
+        store(base, row, c_col, v[j]);
+    }
+}
+
+// Writes (or adds) v to C[row, col] of this slice (row and col inside the matrix). In MODE 2,
+// col is a pixel (t, u) of the phase grid, stored at input pixel (first_y + s·t, first_x + s·u)
+// of the image, if inside it.
+fn store(base: u32, row: u32, col: u32, v: f32) {
+    var idx = base + row * p.n + col;
+    if (MODE == 2u) {
+        let iy = first_y + STRIDE * (col / phase_w());
+        let ix = first_x + STRIDE * (col % phase_w());
+        if (iy >= H || ix >= W) { return; }
+        idx = base + (row * H + iy) * W + ix;
+    }
+    if (p.accumulate != 0u) {
+        c[idx] = c[idx] + v;
+    } else {
+        c[idx] = v;
     }
 }

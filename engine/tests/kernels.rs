@@ -340,6 +340,13 @@ fn conv_products_match_twins_on(ctx: &GpuContext, variant: MatmulVariant) {
         (4, (16, 14, 14), 70, (3, 3), 1, 1),
         (64, (1, 28, 28), 8, (5, 5), 1, 2),
         (5, (4, 5, 5), 6, (5, 5), 1, 0),
+        // Stride phases: a 1×1 downsampling shortcut, a ResNet stage entry, phases without taps
+        // (2×2 filter, stride 3), trailing input rows no output reaches, a stride above the filter.
+        (3, (8, 8, 8), 16, (1, 1), 2, 0),
+        (2, (16, 16, 16), 32, (3, 3), 2, 1),
+        (2, (3, 10, 11), 4, (2, 2), 3, 1),
+        (2, (2, 10, 9), 5, (3, 3), 2, 0),
+        (1, (3, 13, 12), 7, (3, 2), 4, 2),
     ];
     for (batch, input, c_out, k, stride, pad) in cases {
         let g = ConvGeometry::new(batch, input, c_out, k, stride, pad).unwrap();

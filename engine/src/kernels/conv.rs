@@ -155,10 +155,17 @@ pub fn conv_input_grad(
     accumulate: bool,
 ) -> Result<Dispatch> {
     let op = "conv_input_grad";
+    // One product per stride phase of each image (matmul.wgsl, MODE 2): the phase's pixel grid
+    // and the taps that reach it.
+    let s = g.stride;
     let p = MatmulParams {
         m: u32_of(op, "c_in", g.c_in)?,
-        n: u32_of(op, "input pixels", g.h * g.w)?,
-        k: u32_of(op, "c_out·kh·kw", g.c_out * g.kh * g.kw)?,
+        n: u32_of(op, "phase pixels", g.h.div_ceil(s) * g.w.div_ceil(s))?,
+        k: u32_of(
+            op,
+            "phase taps",
+            g.c_out * g.kh.div_ceil(s) * g.kw.div_ceil(s),
+        )?,
         accumulate: accumulate as u32,
         a_off: u32_of(op, "weight offset", w.1)?,
         b_off: u32_of(op, "output-gradient offset", dy.1)?,
@@ -173,7 +180,7 @@ pub fn conv_input_grad(
         &g.constants(op)?,
         &p,
         (w.0, dy.0, dx.0),
-        g.batch,
+        g.batch * s * s,
     )
 }
 
