@@ -63,7 +63,7 @@ pub struct LowRankExchanges {
     edges: std::collections::HashMap<usize, LowRankEdge>,
     /// The snapshot (parameters) each exchange in flight was built from, by (peer, seq).
     sent: std::collections::HashMap<(usize, u64), Vec<f32>>,
-    /// The power-iteration products on the GPU (`shaders/lowrank.wgsl`), on a device of the
+    /// The power-iteration products on the GPU (the engine's `GpuLowRank` kernels), on a device of the
     /// exchange task's own so they never wait behind a training step; `None`: the CPU twins.
     products: Option<GpuLowRank>,
 }
