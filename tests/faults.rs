@@ -1,6 +1,7 @@
 //! Faults that used to lose data or hang, each reproduced with real worker processes: a diverging
 //! run, a non-finite checkpoint, a refused resume, two runs on one run directory, a duplicate
-//! rank, a worker lost before the mesh forms, a killed or interrupted launcher, an early worker's
+//! rank, a worker lost before the mesh forms, a killed or interrupted launcher, a worker
+//! signalled twice, an early worker's
 //! clock, a local run's listening address, and a killed worker that is restarted and rejoins.
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -272,6 +273,17 @@ fn timed_worker(out: &Path, rank: usize, port: u16) -> std::process::Child {
 }
 
 fn worker_of(out: &Path, rank: usize, world: usize, port: u16) -> std::process::Child {
+    worker_for(out, rank, world, port, 3)
+}
+
+/// A standalone worker of a `world`-worker run on a complete graph, training `seconds` seconds.
+fn worker_for(
+    out: &Path,
+    rank: usize,
+    world: usize,
+    port: u16,
+    seconds: u32,
+) -> std::process::Child {
     a2cid()
         .args([
             "worker",
@@ -281,7 +293,8 @@ fn worker_of(out: &Path, rank: usize, world: usize, port: u16) -> std::process::
             "complete",
         ])
         .args(["--dataset", "digits", "--hidden", "32", "--epochs", "0"])
-        .args(["--max-seconds", "3", "--eval-every", "0", "--rank"])
+        .args(["--max-seconds", &seconds.to_string()])
+        .args(["--eval-every", "0", "--rank"])
         .arg(rank.to_string())
         .args(["--world", &world.to_string()])
         .args(["--master", &format!("127.0.0.1:{port}")])
@@ -457,6 +470,73 @@ fn sigterm_to_the_launcher_stops_the_run_with_checkpoints_and_a_summary() {
             .join(format!("checkpoints/rank{r}.safetensors"))
             .exists());
     }
+}
+
+fn signal(name: &str, pid: u32) {
+    let ok = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{name} {pid}");
+}
+
+#[test]
+fn a_second_signal_ends_a_stopping_worker_at_once_and_keeps_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let port = free_port();
+    let mut r0 = worker_for(&out, 0, 2, port, 600);
+    let mut r1 = worker_for(&out, 1, 2, port, 600);
+    let log = |r: usize| {
+        std::fs::read_to_string(out.join(format!("workers/rank{r}.jsonl"))).unwrap_or_default()
+    };
+    let t0 = Instant::now();
+    while !(0..2).all(|r| log(r).contains("\"event\":\"train\"")) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "the run never got going"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Rank 1 freezes, so rank 0's graceful stop waits on it in the final average (for as long as
+    // the collective timeout, ten minutes).
+    signal("STOP", r1.id());
+    signal("TERM", r0.id());
+    let t0 = Instant::now();
+    while !log(0).contains("\"event\":\"end\"") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "rank 0 did not stop gracefully on the first SIGTERM:\n{}",
+            log(0)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        r0.try_wait().unwrap().is_none(),
+        "rank 0 should still be waiting on its frozen peer for the final average"
+    );
+    signal("TERM", r0.id());
+    let t0 = Instant::now();
+    while r0.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(15) {
+            r0.kill().unwrap();
+            r1.kill().unwrap();
+            panic!("a second SIGTERM left rank 0 running for 15 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r1.kill().unwrap(); // SIGKILL ends a stopped process too
+    r1.wait().unwrap();
+    let o = r0.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("SIGTERM again: leaving now"), "{t}");
+    // Its final checkpoint, written before the final average, is whole and the newest.
+    let c = a2cid_runtime::checkpoint::Checkpoint::load(&out.join("checkpoints/rank0.safetensors"))
+        .unwrap();
+    assert!(c.state.finished && c.state.grads > 0, "{:?}", c.state);
 }
 
 #[test]

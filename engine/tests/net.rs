@@ -1,6 +1,7 @@
-//! The convolutional models on the device: they learn, they refuse what does not fit, and the
-//! layer list holds together (shapes, parameters, determinism). Their gradients are checked
-//! against burn's autodiff in `bench/tests/burn_oracle.rs`.
+//! The convolutional models on the device: they learn, they refuse what does not fit (the input
+//! or the device's buffer limits), and the layer list holds together (shapes, parameters,
+//! determinism). Their gradients are checked against burn's autodiff in
+//! `bench/tests/burn_oracle.rs`.
 mod common;
 
 use a2cid_engine::models::net::groups_for;
@@ -68,6 +69,37 @@ fn cnn_learns_a_toy_problem() {
 #[test]
 fn resnet_learns_a_toy_problem() {
     learns(ModelKind::ResNet(8), 8);
+}
+
+#[test]
+fn a_batch_too_large_for_the_device_is_refused_with_the_numbers_and_the_device_goes_on() {
+    let ctx = gpu();
+    let spec = ModelSpec::new(ModelKind::Cnn, &[], 16, InputShape([1, 28, 28]), 10).unwrap();
+    let limit = 4 * ctx.max_storage_elems() as u64;
+    // The smallest batch whose first convolution's output exceeds one storage binding; the input
+    // (act0, 784 values per image against the convolution's thousands) still fits.
+    let conv = spec.net().unwrap().shapes[1].len() as u64;
+    assert!(conv > 784, "{conv}");
+    let batch = limit / (4 * conv) + 1;
+    let err = match spec.build(ctx.clone(), batch as usize) {
+        Ok(_) => panic!("a batch of {batch} built although act1 needs more than {limit} bytes"),
+        Err(e) => e.to_string(),
+    };
+    let needs = format!("\"act1\" needs {} bytes", 4 * conv * batch);
+    assert!(
+        err.contains(&needs)
+            && err.contains(&format!("at most {limit} bytes"))
+            && err.contains("smaller model or batch"),
+        "{err}"
+    );
+    // Refused before any work: the device goes on training a model that fits.
+    let mut model = spec.build(ctx, 8).unwrap();
+    model.set_params(&model.init(2)).unwrap();
+    let mut r = rng(9);
+    let x = random_vec(&mut r, 8 * 784, 1.0);
+    let y: Vec<u32> = (0..8).map(|i| i % 10).collect();
+    let (loss, _) = model.evaluate(&x, &y).unwrap();
+    assert!(loss.is_finite() && loss > 0.0, "{loss}");
 }
 
 #[test]

@@ -23,7 +23,7 @@ use a2cid_engine::relay::RelayNode;
 use a2cid_engine::train_state::StateVectors;
 use a2cid_engine::train_state::AVERAGE_SLOTS;
 use a2cid_engine::TrainState;
-use a2cid_net::{ClockSegment, Fingerprint, Mesh, MeshConfig, Rendezvous, Secret};
+use a2cid_net::{ClockSegment, Fingerprint, Mesh, MeshConfig, Rendezvous, Secret, ShutdownHandle};
 use a2cid_schema::{
     write_atomic, write_json_atomic, At, AverageResult, Constants, EdgeReport, Method, MetricEvent,
     MetricsLog, Progress, RunConfig, RunDir, Slowdown, StopReason, WorkerResult,
@@ -365,7 +365,7 @@ pub fn run_worker(
         }
         mesh
     };
-    mesh.shutdown_on_signals();
+    watch_signals(mesh.shutdown_handle(), place.rank);
     let _ = launcher.set(mesh.shutdown_handle());
     lock(&w.shared).time.start_now();
     w.progress(false);
@@ -388,6 +388,24 @@ pub fn run_worker(
     };
     let _ = rt.block_on(mesh.shutdown(&reason));
     outcome
+}
+
+/// The first SIGINT (Ctrl-C) or SIGTERM stops this worker gracefully: the mesh is told, and the
+/// worker checkpoints, is evaluated and joins the final average. A second one ends the process at
+/// once (exit status 130), as a second Ctrl-C ends the launcher: the final evaluation and average
+/// can take minutes on a busy machine, or wait on a frozen peer, and whoever asks twice wants the
+/// worker gone. Nothing is lost: every checkpoint is written to a temporary file and renamed.
+fn watch_signals(mesh: ShutdownHandle, rank: usize) {
+    tokio::spawn(async move {
+        let first = a2cid_net::interrupt_signal().await;
+        mesh.shutdown(&format!("interrupted ({first})"));
+        let second = a2cid_net::interrupt_signal().await;
+        eprintln!(
+            "rank {rank}: {second} again: leaving now, without the final evaluation and average; \
+             the last checkpoint stands (resume with `a2cid run --resume <run directory>`)"
+        );
+        std::process::exit(130);
+    });
 }
 
 /// Sketches of the parameters at a common grid of the clock (`a2cid_schema::sketch`).
