@@ -32,8 +32,12 @@ pub struct MeshConfig {
     /// Initial / min / max of the adaptive proposal timeout (propose to answer).
     pub proposal_timeout: (Duration, Duration, Duration),
     /// Consecutive unanswered proposals or timed-out exchanges (waiting on the peer) after which a
-    /// connected but unresponsive peer is dropped.
+    /// connected but unresponsive peer is dropped, once they span `unresponsive_after`.
     pub max_exchange_failures: u32,
+    /// The least time a connected peer's failures in a row must span before it is dropped: a
+    /// worker starved of CPU (many processes sharing few cores) answers a second or two late, a
+    /// frozen one never does.
+    pub unresponsive_after: Duration,
     /// Floats per collective chunk (pipelining grain).
     pub chunk_floats: usize,
     /// Longest a collective waits for a neighbour before failing.
@@ -76,6 +80,7 @@ impl MeshConfig {
                 Duration::from_secs(30),
             ),
             max_exchange_failures: 3,
+            unresponsive_after: Duration::from_secs(10),
             chunk_floats: 1 << 18,
             collective_timeout: Duration::from_secs(600),
         }

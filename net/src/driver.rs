@@ -154,7 +154,8 @@ impl Driver {
                 cfg.max_exchange_failures,
                 cfg.exchange_timeout,
                 cfg.proposal_timeout,
-            ),
+            )
+            .with_min_silence(cfg.unresponsive_after),
             members: Membership::new(cfg.rank, cfg.world, &cfg.edges),
             event_reserve: Driver::event_reserve(links.len(), cfg.world),
             links,
@@ -374,7 +375,10 @@ impl Driver {
             let tau = self.now();
             let acts = self.pairing.on_proposal_timeout(peer, seq, tau);
             self.apply(acts);
-            if let Verdict::Drop { reason } = self.health.proposal_expired(peer, unanswered) {
+            let verdict = self
+                .health
+                .proposal_expired(peer, unanswered, now.into_std());
+            if let Verdict::Drop { reason } = verdict {
                 self.peer_lost(peer, &reason, Loss::Unresponsive);
             }
         }
@@ -385,8 +389,10 @@ impl Driver {
         if let Some((peer, seq, supplied, deadline)) = expired {
             let why = format!("timed out after {:.1}s", deadline.after.as_secs_f64());
             self.fail_exchange(peer, seq, &why);
-            if let Verdict::Drop { reason } = self.health.exchange_expired(peer, supplied.is_some())
-            {
+            let verdict = self
+                .health
+                .exchange_expired(peer, supplied.is_some(), now.into_std());
+            if let Verdict::Drop { reason } = verdict {
                 self.peer_lost(peer, &reason, Loss::Unresponsive);
             }
         }
@@ -397,8 +403,9 @@ impl Driver {
         let mut stalled = std::mem::take(&mut self.stalled);
         stalled.sort_unstable();
         stalled.dedup();
+        let now = tokio::time::Instant::now().into_std();
         for peer in stalled {
-            if let Verdict::Drop { reason } = self.health.failed(peer, Failure::Stalled) {
+            if let Verdict::Drop { reason } = self.health.failed(peer, Failure::Stalled, now) {
                 self.peer_lost(peer, &reason, Loss::Unresponsive);
             }
         }
@@ -839,6 +846,7 @@ mod tests {
         );
         cfg.exchange_timeout = (EXCHANGE_TIMEOUT, EXCHANGE_TIMEOUT, EXCHANGE_TIMEOUT);
         cfg.max_exchange_failures = 2;
+        cfg.unresponsive_after = Duration::ZERO;
         let mut links = BTreeMap::new();
         let mut outboxes = BTreeMap::new();
         for &p in peers {

@@ -4,8 +4,9 @@
 //!
 //! - [`Health`]: who a timed-out exchange counts against (the peer only if this worker had already
 //!   supplied its snapshot), consecutive failures per peer and when an unresponsive peer is dropped
-//!   (with a reason naming the count and the last cause), and the adaptive proposal and exchange
-//!   timeouts learned from round trips.
+//!   (enough failures in a row, spread over a least time of silence; the reason names the count,
+//!   the time and the last cause), and the adaptive proposal and exchange timeouts learned from
+//!   round trips.
 //! - [`Membership`]: which ranks failed or left, and whether the live graph fell apart.
 
 use std::collections::{BTreeSet, HashMap};
@@ -79,7 +80,11 @@ impl TimeoutBounds {
 #[derive(Clone, Debug)]
 pub struct Health {
     max_failures: u32,
+    /// The least time a failing peer must have gone unheard before it is dropped.
+    min_silence: Duration,
     failures: HashMap<usize, u32>,
+    /// When each peer's current run of failures began.
+    failing_since: HashMap<usize, Instant>,
     exchange: AdaptiveTimeout,
     proposal: AdaptiveTimeout,
     /// The last proposal sent, and when, to time its answer.
@@ -87,7 +92,8 @@ pub struct Health {
 }
 
 impl Health {
-    /// `max_failures` consecutive failures drop a peer (at least 1).
+    /// `max_failures` consecutive failures drop a peer (at least 1), as soon as they span
+    /// [`Health::with_min_silence`] (none unless set).
     pub fn new(
         max_failures: u32,
         exchange: impl Into<TimeoutBounds>,
@@ -95,11 +101,27 @@ impl Health {
     ) -> Health {
         Health {
             max_failures: max_failures.max(1),
+            min_silence: Duration::ZERO,
             failures: HashMap::new(),
+            failing_since: HashMap::new(),
             exchange: exchange.into().estimator(),
             proposal: proposal.into().estimator(),
             in_flight: None,
         }
+    }
+
+    /// A peer is dropped only once its failures in a row span `d` (from the first of them): a
+    /// worker starved of CPU for a second or two, many processes sharing few cores, answers late
+    /// but answers; a frozen or partitioned one stays silent.
+    pub fn with_min_silence(mut self, d: Duration) -> Health {
+        self.min_silence = d;
+        self
+    }
+
+    /// `peer` answered or completed an exchange: its run of failures ends.
+    fn alive(&mut self, peer: usize) {
+        self.failures.insert(peer, 0);
+        self.failing_since.remove(&peer);
     }
 
     /// How long an exchange may take, from agreement to both snapshots crossed.
@@ -117,6 +139,7 @@ impl Health {
     /// `peer` came back: its failures are forgotten.
     pub fn revived(&mut self, peer: usize) {
         self.failures.remove(&peer);
+        self.failing_since.remove(&peer);
     }
 
     /// Consecutive failures of `peer` so far.
@@ -143,21 +166,22 @@ impl Health {
             }
         }
         if !matches!(msg, PairMsg::Abort { .. }) {
-            self.failures.insert(peer, 0);
+            self.alive(peer);
         }
     }
 
     /// Both snapshots crossed, `took` after the agreement: learn from it; the peer is alive.
     pub fn exchanged(&mut self, peer: usize, took: Duration) {
         self.exchange.observe(took);
-        self.failures.insert(peer, 0);
+        self.alive(peer);
     }
 
-    /// The proposal to `peer` timed out. `unanswered` is false when the timer is stale (answered,
-    /// or the proposal is no longer the one in progress): only an unanswered proposal counts.
-    pub fn proposal_expired(&mut self, peer: usize, unanswered: bool) -> Verdict {
+    /// The proposal to `peer` timed out at `now`. `unanswered` is false when the timer is stale
+    /// (answered, or the proposal is no longer the one in progress): only an unanswered proposal
+    /// counts.
+    pub fn proposal_expired(&mut self, peer: usize, unanswered: bool, now: Instant) -> Verdict {
         if unanswered {
-            self.failed(peer, Failure::ProposalUnanswered)
+            self.failed(peer, Failure::ProposalUnanswered, now)
         } else {
             Verdict::Keep
         }
@@ -172,23 +196,32 @@ impl Health {
         }
     }
 
-    /// The exchange with `peer` timed out; `supplied` says whether this worker had handed over its
-    /// snapshot by then.
-    pub fn exchange_expired(&mut self, peer: usize, supplied: bool) -> Verdict {
+    /// The exchange with `peer` timed out at `now`; `supplied` says whether this worker had handed
+    /// over its snapshot by then.
+    pub fn exchange_expired(&mut self, peer: usize, supplied: bool, now: Instant) -> Verdict {
         match Health::blame(supplied) {
-            Blame::Peer => self.failed(peer, Failure::ExchangeTimedOut),
+            Blame::Peer => self.failed(peer, Failure::ExchangeTimedOut, now),
             Blame::OwnCaller => Verdict::Keep,
         }
     }
 
-    /// One more consecutive sign that `peer` does not answer; at the limit it is dropped.
-    pub fn failed(&mut self, peer: usize, what: Failure) -> Verdict {
+    /// One more consecutive sign, at `now`, that `peer` does not answer; at the limit, once the
+    /// run of failures spans the least silence, it is dropped.
+    pub fn failed(&mut self, peer: usize, what: Failure, now: Instant) -> Verdict {
         let n = self.failures.entry(peer).or_insert(0);
         *n += 1;
-        if *n >= self.max_failures {
-            Verdict::Drop {
-                reason: format!("unresponsive: {n} times in a row ({what}, the last)"),
-            }
+        let since = *self.failing_since.entry(peer).or_insert(now);
+        let silent = now.saturating_duration_since(since);
+        if *n >= self.max_failures && silent >= self.min_silence {
+            let reason = if self.min_silence.is_zero() {
+                format!("unresponsive: {n} times in a row ({what}, the last)")
+            } else {
+                format!(
+                    "unresponsive: {n} times in a row over {:.1} s ({what}, the last)",
+                    silent.as_secs_f64()
+                )
+            };
+            Verdict::Drop { reason }
         } else {
             Verdict::Keep
         }
@@ -285,25 +318,68 @@ mod tests {
         Health::new(max, (60 * S, 2 * S, 300 * S), (S, 200 * MS, 30 * S))
     }
 
+    /// One fixed instant, for the tests where time plays no part.
+    fn t0() -> Instant {
+        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *T0.get_or_init(Instant::now)
+    }
+
+    #[test]
+    fn a_late_but_living_peer_is_kept_until_its_silence_spans_the_least_time() {
+        let t0 = t0();
+        let mut h = health(3).with_min_silence(10 * S);
+        // Three proposals unanswered within 1.5 s: a starved peer, not a gone one.
+        for k in 0..3 {
+            let at = t0 + k * 700 * MS;
+            assert_eq!(h.proposal_expired(1, true, at), Verdict::Keep);
+        }
+        assert_eq!(h.failures(1), 3);
+        // It answers late: the run of failures ends, and the next one starts afresh.
+        h.heard(1, PairMsg::Busy { seq: 7 }, t0 + 2 * S);
+        for k in 0..5 {
+            let at = t0 + 3 * S + k * S;
+            assert_eq!(
+                h.proposal_expired(1, true, at),
+                Verdict::Keep,
+                "failure {k}"
+            );
+        }
+        // Silent on: dropped once its failures span 10 s, naming the time.
+        assert_eq!(h.proposal_expired(1, true, t0 + 12 * S), Verdict::Keep);
+        let Verdict::Drop { reason } = h.proposal_expired(1, true, t0 + 13 * S) else {
+            panic!("ten seconds of silence and seven failures in a row must drop the peer")
+        };
+        assert_eq!(
+            reason,
+            "unresponsive: 7 times in a row over 10.0 s (proposal went unanswered, the last)"
+        );
+        // Another peer's failures have their own clock.
+        assert_eq!(
+            h.exchange_expired(2, true, t0 + 13 * S),
+            Verdict::Keep,
+            "peer 2's first failure"
+        );
+    }
+
     #[test]
     fn a_timeout_while_our_own_caller_is_slow_does_not_count() {
         let mut h = health(2);
         assert_eq!(Health::blame(false), Blame::OwnCaller);
         for _ in 0..10 {
-            assert_eq!(h.exchange_expired(1, false), Verdict::Keep);
+            assert_eq!(h.exchange_expired(1, false, t0()), Verdict::Keep);
         }
         assert_eq!(h.failures(1), 0);
         assert_eq!(Health::blame(true), Blame::Peer);
-        assert_eq!(h.exchange_expired(1, true), Verdict::Keep);
+        assert_eq!(h.exchange_expired(1, true, t0()), Verdict::Keep);
         assert_eq!(h.failures(1), 1);
     }
 
     #[test]
     fn consecutive_failures_drop_the_peer_naming_count_and_last_cause() {
         let mut h = health(3);
-        assert_eq!(h.proposal_expired(4, true), Verdict::Keep);
-        assert_eq!(h.exchange_expired(4, true), Verdict::Keep);
-        let Verdict::Drop { reason } = h.proposal_expired(4, true) else {
+        assert_eq!(h.proposal_expired(4, true, t0()), Verdict::Keep);
+        assert_eq!(h.exchange_expired(4, true, t0()), Verdict::Keep);
+        let Verdict::Drop { reason } = h.proposal_expired(4, true, t0()) else {
             panic!("the third failure in a row must drop the peer")
         };
         assert_eq!(
@@ -312,7 +388,7 @@ mod tests {
         );
         // Other peers are counted apart.
         assert_eq!(h.failures(5), 0);
-        let Verdict::Drop { reason } = health(1).failed(5, Failure::Stalled) else {
+        let Verdict::Drop { reason } = health(1).failed(5, Failure::Stalled, t0()) else {
             panic!("a limit of 1 drops at once")
         };
         assert!(reason.contains("1 times in a row (its outgoing queue is full"));
@@ -321,7 +397,7 @@ mod tests {
     #[test]
     fn stale_proposal_timers_do_not_count() {
         let mut h = health(1);
-        assert_eq!(h.proposal_expired(2, false), Verdict::Keep);
+        assert_eq!(h.proposal_expired(2, false, t0()), Verdict::Keep);
         assert_eq!(h.failures(2), 0);
     }
 
@@ -329,16 +405,16 @@ mod tests {
     fn an_answer_or_a_completed_exchange_resets_the_count_but_an_abort_does_not() {
         let t0 = Instant::now();
         let mut h = health(3);
-        h.failed(1, Failure::ProposalUnanswered);
-        h.failed(1, Failure::ProposalUnanswered);
+        h.failed(1, Failure::ProposalUnanswered, t0);
+        h.failed(1, Failure::ProposalUnanswered, t0);
         h.heard(1, PairMsg::Abort { seq: 9 }, t0);
         assert_eq!(h.failures(1), 2);
         h.heard(1, PairMsg::Busy { seq: 9 }, t0);
         assert_eq!(h.failures(1), 0);
-        h.failed(1, Failure::ExchangeTimedOut);
+        h.failed(1, Failure::ExchangeTimedOut, t0);
         h.exchanged(1, 50 * MS);
         assert_eq!(h.failures(1), 0);
-        h.failed(1, Failure::ExchangeTimedOut);
+        h.failed(1, Failure::ExchangeTimedOut, t0);
         h.heard(1, PairMsg::Propose { seq: 3 }, t0);
         assert_eq!(h.failures(1), 0);
     }

@@ -354,6 +354,7 @@ fn wrong_version_and_garbage_are_refused() {
 #[test]
 fn frozen_peer_is_detected_and_dropped() {
     // Complete graph on 3; rank 2 is frozen (SIGSTOP): its sockets stay open but it answers nothing.
+    // It is dropped once its failures span 2 s of silence (10 s by default).
     let extra = [
         "--params",
         "20000",
@@ -363,6 +364,8 @@ fn frozen_peer_is_detected_and_dropped() {
         "0.3",
         "--seconds",
         "8",
+        "--unresponsive-after",
+        "2",
     ];
     let (mut n0, addr) = start_rank0("f", 3, &extra);
     let mut n1 = Node::spawn("f", &args(1, 3, &addr, &extra));

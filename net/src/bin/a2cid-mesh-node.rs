@@ -28,6 +28,8 @@ struct Args {
     secret_file: Option<PathBuf>,
     connect_timeout: f64,
     final_allreduce: bool,
+    /// Seconds a failing peer must stay silent before it is dropped (the mesh's default if None).
+    unresponsive_after: Option<f64>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -45,6 +47,7 @@ fn parse() -> Result<Args, String> {
         secret_file: None,
         connect_timeout: 30.0,
         final_allreduce: true,
+        unresponsive_after: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -71,6 +74,7 @@ fn parse() -> Result<Args, String> {
             "--secret-file" => a.secret_file = Some(PathBuf::from(val)),
             "--connect-timeout" => a.connect_timeout = num(&val)?,
             "--final" => a.final_allreduce = val == "allreduce",
+            "--unresponsive-after" => a.unresponsive_after = Some(num(&val)?),
             "--edges" => {
                 for e in val.split(',').filter(|e| !e.is_empty()) {
                     let (x, y) = e.split_once('-').ok_or_else(|| format!("bad edge '{e}'"))?;
@@ -169,6 +173,9 @@ async fn run() -> Result<(), String> {
     cfg.bind_host = "127.0.0.1".into();
     cfg.connect_timeout = Duration::from_secs_f64(a.connect_timeout);
     cfg.chunk_floats = 1 << 14;
+    if let Some(s) = a.unresponsive_after {
+        cfg.unresponsive_after = Duration::from_secs_f64(s);
+    }
     let mut mesh = match Mesh::connect(cfg).await {
         Ok(m) => m,
         Err(e) => {
