@@ -298,7 +298,7 @@ fn worker_for(
         .arg(rank.to_string())
         .args(["--world", &world.to_string()])
         .args(["--master", &format!("127.0.0.1:{port}")])
-        .args(["--connect-timeout", "30", "--out"])
+        .args(["--connect-timeout", "120", "--out"])
         .arg(out)
         .env("A2CID_SECRET", "a-secret-of-enough-length")
         .stdout(Stdio::null())
@@ -558,7 +558,17 @@ fn a_second_worker_with_a_taken_rank_is_refused_and_the_run_goes_on() {
     let port = free_port();
     let r0 = worker_of(&out, 0, 3, port);
     let r1 = worker_of(&out, 1, 3, port);
-    std::thread::sleep(Duration::from_secs(2));
+    // The first rank 1 has opened its metrics (it waits for rank 2 to form the mesh), so there is
+    // something for the duplicate to clobber. A fixed sleep raced with a slow start-up.
+    let metrics = out.join("workers/rank1.jsonl");
+    let t0 = Instant::now();
+    while !metrics.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the first rank 1 never opened its metrics"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let dup = worker_of(&out, 1, 3, port).wait_with_output().unwrap();
     assert!(!dup.status.success(), "{}", text(&dup));
     let t = text(&dup);
@@ -568,7 +578,7 @@ fn a_second_worker_with_a_taken_rank_is_refused_and_the_run_goes_on() {
         t.contains("another worker with rank 1") && t.contains("same rank"),
         "{t}"
     );
-    let metrics = std::fs::read_to_string(out.join("workers/rank1.jsonl")).unwrap();
+    let metrics = std::fs::read_to_string(&metrics).unwrap();
     assert!(
         !metrics.contains('\0'),
         "the first rank 1's metrics were not clobbered"
