@@ -393,6 +393,23 @@ fn a_worker_lost_before_the_mesh_forms_stops_the_launch_at_once_naming_it() {
     }
 }
 
+/// The metrics file of rank `r` so far (empty before it exists).
+fn metrics_of(out: &Path, r: usize) -> String {
+    std::fs::read_to_string(out.join(format!("workers/rank{r}.jsonl"))).unwrap_or_default()
+}
+
+/// Waits (up to 90 s) until ranks `0..world` have each logged a training window.
+fn wait_until_trained(out: &Path, world: usize) {
+    let t0 = Instant::now();
+    while !(0..world).all(|r| metrics_of(out, r).contains("\"event\":\"train\"")) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "the run never got going"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Starts a long run and waits until every worker has taken a few steps.
 fn long_run_under_way(out: &Path) -> std::process::Child {
     let launcher = digits(out, &["--epochs", "400"])
@@ -400,18 +417,7 @@ fn long_run_under_way(out: &Path) -> std::process::Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    let stepped = |r: usize| {
-        std::fs::read_to_string(out.join(format!("workers/rank{r}.jsonl")))
-            .is_ok_and(|t| t.contains("\"event\":\"train\""))
-    };
-    while !(0..4).all(stepped) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(90),
-            "the run never got going"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_trained(out, 4);
     launcher
 }
 
@@ -488,17 +494,8 @@ fn a_second_signal_ends_a_stopping_worker_at_once_and_keeps_its_checkpoint() {
     let port = free_port();
     let mut r0 = worker_for(&out, 0, 2, port, 600);
     let mut r1 = worker_for(&out, 1, 2, port, 600);
-    let log = |r: usize| {
-        std::fs::read_to_string(out.join(format!("workers/rank{r}.jsonl"))).unwrap_or_default()
-    };
-    let t0 = Instant::now();
-    while !(0..2).all(|r| log(r).contains("\"event\":\"train\"")) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(90),
-            "the run never got going"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_trained(&out, 2);
+    let log = |r: usize| metrics_of(&out, r);
     // Rank 1 freezes, so rank 0's graceful stop waits on it in the final average (for as long as
     // the collective timeout, ten minutes).
     signal("STOP", r1.id());
@@ -601,18 +598,9 @@ fn a_killed_worker_is_restarted_and_rejoins_from_a_neighbour_and_the_run_finishe
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let metrics = |r: usize| {
-        std::fs::read_to_string(out.join(format!("workers/rank{r}.jsonl"))).unwrap_or_default()
-    };
-    let t0 = Instant::now();
+    let metrics = |r: usize| metrics_of(&out, r);
     // Metrics reach the file at every 10 s logging window.
-    while !(0..4).all(|r| metrics(r).contains("\"event\":\"train\"")) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(90),
-            "the run never got going"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_trained(&out, 4);
     let pid = std::fs::read_to_string(out.join("workers/rank2.pid")).unwrap();
     Command::new("kill")
         .args(["-9", pid.trim()])
